@@ -1,0 +1,183 @@
+"""Symbolic dimensions and tensor types.
+
+A dim is a polynomial with rational coefficients over symbol names (`B`, `D + H`,
+`2 * H`, `T / 2`). Ints are constant polynomials. Two dims are equal only when their
+polynomials are: `B` and `D` are different until a call binds them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from fractions import Fraction
+
+Monomial = tuple[str, ...]  # sorted symbol names; () is the constant term
+
+
+class Dim:
+    """An immutable polynomial over symbolic dim names."""
+
+    __slots__ = ("terms", "_hash")
+
+    def __init__(self, terms: dict[Monomial, Fraction] | int | str):
+        if isinstance(terms, int):
+            terms = {(): Fraction(terms)} if terms else {}
+        elif isinstance(terms, str):
+            terms = {(terms,): Fraction(1)}
+        self.terms = {m: c for m, c in terms.items() if c != 0}
+        self._hash = hash(frozenset(self.terms.items()))
+
+    @staticmethod
+    def of(value: Dim | int | str) -> Dim:
+        return value if isinstance(value, Dim) else Dim(value)
+
+    # -- queries -----------------------------------------------------------
+    def is_const(self) -> bool:
+        return all(m == () for m in self.terms)
+
+    def is_int(self) -> bool:
+        return self.is_const() and self.const().denominator == 1
+
+    def const(self) -> Fraction:
+        return self.terms.get((), Fraction(0))
+
+    def __int__(self) -> int:
+        if not self.is_int():
+            raise ValueError(f"dim {self} is not a known integer")
+        return int(self.const())
+
+    def symbols(self) -> set[str]:
+        return {s for m in self.terms for s in m}
+
+    def substitute(self, env: dict[str, Dim]) -> Dim:
+        out: Dim = Dim(0)
+        for mono, coef in self.terms.items():
+            term: Dim = Dim({(): coef})
+            for s in mono:
+                term = term * env.get(s, Dim(s))
+            out = out + term
+        return out
+
+    # -- arithmetic --------------------------------------------------------
+    def __add__(self, other: Dim | int) -> Dim:
+        other = Dim.of(other)
+        terms = dict(self.terms)
+        for m, c in other.terms.items():
+            terms[m] = terms.get(m, Fraction(0)) + c
+        return Dim(terms)
+
+    __radd__ = __add__
+
+    def __neg__(self) -> Dim:
+        return Dim({m: -c for m, c in self.terms.items()})
+
+    def __sub__(self, other: Dim | int) -> Dim:
+        return self + (-Dim.of(other))
+
+    def __rsub__(self, other: Dim | int) -> Dim:
+        return Dim.of(other) - self
+
+    def __mul__(self, other: Dim | int) -> Dim:
+        other = Dim.of(other)
+        terms: dict[Monomial, Fraction] = {}
+        for m1, c1 in self.terms.items():
+            for m2, c2 in other.terms.items():
+                m = tuple(sorted(m1 + m2))
+                terms[m] = terms.get(m, Fraction(0)) + c1 * c2
+        return Dim(terms)
+
+    __rmul__ = __mul__
+
+    def __truediv__(self, other: Dim | int) -> Dim:
+        other = Dim.of(other)
+        if not other.is_const() or other.const() == 0:
+            raise ValueError(f"cannot divide a dim by {other}")
+        return Dim({m: c / other.const() for m, c in self.terms.items()})
+
+    def floordiv(self, k: int) -> Dim | None:
+        """`self // k` when it is known, else None."""
+        if self.is_const():
+            return Dim(int(self.const() // k))
+        exact = self / k
+        return exact if all(c.denominator == 1 for c in exact.terms.values()) else None
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, int):
+            other = Dim(other)
+        return isinstance(other, Dim) and self.terms == other.terms
+
+    def __hash__(self) -> int:
+        return self._hash
+
+    def __repr__(self) -> str:
+        return f"Dim({self})"
+
+    def __str__(self) -> str:
+        if not self.terms:
+            return "0"
+        parts = []
+        for mono in sorted(self.terms, key=lambda m: (-len(m), m)):
+            coef = self.terms[mono]
+            name = " * ".join(mono)
+            if not mono:
+                text = str(abs(coef)) if coef.denominator == 1 else f"{abs(coef.numerator)} / {coef.denominator}"
+            elif abs(coef) == 1:
+                text = name
+            elif coef.denominator == 1:
+                text = f"{abs(coef.numerator)} * {name}"
+            elif abs(coef.numerator) == 1:
+                text = f"{name} / {coef.denominator}"
+            else:
+                text = f"{abs(coef.numerator)} * {name} / {coef.denominator}"
+            sign = "-" if coef < 0 else "+"
+            parts.append((sign, text))
+        out = ("-" if parts[0][0] == "-" else "") + parts[0][1]
+        for sign, text in parts[1:]:
+            out += f" {sign} {text}"
+        return out
+
+
+Shape = tuple[Dim, ...]
+
+DTYPES = ("f32", "f16", "bf16", "f64", "i32", "i64", "bool")
+FLOAT_DTYPES = ("f32", "f16", "bf16", "f64")
+INT_DTYPES = ("i32", "i64")
+
+
+@dataclass(frozen=True)
+class TensorType:
+    dtype: str
+    shape: Shape
+
+    @staticmethod
+    def make(dtype: str, shape) -> TensorType:
+        return TensorType(dtype, tuple(Dim.of(d) for d in shape))
+
+    @property
+    def rank(self) -> int:
+        return len(self.shape)
+
+    def is_float(self) -> bool:
+        return self.dtype in FLOAT_DTYPES
+
+    def concrete(self) -> tuple[int, ...] | None:
+        """The shape as ints, or None while a dim is symbolic."""
+        if all(d.is_int() for d in self.shape):
+            return tuple(int(d) for d in self.shape)
+        return None
+
+    def __str__(self) -> str:
+        return f"{self.dtype}[{', '.join(str(d) for d in self.shape)}]"
+
+
+def shape_str(shape: Shape) -> str:
+    return "[" + ", ".join(str(d) for d in shape) + "]"
+
+
+def promote(a: str, b: str) -> str:
+    """Result dtype of a binary op, JAX-style (bool < ints < floats, wider wins)."""
+    order = ["bool", "i32", "i64", "bf16", "f16", "f32", "f64"]
+    if a == b:
+        return a
+    if {a, b} == {"bf16", "f16"}:
+        return "f32"
+    return max(a, b, key=order.index)

@@ -1,0 +1,47 @@
+"""A stable text form of the IR, one node per line (golden tests compare it)."""
+
+from __future__ import annotations
+
+from graphdl.dims import TensorType
+from graphdl.ir.graph import IR
+
+
+def _type(t) -> str:
+    if isinstance(t, TensorType):
+        return str(t)
+    if isinstance(t, tuple):
+        return "(" + ", ".join(_type(x) for x in t) + ")"
+    return "?"
+
+
+def _attr(v) -> str:
+    if isinstance(v, str):
+        return f'"{v}"'
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(_attr(x) for x in v) + "]"
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    return str(v)
+
+
+def format_ir(g: IR, indent: str = "") -> str:
+    """`%3 = dense(%1, w=%2, units=10) : f32[B, 10]  @ mlp.out  # 4:17`"""
+    lines = [f"{indent}ir {g.graph['name']}("
+             + ", ".join(f"%{i}" for i in g.graph["inputs"]) + ")"]
+    for nid in sorted(g.nodes):
+        n = g.nodes[nid]
+        operands = [f"%{i}" if a in ("", f"_{k}") else f"{a}=%{i}"
+                    for k, (i, a) in enumerate(zip(n["inputs"], n["args"]))]
+        attrs = [f"{k}={_attr(v)}" for k, v in n["attrs"].items() if k != "body"]
+        where = f"  @ {n['scope']}" if n["scope"] else ""
+        loc = f"  # {n['span'].line}:{n['span'].col}" if n["span"] else ""
+        lines.append(f"{indent}  %{nid} = {n['op']}({', '.join(operands + attrs)}) : "
+                     f"{_type(n['type'])}{where}{loc}")
+        if "body" in n["attrs"]:
+            lines.append(format_ir(n["attrs"]["body"], indent + "    "))
+    delayed = [(a, b) for a, b, d in g.edges(data=True) if d.get("delay")]
+    for a, b in delayed:
+        lines.append(f"{indent}  %{a} -> %{b} (delay 1)")
+    outs = ", ".join(f"%{o}" for o in g.graph["outputs"])
+    lines.append(f"{indent}  return {outs}")
+    return "\n".join(lines)

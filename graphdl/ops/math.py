@@ -1,0 +1,382 @@
+"""Arithmetic, element-wise functions, reductions and shape ops."""
+
+from __future__ import annotations
+
+import math
+
+from graphdl.dims import Dim, TensorType, promote
+from graphdl.ops._jax import jax, jnn, jnp, lax
+from graphdl.ops.registry import (
+    ShapeError, as_int, as_ints, broadcast, norm_axis, register, require_float,
+)
+
+T = TensorType
+
+# -- binary arithmetic and comparisons (the operators of the language) --------
+ARITHMETIC = {
+    "add": ("add", lambda a, b: a + b), "sub": ("subtract", lambda a, b: a - b),
+    "mul": ("multiply", lambda a, b: a * b), "div": ("divide", lambda a, b: a / b),
+    "pow": ("raise", lambda a, b: a ** b), "mod": ("take the remainder of", lambda a, b: a % b),
+    "maximum": ("take the maximum of", lambda a, b: jnp.maximum(a, b)),
+    "minimum": ("take the minimum of", lambda a, b: jnp.minimum(a, b)),
+}
+COMPARISONS = {
+    "eq": lambda a, b: a == b, "ne": lambda a, b: a != b, "lt": lambda a, b: a < b,
+    "le": lambda a, b: a <= b, "gt": lambda a, b: a > b, "ge": lambda a, b: a >= b,
+}
+OPERATOR_OPS = {"+": "add", "-": "sub", "*": "mul", "/": "div", "**": "pow", "%": "mod",
+                "@": "matmul", "==": "eq", "!=": "ne", "<": "lt", "<=": "le", ">": "gt", ">=": "ge"}
+
+
+def _arith_rule(verb: str, name: str):
+    def infer(x, y):
+        dtype = promote(x.dtype, y.dtype)
+        if name == "div" and dtype in ("i32", "i64", "bool"):
+            dtype = "f32"  # true division, as in NumPy
+        return T(dtype, broadcast(x, y, verb))
+    return infer
+
+
+for _name, (_verb, _fn) in ARITHMETIC.items():
+    register(_name, "x, y", _arith_rule(_verb, _name),
+             lambda ctx, x, y, _fn=_fn: _fn(x, y))
+
+for _name, _fn in COMPARISONS.items():
+    register(_name, "x, y", lambda x, y: T("bool", broadcast(x, y, "compare")),
+             lambda ctx, x, y, _fn=_fn: _fn(x, y))
+
+
+def _matmul_infer(x, y):
+    if x.rank < 1 or y.rank < 1:
+        raise ShapeError(f"cannot multiply matrices {x} and {y}: @ needs tensors of rank >= 1")
+    inner_x = x.shape[-1]
+    inner_y = y.shape[-2] if y.rank >= 2 else y.shape[0]
+    if inner_x != inner_y:
+        raise ShapeError(
+            f"cannot multiply {x} @ {y}: inner dims {inner_x} and {inner_y} differ",
+            hint="the last axis of the left side must equal the second-to-last of the right")
+    batch_x, batch_y = T(x.dtype, x.shape[:-2]), T(y.dtype, y.shape[:-2])
+    batch = broadcast(batch_x, batch_y, "batch-multiply")
+    out = batch + (x.shape[-2:-1] if x.rank >= 2 else ()) + (y.shape[-1:] if y.rank >= 2 else ())
+    return T(promote(x.dtype, y.dtype), out)
+
+
+register("matmul", "x, y", _matmul_infer, lambda ctx, x, y: x @ y)
+
+
+def _where_infer(cond, x, y):
+    shape = broadcast(T("bool", broadcast(cond, x, "select from")), y, "select from")
+    return T(promote(x.dtype, y.dtype), shape)
+
+
+register("where", "cond, x, y", _where_infer, lambda ctx, cond, x, y: jnp.where(cond, x, y))
+
+
+# -- unary element-wise functions ---------------------------------------------
+def _same(x, **_):
+    return x
+
+
+def _float_same(name):
+    def infer(x, **_):
+        require_float(x, name)
+        return x
+    return infer
+
+
+UNARY_FLOAT = {
+    "exp": lambda x: jnp.exp(x), "log": lambda x: jnp.log(x), "tanh": lambda x: jnp.tanh(x),
+    "sigmoid": lambda x: jnn.sigmoid(x), "relu": lambda x: jnn.relu(x),
+    "gelu": lambda x: jnn.gelu(x), "softplus": lambda x: jnn.softplus(x),
+    "sqrt": lambda x: jnp.sqrt(x), "sin": lambda x: jnp.sin(x), "cos": lambda x: jnp.cos(x),
+    "elu": lambda x: jnn.elu(x), "silu": lambda x: jnn.silu(x),
+    "log_sigmoid": lambda x: jnn.log_sigmoid(x),
+}
+for _name, _fn in UNARY_FLOAT.items():
+    register(_name, "x", _float_same(_name), lambda ctx, x, _fn=_fn: _fn(x))
+
+register("neg", "x", _same, lambda ctx, x: -x)
+register("abs", "x", _same, lambda ctx, x: jnp.abs(x))
+register("square", "x", _same, lambda ctx, x: jnp.square(x))
+register("leaky_relu", "x, slope: float = 0.01", lambda x, slope: x,
+         lambda ctx, x, slope: jnn.leaky_relu(x, slope))
+register("stop_gradient", "x", _same, lambda ctx, x: lax.stop_gradient(x))
+register("clip", "x, lo: float, hi: float", lambda x, lo, hi: x,
+         lambda ctx, x, lo, hi: jnp.clip(x, lo, hi))
+
+
+def _softmax_infer(x, axis):
+    require_float(x, "softmax")
+    norm_axis(axis, x.rank)
+    return x
+
+
+register("softmax", "x, axis: int = -1", _softmax_infer,
+         lambda ctx, x, axis: jnn.softmax(x, axis=axis))
+register("log_softmax", "x, axis: int = -1", _softmax_infer,
+         lambda ctx, x, axis: jnn.log_softmax(x, axis=axis))
+
+CASTS = {"f32": "float32", "f16": "float16", "bf16": "bfloat16", "f64": "float64",
+         "i32": "int32", "i64": "int64", "bool": "bool"}
+
+
+def _cast_infer(x, dtype):
+    if dtype not in CASTS:
+        raise ShapeError(f"unknown dtype {dtype!r}", "dtype", hint=f"dtypes are {', '.join(CASTS)}")
+    return T(dtype, x.shape)
+
+
+register("cast", "x, dtype: str", _cast_infer,
+         lambda ctx, x, dtype: x.astype(getattr(jnp, CASTS[dtype])))
+
+
+def _onehot_infer(x, classes):
+    if x.dtype not in ("i32", "i64"):
+        raise ShapeError(f"onehot needs integer labels, got {x}", "x")
+    return T("f32", x.shape + (Dim(as_int(classes, "classes")),))
+
+
+register("onehot", "x, classes: int", _onehot_infer,
+         lambda ctx, x, classes: jnn.one_hot(x, classes))
+
+
+# -- reductions ---------------------------------------------------------------
+def _axes(axis, rank):
+    if axis is None:
+        return tuple(range(rank))
+    return tuple(sorted({norm_axis(a, rank) for a in as_ints(axis, "axis")}))
+
+
+def _reduce_rule(name, dtype=None):
+    def infer(x, axis, keepdims):
+        axes = _axes(axis, x.rank)
+        shape = tuple(Dim(1) if i in axes else d for i, d in enumerate(x.shape)
+                      if keepdims or i not in axes)
+        out = dtype or ("f32" if name == "mean" and not x.is_float() else x.dtype)
+        if name == "sum" and x.dtype == "bool":
+            out = "i32"
+        return T(out, shape)
+    return infer
+
+
+REDUCTIONS = {"sum": "sum", "mean": "mean", "max": "max", "min": "min", "prod": "prod",
+              "logsumexp": None}
+for _name, _attr in REDUCTIONS.items():
+    def _lower(ctx, x, axis, keepdims, _name=_name):
+        ax = tuple(axis) if isinstance(axis, (list, tuple)) else axis
+        if _name == "logsumexp":
+            return jax.scipy.special.logsumexp(x, axis=ax, keepdims=keepdims)
+        return getattr(jnp, _name)(x, axis=ax, keepdims=keepdims)
+    register(_name, "x, axis: ints = None, keepdims: bool = false", _reduce_rule(_name), _lower)
+
+
+def _arg_rule(x, axis):
+    a = norm_axis(axis, x.rank)
+    return T("i32", x.shape[:a] + x.shape[a + 1:])
+
+
+register("argmax", "x, axis: int = -1", _arg_rule,
+         lambda ctx, x, axis: jnp.argmax(x, axis=axis).astype(jnp.int32))
+register("argmin", "x, axis: int = -1", _arg_rule,
+         lambda ctx, x, axis: jnp.argmin(x, axis=axis).astype(jnp.int32))
+
+
+# -- shape ops ----------------------------------------------------------------
+def _product(dims) -> Dim:
+    out = Dim(1)
+    for d in dims:
+        out = out * d
+    return out
+
+
+def _divide_dims(total: Dim, known: Dim) -> Dim | None:
+    """total / known when it is a polynomial (e.g. B*T*D / B = T*D), else None."""
+    if known.is_const():
+        q = total / known
+        return q if all(c.denominator == 1 for c in q.terms.values()) else None
+    if len(known.terms) == 1:
+        (mono, coef), = known.terms.items()
+        out = {}
+        for m, c in total.terms.items():
+            rest = list(m)
+            for s in mono:
+                if s not in rest:
+                    return None
+                rest.remove(s)
+            out[tuple(rest)] = c / coef
+        q = Dim(out)
+        return q if all(c.denominator == 1 for c in q.terms.values()) else None
+    return None
+
+
+def _reshape_infer(x, shape):
+    dims = [Dim.of(d) for d in shape]
+    unknown = [i for i, d in enumerate(dims) if d == -1]
+    total = _product(x.shape)
+    if len(unknown) > 1:
+        raise ShapeError("reshape can infer only one -1 dim", "shape")
+    if unknown:
+        rest = _divide_dims(total, _product(d for d in dims if d != -1))
+        if rest is None:
+            raise ShapeError(f"cannot reshape {x} to [{', '.join(map(str, dims))}]: "
+                             f"{total} elements do not divide evenly", "shape")
+        dims[unknown[0]] = rest
+    if _product(dims) != total:
+        raise ShapeError(f"cannot reshape {x} ({total} elements) to "
+                         f"[{', '.join(map(str, dims))}] ({_product(dims)} elements)", "shape")
+    return T(x.dtype, tuple(dims))
+
+
+register("reshape", "x, shape: dims", _reshape_infer,
+         lambda ctx, x, shape: jnp.reshape(x, tuple(int(d) for d in shape)))
+
+
+def _flatten_infer(x):
+    if x.rank < 1:
+        raise ShapeError(f"flatten needs a batch axis, got {x}", "x")
+    return T(x.dtype, (x.shape[0], _product(x.shape[1:])))
+
+
+register("flatten", "x", _flatten_infer, lambda ctx, x: jnp.reshape(x, (x.shape[0], -1)))
+
+
+def _concat_infer(xs, axis):
+    first = xs[0]
+    a = norm_axis(axis, first.rank)
+    size = Dim(0)
+    for t in xs:
+        if t.rank != first.rank or any(d1 != d2 for i, (d1, d2) in
+                                        enumerate(zip(t.shape, first.shape)) if i != a):
+            raise ShapeError(f"cannot concatenate {first} and {t} along axis {axis}",
+                             hint="all dims except the concatenation axis must match")
+        size = size + t.shape[a]
+    dtype = first.dtype
+    for t in xs[1:]:
+        dtype = promote(dtype, t.dtype)
+    return T(dtype, first.shape[:a] + (size,) + first.shape[a + 1:])
+
+
+register("concat", "xs: tensors, axis: int = -1", _concat_infer,
+         lambda ctx, xs, axis: jnp.concatenate(xs, axis=axis))
+
+
+def _stack_infer(xs, axis):
+    first = xs[0]
+    for t in xs:
+        if t.shape != first.shape:
+            raise ShapeError(f"cannot stack {first} and {t}: shapes must be equal")
+    a = norm_axis(axis, first.rank + 1)
+    return T(first.dtype, first.shape[:a] + (Dim(len(xs)),) + first.shape[a:])
+
+
+register("stack", "xs: tensors, axis: int = 0", _stack_infer,
+         lambda ctx, xs, axis: jnp.stack(xs, axis=axis))
+
+
+def _split_infer(x, sections, axis):
+    a = norm_axis(axis, x.rank)
+    n = as_int(sections, "sections")
+    part = x.shape[a].floordiv(n)
+    if part is None or part * n != x.shape[a]:
+        raise ShapeError(f"cannot split axis {axis} of {x} into {n} equal parts", "sections")
+    return tuple(T(x.dtype, x.shape[:a] + (part,) + x.shape[a + 1:]) for _ in range(n))
+
+
+register("split", "x, sections: int, axis: int = -1", _split_infer,
+         lambda ctx, x, sections, axis: tuple(jnp.split(x, sections, axis=axis)))
+
+
+def _transpose_infer(x, perm):
+    perm = list(range(x.rank))[::-1] if perm is None else list(as_ints(perm, "perm"))
+    if sorted(p % max(x.rank, 1) for p in perm) != list(range(x.rank)):
+        raise ShapeError(f"perm {perm} is not a permutation of the {x.rank} axes of {x}", "perm")
+    return T(x.dtype, tuple(x.shape[p] for p in perm))
+
+
+register("transpose", "x, perm: ints = None", _transpose_infer,
+         lambda ctx, x, perm: jnp.transpose(x, perm))
+
+
+def _expand_infer(x, axis):
+    a = norm_axis(axis, x.rank + 1)
+    return T(x.dtype, x.shape[:a] + (Dim(1),) + x.shape[a:])
+
+
+register("expand_dims", "x, axis: int", _expand_infer,
+         lambda ctx, x, axis: jnp.expand_dims(x, axis))
+
+
+def _squeeze_infer(x, axis):
+    a = norm_axis(axis, x.rank)
+    if x.shape[a] != 1:
+        raise ShapeError(f"cannot squeeze axis {axis} of {x}: its size is not 1", "axis")
+    return T(x.dtype, x.shape[:a] + x.shape[a + 1:])
+
+
+register("squeeze", "x, axis: int", _squeeze_infer, lambda ctx, x, axis: jnp.squeeze(x, axis))
+
+
+# -- indexing (built from the `x[...]` syntax) -----------------------------------
+def _slice_len(size: Dim, start, stop, step) -> Dim:
+    if size.is_int():
+        return Dim(len(range(*slice(start, stop, step).indices(int(size)))))
+    if start in (None, 0) and stop is None and step in (None, 1):
+        return size
+    raise ShapeError(f"cannot slice the symbolic axis {size} with bounds; give it a known size")
+
+
+def _index_infer(x, subs):
+    """subs: per axis ("int", i) or ("slice", start, stop, step); fewer than rank is fine."""
+    if len(subs) > x.rank:
+        raise ShapeError(f"too many indices for {x}: {len(subs)} given, rank is {x.rank}")
+    shape = []
+    for d, sub in zip(x.shape, subs):
+        if sub[0] == "int":
+            if d.is_int() and not -int(d) <= sub[1] < int(d):
+                raise ShapeError(f"index {sub[1]} is out of range for an axis of size {d}")
+        else:
+            shape.append(_slice_len(d, *sub[1:]))
+    return T(x.dtype, tuple(shape) + x.shape[len(subs):])
+
+
+def _index_lower(ctx, x, subs):
+    key = tuple(s[1] if s[0] == "int" else slice(*s[1:]) for s in subs)
+    return x[key]
+
+
+register("index", "x, subs: any", _index_infer, _index_lower)
+
+
+def _gather_infer(x, i, axis):
+    if i.dtype not in ("i32", "i64"):
+        raise ShapeError(f"an index tensor must be integer, got {i}", "i")
+    a = norm_axis(axis, x.rank)
+    return T(x.dtype, x.shape[:a] + i.shape + x.shape[a + 1:])
+
+
+register("take", "x, i, axis: int = 0", _gather_infer,
+         lambda ctx, x, i, axis: jnp.take(x, i, axis=axis))
+
+
+def _const_infer(value, dtype):
+    return T(dtype, ())
+
+
+register("const", "value: any, dtype: str = \"f32\"", _const_infer,
+         lambda ctx, value, dtype: jnp.asarray(value, dtype=getattr(jnp, CASTS[dtype])))
+
+
+def _fill_infer(shape, dtype):
+    return T(dtype, tuple(Dim.of(d) for d in shape))
+
+
+def _fill(fn):
+    return lambda ctx, shape, dtype: fn(tuple(int(d) for d in shape), dtype=getattr(jnp, CASTS[dtype]))
+
+
+register("zeros", "shape: dims, dtype: str = \"f32\"", _fill_infer, _fill(lambda s, dtype: jnp.zeros(s, dtype)))
+register("ones", "shape: dims, dtype: str = \"f32\"", _fill_infer, _fill(lambda s, dtype: jnp.ones(s, dtype)))
+register("arange", "n: int", lambda n: T("i32", (Dim(as_int(n, "n")),)),
+         lambda ctx, n: jnp.arange(n, dtype=jnp.int32))
+
+PI = math.pi

@@ -1,0 +1,142 @@
+"""The op registry: every built-in op is one `Op` entry.
+
+An entry holds the op's name, its signature (parsed from a short text such as
+`"x, units: int, bias: bool = true"`), its shape/dtype rule, its JAX lowering and, for
+layers, the parameters and statistics it owns. The front end uses the signature and the
+shape rule; `graphdl.lower` uses the lowering. Adding an op touches only its entry.
+"""
+
+from __future__ import annotations
+
+import ast as pyast
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from graphdl.dims import Dim, TensorType
+
+REQUIRED = object()
+
+# Argument kinds: tensors are graph values; every other kind is a compile-time constant.
+TENSOR_KINDS = ("tensor", "tensors")
+CONST_KINDS = ("int", "float", "bool", "str", "ints", "dims", "any")
+
+
+@dataclass(frozen=True)
+class Arg:
+    name: str
+    kind: str = "tensor"
+    default: object = REQUIRED
+
+    @property
+    def required(self) -> bool:
+        return self.default is REQUIRED
+
+
+@dataclass(frozen=True)
+class Weight:
+    """A parameter or statistic owned by a layer call: local name, shape, dtype, initializer."""
+
+    shape: tuple
+    init: tuple = ("glorot",)  # (initializer name, *arguments)
+    dtype: str = "f32"
+
+
+class ShapeError(Exception):
+    """Raised by a shape rule; `arg` names the argument at fault, if one is."""
+
+    def __init__(self, message: str, arg: str | None = None, hint: str | None = None):
+        super().__init__(message)
+        self.message, self.arg, self.hint = message, arg, hint
+
+
+@dataclass(frozen=True)
+class Op:
+    name: str
+    args: tuple[Arg, ...]
+    infer: Callable[..., TensorType | tuple[TensorType, ...]]
+    lower: Callable[..., object]
+    weights: Callable[..., dict[str, Weight]] | None = None
+    stats: Callable[..., dict[str, Weight]] | None = None
+    random: bool = False  # draws random numbers (in train mode at least)
+    doc: str = ""
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def keywords(self) -> list[str]:
+        return [a.name for a in self.args]
+
+
+REGISTRY: dict[str, Op] = {}
+
+
+def parse_signature(text: str) -> tuple[Arg, ...]:
+    """`"x, units: int, bias: bool = true"` -> Args. Defaults are GDL literals."""
+    args = []
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        default: object = REQUIRED
+        if "=" in part:
+            part, raw = (s.strip() for s in part.split("=", 1))
+            raw = {"true": "True", "false": "False", "none": "None"}.get(raw, raw)
+            default = pyast.literal_eval(raw)
+        name, _, kind = (s.strip() for s in part.partition(":"))
+        kind = kind or "tensor"
+        assert kind in TENSOR_KINDS + CONST_KINDS, kind
+        args.append(Arg(name, kind, default))
+    return tuple(args)
+
+
+def register(name: str, signature: str, infer, lower, **kwargs) -> Op:
+    """Add one op to the registry (the only way ops come to exist)."""
+    op = Op(name, parse_signature(signature), infer, lower, **kwargs)
+    assert name not in REGISTRY, f"op {name} registered twice"
+    REGISTRY[name] = op
+    return op
+
+
+# -- shape helpers shared by the rules ---------------------------------------
+def norm_axis(axis: int, rank: int, arg: str = "axis") -> int:
+    if not -rank <= axis < max(rank, 1):
+        raise ShapeError(f"axis {axis} is out of range for a tensor of rank {rank}", arg)
+    return axis % rank if rank else 0
+
+
+def broadcast(a: TensorType, b: TensorType, what: str = "combine") -> tuple[Dim, ...]:
+    """NumPy broadcasting on symbolic shapes: equal dims or 1 in each axis."""
+    out = []
+    sa, sb = a.shape, b.shape
+    n = max(len(sa), len(sb))
+    sa = (Dim(1),) * (n - len(sa)) + sa
+    sb = (Dim(1),) * (n - len(sb)) + sb
+    for da, db in zip(sa, sb):
+        if da == db or db == 1:
+            out.append(da)
+        elif da == 1:
+            out.append(db)
+        else:
+            raise ShapeError(f"cannot {what} {a} and {b}",
+                             hint="broadcasting needs equal sizes or 1 in each axis")
+    return tuple(out)
+
+
+def require_float(t: TensorType, op: str, arg: str = "x") -> None:
+    if not t.is_float():
+        raise ShapeError(f"{op} needs a floating-point tensor, got {t}", arg,
+                         hint="convert with cast(x, \"f32\")")
+
+
+def as_int(value, arg: str) -> int:
+    if isinstance(value, Dim):
+        if value.is_int():
+            return int(value)
+        raise ShapeError(f"`{arg}` must be a known integer here, got {value}", arg)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ShapeError(f"`{arg}` must be an integer, got {value!r}", arg)
+    return value
+
+
+def as_ints(value, arg: str, n: int | None = None) -> tuple[int, ...]:
+    vals = value if isinstance(value, (list, tuple)) else [value] * (n or 1)
+    out = tuple(as_int(v, arg) for v in vals)
+    if n is not None and len(out) != n:
+        raise ShapeError(f"`{arg}` needs {n} values, got {len(out)}", arg)
+    return out

@@ -1,0 +1,446 @@
+"""Build the IR of a graph: name resolution and shape/dtype inference in one walk.
+
+Names and shapes are resolved together because a layer's parameters take their shapes
+from its input (`dense(x, 10)` owns a `w: f32[D, 10]` only once `x: f32[B, D]` is known).
+User graphs are inlined at each call site with their own parameter prefix; a cell becomes
+the body IR of a `scan` node.
+
+    graph mlp(x: f32[B, D]) -> f32[B, 10] { return x |> dense(10) }
+    ==>
+    ir mlp(%0)
+      %0 = input(name="x") : f32[B, D]
+      %1 = param(name="mlp.out.dense.w", init=["glorot"]) : f32[D, 10]
+      %2 = param(name="mlp.out.dense.b", init=["zeros"]) : f32[10]
+      %3 = dense(%0, w=%1, b=%2, units=10, bias=true) : f32[B, 10]
+      return %3
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+
+from graphdl.dims import DTYPES, Dim, TensorType
+from graphdl.errors import Span, UserError, did_you_mean
+from graphdl.ir.graph import IR, add_node, new_ir
+from graphdl.ops import REGISTRY, ShapeError
+from graphdl.ops.math import OPERATOR_OPS
+from graphdl.parse import ast as A
+from graphdl.passes.values import (
+    Const, DistV, GraphRef, ListV, OpRef, Partial, Poison, Record, Setting, SourceRef, SplitRef,
+    Tensor, TupleV, describe,
+)
+
+INITIALIZERS = {"zeros": (), "ones": (), "normal": ("std",), "uniform": ("a", "b"),
+                "glorot": (), "he": (), "orthogonal": (), "load": ("file", "key")}
+
+
+class Scope:
+    """Local names of one graph instance, with its dims and constants."""
+
+    def __init__(self, instance: str, kind: str = "graph"):
+        self.values: dict[str, object] = {}
+        self.where: dict[str, Span] = {}
+        self.dims: dict[str, tuple[Dim, Span | None]] = {}
+        self.instance = instance
+        self.kind = kind  # "graph", "cell" or "train"
+        self.binding = "out"
+        self.counters: dict[tuple[str, str], int] = {}
+        self.states: dict[str, int] = {}
+
+
+class Builder:
+    """Elaborates graphs into one IR; collects diagnostics rather than stopping."""
+
+    def __init__(self, program, ir: IR, diagnostics: list):
+        self.program = program  # graphdl.passes.program.Program
+        self.g = ir
+        self.diagnostics = diagnostics
+        self.scope = Scope("")
+        self.depth = 0
+
+    # -- diagnostics ---------------------------------------------------------
+    def error(self, message: str, span: Span | None, hint: str | None = None, notes=()) -> Poison:
+        self.diagnostics.append(UserError(message, span, hint, notes).diagnostic)
+        return Poison()
+
+    def text(self, span: Span) -> str:
+        return self.program.snippet(span)
+
+    @contextmanager
+    def in_scope(self, scope: Scope):
+        saved = self.scope
+        self.scope = scope
+        try:
+            yield scope
+        finally:
+            self.scope = saved
+
+    # -- lookups -------------------------------------------------------------
+    def lookup(self, name: str, span: Span):
+        if name in self.scope.values:
+            return self.scope.values[name]
+        if name in self.scope.dims:
+            return Const(self.scope.dims[name][0])
+        found = self.program.lookup_global(name, self.scope.kind == "train")
+        if found is not None:
+            return found
+        candidates = list(self.scope.values) + self.program.global_names()
+        return self.error(f"undefined name `{name}`", span, did_you_mean(name, candidates))
+
+    def bind(self, name: str, value, span: Span) -> None:
+        if isinstance(value, Tensor) and not value.origin.startswith("`"):
+            value = Tensor(value.node, value.type, f"`{name}`, bound at {span.short()}")
+        self.scope.values[name] = value
+        self.scope.where[name] = span
+
+    # -- nodes ---------------------------------------------------------------
+    def node(self, op: str, inputs: list[Tensor], args: list[str], attrs: dict,
+             type_, span: Span | None) -> int:
+        return add_node(self.g, op, [t.node for t in inputs], args, attrs, type_, span,
+                        self.scope.instance)
+
+    def const_tensor(self, value, span: Span, like: TensorType | None = None) -> Tensor:
+        if isinstance(value, bool):
+            dtype = "bool"
+        elif isinstance(value, int) or (isinstance(value, Dim) and value.is_int()):
+            dtype = like.dtype if like is not None and like.dtype != "bool" else "i32"
+            value = int(value)
+        else:
+            dtype = like.dtype if like is not None and like.is_float() else "f32"
+            value = float(value)
+        t = TensorType(dtype, ())
+        nid = self.node("const", [], [], {"value": value, "dtype": dtype}, t, span)
+        return Tensor(nid, t, f"the constant {value}")
+
+    def param_node(self, name: str, type_: TensorType, init: tuple, span: Span,
+                   kind: str = "param", frozen: bool = False) -> Tensor:
+        """A parameter (or statistic) by its full name; a second use shares the first."""
+        existing = self.g.graph.setdefault("params_by_name", {}).get(name)
+        if existing is not None:
+            node = self.g.nodes[existing]
+            if node["type"] != type_:
+                return self.error(f"the shared layer `{name}` is used with {type_} here but "
+                                  f"{node['type']} before", span,
+                                  hint="a shared layer keeps one parameter shape")
+            return Tensor(existing, type_, f"parameter `{name}`")
+        nid = self.node(kind, [], [], {"name": name, "init": init, "frozen": frozen}, type_, span)
+        self.g.graph["params_by_name"][name] = nid
+        return Tensor(nid, type_, f"parameter `{name}`")
+
+    def call_prefix(self, opname: str, instance: str | None) -> str:
+        """`mlp.h.dense`, then `mlp.h.dense_1` for the second dense in binding h."""
+        if instance is not None:
+            return instance
+        key = (self.scope.binding, opname)
+        k = self.scope.counters.get(key, 0)
+        self.scope.counters[key] = k + 1
+        parts = [p for p in (self.scope.instance, self.scope.binding) if p]
+        return ".".join(parts + [opname if k == 0 else f"{opname}_{k}"])
+
+    # -- types ---------------------------------------------------------------
+    def resolve_type(self, texpr: A.TypeExpr, bind: bool = False) -> TensorType | None:
+        if texpr.dtype not in DTYPES:
+            self.error(f"unknown dtype `{texpr.dtype}`", texpr.span,
+                       did_you_mean(texpr.dtype, DTYPES) or f"dtypes are {', '.join(DTYPES)}")
+            return None
+        dims = []
+        for d in texpr.dims:
+            dim = self.dim_expr(d, bind)
+            if dim is None:
+                return None
+            dims.append(dim)
+        return TensorType(texpr.dtype, tuple(dims))
+
+    def dim_expr(self, node: A.Node, bind: bool = False) -> Dim | None:
+        """A dim written in a type: ints, names, and + - * / on them."""
+        if isinstance(node, A.Num) and isinstance(node.value, int):
+            return Dim(node.value)
+        if isinstance(node, A.Name):
+            if node.id in self.scope.dims:
+                return self.scope.dims[node.id][0]
+            value = self.scope.values.get(node.id) or self.program.lookup_const(node.id)
+            if isinstance(value, Const) and isinstance(value.value, (int, Dim)) \
+                    and not isinstance(value.value, bool):
+                return Dim.of(value.value)
+            return Dim(node.id)  # a symbolic dim, bound by unification
+        if isinstance(node, A.BinOp) and node.op in "+-*/":
+            a, b = self.dim_expr(node.left), self.dim_expr(node.right)
+            if a is None or b is None:
+                return None
+            if node.op == "/":
+                if not b.is_const():
+                    self.error("a dim can only be divided by a number", node.span)
+                    return None
+                return a / b
+            return {"+": a + b, "-": a - b, "*": a * b}[node.op]
+        self.error("a dim must be an integer, a name, or arithmetic on them", node.span)
+        return None
+
+    def unify(self, declared: TensorType, actual: TensorType, where: Span, what: str,
+              decl_span: Span) -> bool:
+        """Bind the declared type's bare names to the actual dims; check the rest."""
+        if declared.dtype != actual.dtype:
+            self.error(f"{what} is {actual}, but {declared} is declared", where,
+                       notes=[f"declared at {decl_span}"])
+            return False
+        if len(declared.shape) != len(actual.shape):
+            self.error(f"{what} has rank {actual.rank} ({actual}), but {declared} is declared",
+                       where, notes=[f"declared at {decl_span}"])
+            return False
+        env = {k: v for k, (v, _) in self.scope.dims.items()}
+        for d, a in zip(declared.shape, actual.shape):
+            syms = d.symbols()
+            if len(d.terms) == 1 and len(syms) == 1 and d == Dim(next(iter(syms))):
+                name = next(iter(syms))
+                if name in self.scope.dims:
+                    bound, at = self.scope.dims[name]
+                    if bound != a:
+                        loc = f" at {at}" if at else ""
+                        self.error(f"dim {name} is {a} here, but it was bound to {bound}{loc}",
+                                   where, notes=[f"{what} is {actual}"])
+                        return False
+                else:
+                    self.scope.dims[name] = (a, where)
+                    env[name] = a
+                continue
+            expected = d.substitute(env)
+            if expected != a:
+                self.error(f"{what} is {actual}, but {declared} is declared", where,
+                           notes=[f"dim {d} is {expected}, not {a}", f"declared at {decl_span}"])
+                return False
+            if expected.is_const() and not expected.is_int():
+                self.error(f"dim {d} is {expected}, which is not a whole number", where)
+                return False
+        return True
+
+    # -- expressions ---------------------------------------------------------
+    def expr(self, node: A.Node):
+        method = getattr(self, "expr_" + type(node).__name__)
+        return method(node)
+
+    def expr_Num(self, node: A.Num):
+        return Const(node.value)
+
+    def expr_Str(self, node: A.Str):
+        return Const(node.value)
+
+    def expr_Bool(self, node: A.Bool):
+        return Const(node.value)
+
+    def expr_Name(self, node: A.Name):
+        return self.lookup(node.id, node.span)
+
+    def expr_ListLit(self, node: A.ListLit):
+        items = [self.expr(i) for i in node.items]
+        if any(isinstance(i, Poison) for i in items):
+            return Poison()
+        if all(isinstance(i, Const) for i in items):
+            return Const([i.value for i in items])
+        return ListV(items)
+
+    def expr_RecordLit(self, node: A.RecordLit):
+        return Record({name: self.expr(v) for name, v in node.fields})
+
+    def expr_Keyword(self, node: A.Keyword):
+        return self.error("a keyword argument is only allowed in a call", node.span)
+
+    def expr_Slice(self, node: A.Slice):
+        return self.error("a slice is only allowed inside `[...]`", node.span)
+
+    def expr_Neg(self, node: A.Neg):
+        v = self.expr(node.operand)
+        if isinstance(v, Const) and isinstance(v.value, (int, float, Dim)):
+            return Const(-v.value)
+        return self.apply_op("neg", [v], {}, node.span, [node.operand.span])
+
+    def expr_BinOp(self, node: A.BinOp):
+        left, right = self.expr(node.left), self.expr(node.right)
+        if isinstance(left, Poison) or isinstance(right, Poison):
+            return Poison()
+        if isinstance(left, Const) and isinstance(right, Const):
+            return self.fold(node, left.value, right.value)
+        return self.apply_op(OPERATOR_OPS[node.op], [left, right], {}, node.span,
+                             [node.left.span, node.right.span])
+
+    def fold(self, node: A.BinOp, a, b):
+        import operator as o
+        ops = {"+": o.add, "-": o.sub, "*": o.mul, "/": o.truediv, "**": o.pow, "%": o.mod,
+               "==": o.eq, "!=": o.ne, "<": o.lt, "<=": o.le, ">": o.gt, ">=": o.ge}
+        if node.op not in ops or not all(isinstance(v, (int, float, Dim)) for v in (a, b)):
+            return self.error(f"cannot apply `{node.op}` to {a!r} and {b!r}", node.span)
+        try:
+            if node.op == "/" and isinstance(a, int) and isinstance(b, int) and \
+                    not isinstance(a, bool) and b != 0 and a % b == 0:
+                return Const(a // b)  # keeps `T / 2` an integer where it divides
+            return Const(ops[node.op](a, b))
+        except (ZeroDivisionError, ValueError, TypeError, OverflowError) as err:
+            return self.error(f"cannot compute `{self.text(node.span)}`: {err}", node.span)
+
+    def expr_Field(self, node: A.Field):
+        base = self.expr(node.value)
+        if isinstance(base, Poison):
+            return base
+        if isinstance(base, Record):
+            if node.name in base.fields:
+                return base.fields[node.name]
+            return self.error(f"{self.text(node.value.span)} has no field `{node.name}`",
+                              node.span, did_you_mean(node.name, base.fields) or
+                              f"its fields are {', '.join(base.fields)}")
+        if isinstance(base, SourceRef):
+            splits = base.source.splits
+            if node.name in splits:
+                return SplitRef(base, node.name)
+            return self.error(f"data source `{base.name}` has no split `{node.name}`", node.span,
+                              did_you_mean(node.name, splits) or f"its splits are {', '.join(splits)}")
+        return self.error(f"{describe(base)} has no fields", node.span)
+
+    def expr_Index(self, node: A.Index):
+        base = self.expr(node.value)
+        if isinstance(base, Poison):
+            return base
+        if isinstance(base, GraphRef):  # lstm[128], mlp[H = 256]
+            return self.bind_consts(base, node)
+        if isinstance(base, (ListV, TupleV)) or (isinstance(base, Const) and isinstance(base.value, list)):
+            items = base.value if isinstance(base, Const) else base.items
+            if len(node.subs) == 1 and isinstance(node.subs[0], A.Num):
+                try:
+                    item = items[node.subs[0].value]
+                except IndexError:
+                    return self.error(f"index {node.subs[0].value} is out of range", node.span)
+                return Const(item) if isinstance(base, Const) else item
+            return self.error("a list takes one constant index", node.span)
+        if not isinstance(base, Tensor):
+            return self.error(f"{describe(base)} cannot be indexed", node.span)
+        from graphdl.passes.indexing import index_tensor
+        return index_tensor(self, base, node)
+
+    def bind_consts(self, ref: GraphRef, node: A.Index):
+        consts = dict(ref.consts)
+        names = [c.name for c in ref.gdef.consts]
+        for i, sub in enumerate(node.subs):
+            if isinstance(sub, A.Keyword):
+                if sub.name not in names:
+                    return self.error(f"{ref.gdef.name} has no constant `{sub.name}`", sub.span,
+                                      did_you_mean(sub.name, names))
+                key, vnode = sub.name, sub.value
+            else:
+                if i >= len(names):
+                    return self.error(f"{ref.gdef.name} takes {len(names)} constants", sub.span)
+                key, vnode = names[i], sub
+            value = self.expr(vnode)
+            if not isinstance(value, Const):
+                return self.error(f"constant `{key}` of {ref.gdef.name} must be known at compile "
+                                  f"time, got {describe(value)}", vnode.span)
+            consts[key] = value.value
+        return GraphRef(ref.gdef, consts, ref.instance)
+
+    def expr_Call(self, node: A.Call):
+        from graphdl.passes.calls import call
+        return call(self, node)
+
+    # -- ops -----------------------------------------------------------------
+    def apply_op(self, name: str, args: list, kwargs: dict, span: Span, arg_spans: list,
+                 instance: str | None = None, kw_spans: dict | None = None):
+        """Bind arguments to an op's signature, infer the result, add the node."""
+        op = REGISTRY[name]
+        kw_spans = kw_spans or {}
+        bound: dict[str, object] = {}
+        spans: dict[str, Span] = {}
+        if len(args) > len(op.args):
+            return self.error(f"{name}() takes at most {len(op.args)} arguments, got {len(args)}",
+                              arg_spans[len(op.args)] if len(arg_spans) > len(op.args) else span,
+                              hint=f"its signature is {signature_text(op)}")
+        for a, v, s in zip(op.args, args, arg_spans + [span] * len(args)):
+            bound[a.name], spans[a.name] = v, s
+        for k, v in kwargs.items():
+            if k not in op.keywords:
+                near = did_you_mean(k, op.keywords)
+                hint = f"its keywords are {', '.join(op.keywords)}" + (f"; {near}" if near else "")
+                return self.error(f"{name}() has no keyword `{k}`", kw_spans.get(k, span), hint)
+            if k in bound:
+                return self.error(f"{name}() got `{k}` twice", kw_spans.get(k, span))
+            bound[k], spans[k] = v, kw_spans.get(k, span)
+        for a in op.args:
+            if a.name not in bound:
+                if a.required:
+                    return self.error(f"{name}() is missing its argument `{a.name}`", span,
+                                      hint=f"its signature is {signature_text(op)}")
+                bound[a.name] = Const(a.default)
+        if any(isinstance(v, Poison) for v in bound.values()):
+            return Poison()
+        types: dict[str, object] = {}
+        tensors: list[Tensor] = []
+        arg_names: list[str] = []
+        attrs: dict[str, object] = {}
+        first_tensor = next((v.type for v in bound.values() if isinstance(v, Tensor)), None)
+        for a in op.args:
+            v = bound[a.name]
+            if a.kind == "tensor":
+                if isinstance(v, Const) and isinstance(v.value, (int, float, bool, Dim)):
+                    v = self.const_tensor(v.value, spans.get(a.name, span), first_tensor)
+                if not isinstance(v, Tensor):
+                    return self.error(f"argument `{a.name}` of {name}() must be a tensor, got "
+                                      f"{describe(v)}", spans.get(a.name, span))
+                types[a.name] = v.type
+                tensors.append(v)
+                arg_names.append(a.name)
+            elif a.kind == "tensors":
+                items = v.items if isinstance(v, ListV) else None
+                if not items or not all(isinstance(t, Tensor) for t in items):
+                    return self.error(f"argument `{a.name}` of {name}() must be a list of "
+                                      "tensors", spans.get(a.name, span))
+                types[a.name] = [t.type for t in items]
+                tensors.extend(items)
+                arg_names.extend(f"{a.name}.{i}" for i in range(len(items)))
+            else:
+                if not isinstance(v, Const):
+                    return self.error(f"argument `{a.name}` of {name}() must be a compile-time "
+                                      f"constant, got {describe(v)}", spans.get(a.name, span))
+                types[a.name] = attrs[a.name] = v.value
+        try:
+            result = op.infer(**types)
+            weights = op.weights(**types) if op.weights else {}
+            stats = op.stats(**types) if op.stats else {}
+        except ShapeError as err:
+            at = spans.get(err.arg, span) if err.arg else span
+            notes = [f"{self.text(spans[a])} is {bound[a].type}" for a in spans
+                     if isinstance(bound.get(a), Tensor) and a in spans]
+            notes += [f"{bound[a].origin}" for a in spans if isinstance(bound.get(a), Tensor)
+                      and bound[a].origin.startswith("`")]
+            return self.error(err.message, at, err.hint, notes)
+        if weights or stats:
+            prefix = self.call_prefix(name, instance)
+            for local, w in weights.items():
+                p = self.param_node(f"{prefix}.{local}", TensorType(w.dtype, tuple(Dim.of(d) for d in w.shape)),
+                                    w.init, span)
+                if isinstance(p, Poison):
+                    return p
+                tensors.append(p)
+                arg_names.append(local)
+            for local, w in stats.items():
+                p = self.param_node(f"{prefix}.{local}", TensorType(w.dtype, tuple(Dim.of(d) for d in w.shape)),
+                                    w.init, span, kind="stat")
+                if isinstance(p, Poison):
+                    return p
+                tensors.append(p)
+                arg_names.append(local)
+        nid = self.node(name, tensors, arg_names, attrs, result, span)
+        if isinstance(result, tuple):
+            return TupleV([Tensor(self.node("getitem", [Tensor(nid, t)], ["x"], {"index": i}, t, span),
+                                  t, f"result {i} of {name}()") for i, t in enumerate(result)])
+        return Tensor(nid, result, f"the result of {name}() at {span.short()}")
+
+
+def signature_text(op) -> str:
+    from graphdl.ops.registry import REQUIRED
+    parts = []
+    for a in op.args:
+        text = a.name if a.kind == "tensor" else f"{a.name}: {a.kind}"
+        if a.default is not REQUIRED:
+            text += f" = {a.default!r}"
+        parts.append(text)
+    return f"{op.name}({', '.join(parts)})"
+
+
+def new_builder(program, name: str, diagnostics: list) -> Builder:
+    return Builder(program, new_ir(name), diagnostics)

@@ -1,0 +1,87 @@
+"""The front end as one call: check a file and return what it defines."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from graphdl.errors import Diagnostic
+from graphdl.passes.build import Scope, new_builder
+from graphdl.passes.calls import bind_consts, check_returns, run_body
+from graphdl.passes.cells import check_cell
+from graphdl.passes.program import Program
+from graphdl.passes.train import TrainPlan, build_train
+from graphdl.passes.values import GraphRef, Tensor
+
+
+@dataclass
+class Checked:
+    program: Program
+    irs: dict = field(default_factory=dict)  # graph name -> IR (symbolic dims)
+    trains: list[TrainPlan] = field(default_factory=list)
+
+    @property
+    def diagnostics(self) -> list[Diagnostic]:
+        return self.program.diagnostics
+
+
+def build_graph_ir(program: Program, name: str, arg_types: dict | None = None):
+    """The IR of graph `name`: with symbolic dims, or for concrete argument types."""
+    gdef = program.graphs.get(name) or program.std_graphs[name]
+    ref = GraphRef(gdef, program.consts_for(gdef), None)
+    b = new_builder(program, name, program.diagnostics)
+    if gdef.kind == "cell":
+        check_cell(b, ref)
+        return b.g
+    with b.in_scope(Scope(name, "graph")):
+        if not bind_consts(b, ref, gdef.span, symbolic=arg_types is None):
+            return b.g
+        for arg in gdef.args:
+            declared = b.resolve_type(arg.type)
+            if declared is None:
+                return b.g
+            actual = declared if arg_types is None else arg_types[arg.name]
+            if arg_types is not None and not b.unify(declared, actual, arg.span,
+                                                     f"input `{arg.name}`", arg.type.span):
+                return b.g
+            nid = b.node("input", [], [], {"name": arg.name}, actual, arg.span)
+            b.g.graph["inputs"].append(nid)
+            b.bind(arg.name, Tensor(nid, actual, f"`{arg.name}`, the argument at "
+                                    f"{arg.span.short()}"), arg.span)
+        if arg_types is None:
+            for arg in gdef.args:
+                t = b.scope.values[arg.name].type
+                for d in t.shape:
+                    for s in d.symbols():
+                        b.scope.dims.setdefault(s, (type(d)(s), arg.span))
+        result = check_returns(b, gdef, run_body(b, gdef), gdef.span)
+        outs = result.items if hasattr(result, "items") and not isinstance(result, Tensor) else [result]
+        b.g.graph["outputs"] = [o.node for o in outs if isinstance(o, Tensor)]
+    return b.g
+
+
+def check_program(path: str, text: str, overrides: dict | None = None) -> Checked:
+    program = Program(path, text, overrides)
+    checked = Checked(program)
+    if program.module is None:
+        return checked
+    program.open_data()
+    for name, gdef in program.graphs.items():
+        checked.irs[name] = build_graph_ir(program, name)
+    for tdef in program.trains:
+        plan = build_train(program, tdef, program.diagnostics)
+        if plan is not None:
+            checked.trains.append(plan)
+    _dedupe(program)
+    return checked
+
+
+def _dedupe(program: Program) -> None:
+    seen, out = set(), []
+    for d in program.diagnostics:
+        key = (d.message, d.span)
+        if key not in seen:
+            seen.add(key)
+            out.append(d)
+    out.sort(key=lambda d: (d.span.file != program.path, d.span.file, d.span.line, d.span.col)
+             if d.span else (True, "", 0, 0))
+    program.diagnostics[:] = out

@@ -1,0 +1,208 @@
+"""A checked program: the file, its imports, `std.nn`, data sources and what names mean.
+
+`check_program` runs the front end over a file: parse, resolve imports (cycle-checked),
+open data sources (shapes only), then build every graph and cell on its own with
+symbolic dims and every train block with the shapes of its data.
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+
+from graphdl.errors import Diagnostic, Span, UserError, did_you_mean
+from graphdl.ops import REGISTRY
+from graphdl.parse import ast as A
+from graphdl.parse import parse_source
+from graphdl.passes.values import Const, GraphRef, OpRef, SourceRef
+
+STD_MODULES = {"std.nn": "nn.gdl"}
+
+
+def std_source(name: str) -> str:
+    return (resources.files("graphdl") / "std" / STD_MODULES[name]).read_text()
+
+
+class Program:
+    def __init__(self, path: str, text: str, consts: dict | None = None, concrete: bool = False):
+        self.path = path
+        self.base = Path(path).resolve().parent if not path.startswith("<") else Path.cwd()
+        self.sources: dict[str, str] = {path: text}
+        self.diagnostics: list[Diagnostic] = []
+        self.graphs: dict[str, A.GraphDef] = {}
+        self.std_graphs: dict[str, A.GraphDef] = {}
+        self.data: dict[str, SourceRef] = {}
+        self.data_defs: dict[str, A.DataDef] = {}
+        self.trains: list[A.TrainDef] = []
+        self.overrides = consts or {}  # --set graph.H=256
+        self.concrete = concrete
+        self.module = self._load(path, text, stack=[], own=True)
+        self._load_std()
+
+    # -- loading -------------------------------------------------------------
+    def _parse(self, path: str, text: str) -> A.Module | None:
+        self.sources[path] = text
+        try:
+            return parse_source(text, path)
+        except UserError as err:
+            self.diagnostics.append(err.diagnostic)
+            return None
+
+    def _load(self, path: str, text: str, stack: list[str], own: bool) -> A.Module | None:
+        module = self._parse(path, text)
+        if module is None:
+            return None
+        for item in module.items:
+            if isinstance(item, A.Use) and item.path is not None:
+                self._import(item, path, stack + [str(Path(path).resolve())])
+        for item in module.items:
+            if isinstance(item, A.GraphDef):
+                self._define(item)
+            elif isinstance(item, A.DataDef) and own:
+                self.data_defs[item.name] = item
+            elif isinstance(item, A.TrainDef) and own:
+                self.trains.append(item)
+            elif isinstance(item, A.Use) and item.module is not None and item.module not in STD_MODULES:
+                self.error(f"unknown module `{item.module}`", item.span,
+                           did_you_mean(item.module, STD_MODULES) or "the standard library is std.nn")
+        return module
+
+    def _import(self, use: A.Use, importer: str, stack: list[str]) -> None:
+        target = (Path(importer).resolve().parent / use.path) if not importer.startswith("<") \
+            else Path(use.path)
+        key = str(target.resolve())
+        if key in stack:
+            self.error(f"import cycle: {use.path} is already being imported", use.span,
+                       hint=" -> ".join(Path(s).name for s in stack + [key]))
+            return
+        if key in getattr(self, "_imported", set()):
+            return
+        self.__dict__.setdefault("_imported", set()).add(key)
+        try:
+            text = target.read_text()
+        except (OSError, UnicodeDecodeError) as err:
+            self.error(f"cannot read {use.path}: {getattr(err, 'strerror', None) or err}", use.span)
+            return
+        shown = str(Path(importer).parent / use.path) if not importer.startswith("<") else use.path
+        self._load(shown, text, stack, own=False)
+
+    def _load_std(self) -> None:
+        for name, file in STD_MODULES.items():
+            path = f"<{name}>"
+            module = self._parse(path, std_source(name))
+            for item in module.items if module else []:
+                if isinstance(item, A.GraphDef):
+                    self.std_graphs[item.name] = item
+
+    def _define(self, item: A.GraphDef) -> None:
+        if item.name in self.graphs:
+            first = self.graphs[item.name]
+            if first.span == item.span:
+                return
+            self.error(f"`{item.name}` is defined twice", item.span,
+                       notes=[f"first defined at {first.span}"])
+            return
+        self.graphs[item.name] = item
+
+    def error(self, message: str, span: Span | None, hint: str | None = None, notes=()) -> None:
+        self.diagnostics.append(UserError(message, span, hint, notes).diagnostic)
+
+    # -- names ---------------------------------------------------------------
+    def consts_for(self, gdef: A.GraphDef) -> dict:
+        out = {}
+        for c in gdef.consts:
+            for key in (f"{gdef.name}.{c.name}", c.name):
+                if key in self.overrides:
+                    out[c.name] = self.overrides[key]
+                    break
+        return out
+
+    def lookup_global(self, name: str, trained: bool):
+        from graphdl.passes.calls import Special
+        from graphdl.passes.specials import SPECIALS
+        gdef = self.graphs.get(name) or self.std_graphs.get(name)
+        if gdef is not None:
+            instance = name if trained and gdef.kind == "graph" and name in self.graphs else None
+            return GraphRef(gdef, self.consts_for(gdef), instance)
+        if name in self.data:
+            return self.data[name]
+        if name in SPECIALS:
+            return Special(name)
+        if name in REGISTRY and name not in ("const", "index", "getitem"):
+            return OpRef(name)
+        return None
+
+    def lookup_const(self, name: str):
+        return None
+
+    def global_names(self) -> list[str]:
+        from graphdl.passes.specials import SPECIALS
+        return [*self.graphs, *self.std_graphs, *self.data, *SPECIALS, *REGISTRY]
+
+    def snippet(self, span: Span) -> str:
+        text = self.sources.get(span.file)
+        if text is None:
+            return "this"
+        lines = text.splitlines()
+        if span.line == span.end_line and span.line <= len(lines):
+            return "`" + lines[span.line - 1][span.col - 1:span.end_col - 1] + "`"
+        return "this expression"
+
+    def resolve_path(self, path: str, span: Span) -> Path:
+        file = Path(span.file)
+        base = file.resolve().parent if not span.file.startswith("<") else Path.cwd()
+        return base / path
+
+    # -- data ----------------------------------------------------------------
+    def open_data(self) -> None:
+        from graphdl.runtime.data import DataError, open_source
+        for name, item in self.data_defs.items():
+            call = item.value
+            if not (isinstance(call, A.Call) and isinstance(call.func, A.Name)):
+                self.error("a data source is a call like dataset(\"digits\")", item.value.span)
+                continue
+            from graphdl.runtime.data import SOURCES
+            kind = call.func.id
+            if kind not in SOURCES:
+                self.error(f"unknown data source `{kind}`", call.func.span,
+                           did_you_mean(kind, SOURCES) or f"sources are {', '.join(SOURCES)}")
+                continue
+            args, kwargs, ok = [], {}, True
+            for a in call.args:
+                v = literal(a)
+                ok = ok and v is not None
+                args.append(v)
+            for k in call.kwargs:
+                v = literal(k.value)
+                ok = ok and v is not None
+                kwargs[k.name] = v
+            if not ok:
+                self.error("data source arguments must be literals", call.span)
+                continue
+            base = self.base if not item.span.file.startswith("<") else Path.cwd()
+            try:
+                source = open_source(kind, args, kwargs, base)
+            except DataError as err:
+                at = next((k.span for k in call.kwargs if k.name == err.arg), call.span)
+                self.error(err.message, at, err.hint)
+                continue
+            except Exception as err:  # a source that fails to open is a data error, not a crash
+                self.error(f"cannot open data source `{name}`: {err}", call.span)
+                continue
+            self.data[name] = SourceRef(name, source, item.span)
+
+    def batch_of(self, b, split_ref, args, kwargs, span, kw_spans):
+        from graphdl.passes.train import batch_of
+        return batch_of(b, split_ref, args, kwargs, span, kw_spans)
+
+
+def literal(node: A.Node):
+    """The Python value of a literal expression, or None."""
+    if isinstance(node, (A.Num, A.Str, A.Bool)):
+        return node.value
+    if isinstance(node, A.ListLit):
+        items = [literal(i) for i in node.items]
+        return None if any(i is None for i in items) else items
+    return None
+
+

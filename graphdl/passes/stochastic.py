@@ -1,0 +1,164 @@
+"""Stochastic nodes: distributions as values, `name ~ dist by estimator`, and their checks.
+
+    z ~ normal(mu, sigma)                 # default estimator: reparam (continuous)
+    ==>
+    %5 = sample(loc=%3, scale=%4, family="normal", estimator="reparam", name="z") : f32[B, Z]
+"""
+
+from __future__ import annotations
+
+from graphdl.dims import Dim, TensorType
+from graphdl.errors import did_you_mean
+from graphdl.ops.distributions import (
+    ALIASES, ANALYTIC_KL, ESTIMATOR_KEYWORDS, ESTIMATORS, FAMILIES, estimator_error,
+)
+from graphdl.ops.registry import ShapeError, broadcast
+from graphdl.parse import ast as A
+from graphdl.passes.build import Builder
+from graphdl.passes.values import Const, DistV, Poison, Setting, Tensor, describe
+
+
+def make_distribution(b: Builder, family: str, args, kwargs, span, arg_spans, kw_spans):
+    fam = FAMILIES[family]
+    params: dict[str, Tensor] = {}
+    shape = kwargs.pop("shape", None)
+    names = list(fam.params)
+    if len(args) > len(names):
+        return b.error(f"{family}() takes {len(names)} parameters ({', '.join(names)})", span)
+    given = dict(zip(names, zip(args, arg_spans)))
+    for k, v in kwargs.items():
+        key = ALIASES.get(k, k)
+        if key not in names:
+            return b.error(f"{family}() has no parameter `{k}`", kw_spans.get(k, span),
+                           hint=f"its parameters are {', '.join(names)}, shape"
+                           + (f"; {did_you_mean(k, names)}" if did_you_mean(k, names) else ""))
+        given[key] = (v, kw_spans.get(k, span))
+    for n in names:
+        if n not in given:
+            return b.error(f"{family}() is missing its parameter `{n}`", span)
+        v, s = given[n]
+        if isinstance(v, Poison):
+            return v
+        if isinstance(v, Const) and isinstance(v.value, (int, float)):
+            v = b.const_tensor(float(v.value), s)
+        if not isinstance(v, Tensor):
+            return b.error(f"parameter `{n}` of {family}() must be a tensor, got {describe(v)}", s)
+        params[n] = v
+    try:
+        event = params[fam.event_from].type
+        for p in params.values():
+            event = TensorType("f32", broadcast(event, p.type, "combine"))
+    except ShapeError as err:
+        return b.error(f"the parameters of {family}() do not fit: {err.message}", span, err.hint)
+    dims = event.shape[:-1] if fam.drop_last else event.shape
+    if shape is not None:
+        if not isinstance(shape, Const) or not isinstance(shape.value, list):
+            return b.error("`shape` must be a list of dims", kw_spans.get("shape", span))
+        dims = tuple(Dim.of(d) for d in shape.value)
+    return DistV(family, params, TensorType(fam.sample_dtype, tuple(dims)))
+
+
+def sample_statement(b: Builder, st: A.Sample) -> None:
+    dist = b.expr(st.dist)
+    if isinstance(dist, Poison):
+        b.bind(st.target, dist, st.span)
+        return
+    if not isinstance(dist, DistV):
+        b.error(f"`~` needs a distribution on its right, got {describe(dist)}", st.dist.span,
+                hint="for example `z ~ normal(mu, sigma)`")
+        b.bind(st.target, Poison(), st.span)
+        return
+    fam = FAMILIES[dist.family]
+    est_name, est_args, est_span = None, {}, st.dist.span
+    if st.estimator is not None:
+        est_name = st.estimator.func.id
+        est_span = st.estimator.func.span
+        if est_name not in ESTIMATORS:
+            b.error(f"unknown estimator `{est_name}`", est_span,
+                    did_you_mean(est_name, ESTIMATORS) or f"estimators are {', '.join(ESTIMATORS)}")
+            b.bind(st.target, Poison(), st.span)
+            return
+        if st.estimator.args:
+            b.error(f"estimator `{est_name}` takes keyword arguments only", st.estimator.span)
+        for kw in st.estimator.kwargs:
+            if kw.name not in ESTIMATOR_KEYWORDS[est_name]:
+                allowed = ESTIMATOR_KEYWORDS[est_name]
+                b.error(f"estimator `{est_name}` has no keyword `{kw.name}`", kw.span,
+                        hint=(f"its keywords are {', '.join(allowed)}" if allowed
+                              else f"`{est_name}` takes no keywords"))
+                continue
+            value = b.expr(kw.value)
+            est_args[kw.name] = value.value if isinstance(value, Const) else value
+    elif fam.continuous:
+        est_name = "reparam"
+    else:
+        b.error(f"{dist.family} is discrete, so `{st.target} ~ {dist.family}(...)` needs an "
+                "estimator", st.dist.span,
+                hint=estimator_error(fam, "reparam")[1].replace("use ", "add ", 1))
+        b.bind(st.target, Poison(), st.span)
+        return
+    if est_name not in fam.estimators:
+        msg, hint = estimator_error(fam, est_name)
+        b.error(msg, est_span, hint)
+        b.bind(st.target, Poison(), st.span)
+        return
+    baseline = est_args.get("baseline")
+    if baseline is not None and not (isinstance(baseline, Setting) and baseline.name == "moving_average"):
+        if not isinstance(baseline, Tensor):
+            b.error("`baseline` must be moving_average(decay) or a tensor", st.estimator.span)
+    attrs = {"family": dist.family, "estimator": est_name, "name": st.target,
+             "options": {k: v for k, v in est_args.items() if not isinstance(v, (Tensor, Setting))}}
+    if isinstance(baseline, Setting):
+        attrs["baseline"] = ("moving_average", baseline.kwargs.get("decay", 0.9))
+    inputs = list(dist.params.values())
+    names = list(dist.params)
+    if isinstance(baseline, Tensor):
+        inputs.append(baseline)
+        names.append("baseline")
+    nid = b.node("sample", inputs, names, attrs, dist.type, st.span)
+    b.g.graph.setdefault("stochastic", []).append(nid)
+    b.bind(st.target, Tensor(nid, dist.type, f"`{st.target}`, sampled at {st.span.short()}"), st.span)
+
+
+def dist_function(b: Builder, fn: str, args, kwargs, span):
+    want = {"log_prob": 2, "entropy": 1, "mean": 1, "kl": 2}[fn]
+    if len(args) != want or kwargs:
+        return b.error(f"{fn}() takes {want} positional argument(s)", span)
+    dist = args[0]
+    if not isinstance(dist, DistV):
+        return b.error(f"{fn}() needs a distribution first, got {describe(dist)}", span)
+    inputs = list(dist.params.values())
+    names = [f"p.{n}" for n in dist.params]
+    attrs = {"family": dist.family}
+    if fn == "log_prob":
+        x = args[1]
+        if isinstance(x, Const):
+            x = b.const_tensor(x.value, span)
+        if not isinstance(x, Tensor):
+            return b.error(f"log_prob() needs a value to score, got {describe(x)}", span)
+        inputs.append(x)
+        names.append("x")
+        shape = x.type.shape[:-1] if dist.family == "onehot_categorical" else x.type.shape
+        out = TensorType("f32", shape)
+    elif fn == "kl":
+        q = args[1]
+        if not isinstance(q, DistV):
+            return b.error(f"kl() compares two distributions, got {describe(q)}", span)
+        if (dist.family, q.family) not in ANALYTIC_KL:
+            return b.error(f"kl({dist.family}, {q.family}) has no analytic form here", span,
+                           hint="estimate it with log_prob(p, z) - log_prob(q, z) on a sample z")
+        inputs += list(q.params.values())
+        names += [f"q.{n}" for n in q.params]
+        attrs["q_family"] = q.family
+        try:
+            shape = broadcast(TensorType("f32", dist.type.shape), TensorType("f32", q.type.shape))
+        except ShapeError as err:
+            return b.error(f"kl(): {err.message}", span, err.hint)
+        out = TensorType("f32", shape)
+    elif fn == "mean":
+        out = dist.type if dist.family != "categorical" else TensorType("i32", dist.type.shape)
+    else:
+        out = TensorType("f32", dist.type.shape if dist.family in ("normal", "uniform", "bernoulli")
+                         else dist.type.shape)
+    nid = b.node(f"dist_{fn}", inputs, names, attrs, out, span)
+    return Tensor(nid, out, f"the result of {fn}() at {span.short()}")

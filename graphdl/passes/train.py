@@ -1,0 +1,263 @@
+"""Train blocks: the training IR, its steps, settings and evaluations.
+
+A train block becomes one IR whose inputs are the batch fields (`data.x`, `data.y`) and
+whose outputs are each step's loss; every `evaluate` block becomes its own IR over the
+evaluated split, with the train block's bindings rebuilt on that split's batch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from graphdl.dims import TensorType
+from graphdl.errors import Span, did_you_mean
+from graphdl.parse import ast as A
+from graphdl.passes.build import Builder, Scope, new_builder
+from graphdl.passes.calls import statement
+from graphdl.passes.values import Const, Poison, Record, Setting, SplitRef, Tensor, describe
+
+SETTINGS = {"epochs", "steps", "seed", "clip_grad_norm", "schedule", "weight_decay",
+            "optimizer", "loss", "early_stop", "data", "batch"}
+STEP_SETTINGS = {"loss", "optimizer", "over", "clip_grad_norm", "schedule", "weight_decay"}
+UNITS = {"epoch": "epoch", "epochs": "epoch", "step": "step", "steps": "step"}
+
+
+@dataclass
+class BatchPlan:
+    source: str
+    split: str
+    batch: int
+    shuffle: bool
+    inputs: dict[str, int]  # field -> input node id
+
+
+@dataclass
+class StepPlan:
+    name: str
+    loss: int  # output node id in the train IR
+    optimizer: Setting | None
+    over: list[str] | None
+    settings: dict = field(default_factory=dict)
+
+
+@dataclass
+class EvalPlan:
+    split: SplitRef
+    every: int
+    unit: str
+    ir: object
+    batch: BatchPlan | None
+    metrics: dict[str, int]
+    span: Span
+
+
+@dataclass
+class TrainPlan:
+    name: str
+    ir: object
+    batch: BatchPlan | None
+    steps: list[StepPlan]
+    settings: dict
+    evaluations: list[EvalPlan]
+    checkpoint: tuple[int, str] | None
+    span: Span
+
+
+def batch_of(b: Builder, split_ref: SplitRef, args, kwargs, span, kw_spans):
+    """`digits.train(batch = 64, shuffle = true)` -> a record of input nodes."""
+    if b.scope.kind != "train":
+        return b.error("data is read in a train block; graphs take it as arguments", span)
+    from graphdl.passes.specials import bind_special
+    bound = bind_special(b, f"{split_ref.source.name}.{split_ref.split}",
+                         "batch = 32, shuffle = false", args, kwargs, span, [], kw_spans)
+    if bound is None:
+        return Poison()
+    batch, shuffle = bound["batch"], bound["shuffle"]
+    if not (isinstance(batch, Const) and isinstance(batch.value, int) and batch.value > 0):
+        return b.error("`batch` must be a positive integer", bound.span("batch"))
+    if not (isinstance(shuffle, Const) and isinstance(shuffle.value, bool)):
+        return b.error("`shuffle` must be true or false", bound.span("shuffle"))
+    return make_batch(b, split_ref, batch.value, shuffle.value, span)
+
+
+def make_batch(b: Builder, split_ref: SplitRef, batch: int, shuffle: bool, span: Span) -> Record:
+    fields, inputs = {}, {}
+    for name, f in split_ref.source.source.fields.items():
+        t = TensorType.make(f.dtype, (batch, *f.shape))
+        nid = b.node("input", [], [], {"name": f"data.{name}"}, t, span)
+        b.g.graph["inputs"].append(nid)
+        inputs[name] = nid
+        fields[name] = Tensor(nid, t, f"`data.{name}` from {split_ref.source.name}.{split_ref.split}")
+    b.g.graph.setdefault("batches", []).append(
+        BatchPlan(split_ref.source.name, split_ref.split, batch, shuffle, inputs))
+    return Record(fields)
+
+
+def _int_setting(b, name, value, span, minimum=0):
+    if isinstance(value, Const) and isinstance(value.value, int) and not isinstance(value.value, bool) \
+            and value.value >= minimum:
+        return value.value
+    b.error(f"`{name}` must be an integer >= {minimum}, got {describe(value)}", span)
+    return None
+
+
+def _shared_statements(b: Builder, body: list, data_override: Record | None) -> dict:
+    """Run a train block's bindings (not steps or evaluations); returns its settings."""
+    settings: dict = {}
+    for st in body:
+        if isinstance(st, (A.Step, A.Evaluate, A.Checkpoint)):
+            continue
+        if isinstance(st, A.Over):
+            b.error("`over` belongs inside a `step` block", st.span)
+            continue
+        if isinstance(st, A.ExprStmt):
+            value = b.expr(st.value)
+            if isinstance(value, Setting) and value.name == "early_stop":
+                settings["early_stop"] = value
+            elif not isinstance(value, Poison):
+                b.error("this expression's value is not used", st.span,
+                        hint="bind it to a name, or use a setting like early_stop(accuracy)")
+            continue
+        if isinstance(st, A.Assign) and st.targets == ["data"] and data_override is not None:
+            b.bind("data", data_override, st.span)
+            continue
+        if isinstance(st, (A.State, A.Param, A.Layer, A.Return)):
+            keyword = {A.State: "state", A.Param: "param", A.Layer: "layer", A.Return: "return"}[type(st)]
+            where = "inside a cell" if keyword == "state" else "in a graph or cell body"
+            b.error(f"`{keyword}` is only allowed {where}", st.span)
+            continue
+        statement(b, st)
+        if isinstance(st, A.Assign) and len(st.targets) == 1:
+            name = st.targets[0]
+            value = b.scope.values.get(name)
+            if isinstance(value, (Const, Setting)):
+                if name in SETTINGS:
+                    settings[name] = (value, st.span)
+                elif did_you_mean(name, SETTINGS):
+                    b.error(f"unknown setting `{name}`", st.span, did_you_mean(name, SETTINGS))
+            elif name in ("epochs", "steps", "seed", "optimizer", "schedule"):
+                b.error(f"`{name}` must be a constant setting, got {describe(value)}", st.span)
+    return settings
+
+
+def _check_loss(b: Builder, value, span: Span) -> int | None:
+    if isinstance(value, Poison):
+        return None
+    if not isinstance(value, Tensor):
+        b.error(f"`loss` must be a scalar tensor, got {describe(value)}", span)
+        return None
+    if value.type.shape != () or not value.type.is_float():
+        b.error(f"a train `loss` must be a scalar, but this is {value.type}", span,
+                hint="reduce it explicitly, e.g. `loss = mean(...)`")
+        return None
+    return value.node
+
+
+def build_train(program, tdef: A.TrainDef, diagnostics: list) -> TrainPlan | None:
+    name = tdef.name or "train"
+    b = new_builder(program, name, diagnostics)
+    with b.in_scope(Scope("", "train")):
+        settings = _shared_statements(b, tdef.body, None)
+        steps: list[StepPlan] = []
+        for st in tdef.body:
+            if isinstance(st, A.Step):
+                steps.append(_step(b, st))
+        loss_value = b.scope.values.get("loss")
+        if not steps:
+            if "loss" not in b.scope.values:
+                b.error("this train block has no `loss`", tdef.span,
+                        hint="add `loss = mean(...)` and an `optimizer`, or `step` blocks")
+            else:
+                loss = _check_loss(b, loss_value, b.scope.where["loss"])
+                if loss is not None:
+                    opt = settings.get("optimizer", (None, None))[0]
+                    steps.append(StepPlan("train", loss, opt, None))
+        elif "loss" in b.scope.values and not isinstance(loss_value, Poison):
+            b.error("with `step` blocks, each step has its own `loss`", b.scope.where["loss"])
+        shared_env = dict(b.scope.values)
+        checkpoint = None
+        for st in tdef.body:
+            if isinstance(st, A.Checkpoint):
+                every = b.expr(st.every)
+                n = _int_setting(b, "checkpoint every", every, st.every.span, 1)
+                if st.unit not in UNITS:
+                    b.error(f"unknown unit `{st.unit}`", st.span, did_you_mean(st.unit, UNITS)
+                            or "write `checkpoint every N steps` or `every N epochs`")
+                elif n is not None:
+                    checkpoint = (n, UNITS[st.unit])
+        for key in ("epochs", "steps", "seed"):
+            if key in settings:
+                settings[key] = _int_setting(b, key, settings[key][0], settings[key][1],
+                                             0 if key == "seed" else 1)
+    for k, s in enumerate(steps):
+        b.g.graph["outputs"].append(s.loss)
+    batches = b.g.graph.get("batches", [])
+    evaluations = [e for e in (_evaluate(program, tdef, st, shared_env, diagnostics)
+                               for st in tdef.body if isinstance(st, A.Evaluate)) if e]
+    return TrainPlan(name, b.g, batches[0] if batches else None, steps, settings, evaluations,
+                     checkpoint, tdef.span)
+
+
+def _step(b: Builder, st: A.Step) -> StepPlan:
+    saved = dict(b.scope.values)
+    over = None
+    for s in st.body:
+        if isinstance(s, A.Over):
+            over = s.names
+            for n in s.names:
+                if n not in b.program.graphs:
+                    b.error(f"`over {n}`: no graph named `{n}` in this file", s.span,
+                            did_you_mean(n, b.program.graphs))
+        elif isinstance(s, (A.Step, A.Evaluate)):
+            b.error("steps and evaluations cannot be nested in a step", s.span)
+        else:
+            statement(b, s)
+    loss = None
+    if "loss" in b.scope.values and b.scope.values["loss"] is not saved.get("loss"):
+        loss = _check_loss(b, b.scope.values["loss"], b.scope.where["loss"])
+    else:
+        b.error(f"step `{st.name}` has no `loss`", st.span)
+    opt = b.scope.values.get("optimizer")
+    if opt is not None and not isinstance(opt, Setting):
+        b.error(f"`optimizer` must be an optimizer like adam(lr = 1e-3), got {describe(opt)}", st.span)
+        opt = None
+    b.scope.values = saved
+    return StepPlan(st.name, loss if loss is not None else -1, opt, over)
+
+
+def _evaluate(program, tdef: A.TrainDef, st: A.Evaluate, shared_env, diagnostics) -> EvalPlan | None:
+    b = new_builder(program, f"evaluate {program.snippet(st.source.span).strip('`')}", diagnostics)
+    with b.in_scope(Scope("", "train")):
+        target = b.expr(st.source)
+        if isinstance(target, Poison):
+            return None
+        if not isinstance(target, SplitRef):
+            b.error(f"`evaluate on` needs a data split like digits.test, got {describe(target)}",
+                    st.source.span)
+            return None
+        train_batch = next((s for s in tdef.body if isinstance(s, A.Assign) and s.targets == ["data"]), None)
+        batch = 256
+        data = make_batch(b, target, batch, False, st.span)
+        _shared_statements(b, tdef.body, data)
+        metrics = {}
+        for s in st.body:
+            statement(b, s)
+            if isinstance(s, A.Assign):
+                for t in s.targets:
+                    v = b.scope.values.get(t)
+                    if isinstance(v, Tensor):
+                        if v.type.shape != ():
+                            b.error(f"metric `{t}` must be a scalar, but it is {v.type}", s.span,
+                                    hint="reduce it, e.g. with mean(...)")
+                        else:
+                            metrics[t] = v.node
+        every, unit = 1, "epoch"
+        if st.every is not None:
+            every = _int_setting(b, "every", b.expr(st.every), st.every.span, 1) or 1
+            if st.unit not in UNITS:
+                b.error(f"unknown unit `{st.unit}`", st.span, did_you_mean(st.unit, UNITS))
+            unit = UNITS.get(st.unit, "epoch")
+        _ = train_batch
+    b.g.graph["outputs"] = list(metrics.values())
+    batches = b.g.graph.get("batches", [])
+    return EvalPlan(target, every, unit, b.g, batches[0] if batches else None, metrics, st.span)

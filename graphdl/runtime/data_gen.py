@@ -1,0 +1,107 @@
+"""Generated tasks, deterministic from `seed`: adding, copy, reverse, gaussian_ring.
+
+Each generator draws all `n` examples from `numpy.random.default_rng(seed)` and the
+examples are then split with the same seed, so one seed fixes the whole data set.
+Regression targets are [N, 1] (not [N]) so that a `dense(1)` output and the target have
+the same shape and `mse` cannot broadcast [B, 1] against [B] into [B, B].
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from .data_base import (
+    Arrays,
+    Field,
+    Source,
+    split_arrays,
+    split_names,
+    want_float,
+    want_int,
+    want_split,
+)
+
+DEFAULT_SPLIT = (0.9, 0.1)
+
+
+def _generated(
+    args: dict,
+    describe: str,
+    fields: dict[str, Field],
+    make: Callable[[np.random.Generator, int], Arrays],
+    info: dict | None = None,
+) -> Source:
+    """A Source whose examples come from `make(rng, n)`; generated on first use."""
+    n = want_int(args, "n", 2)
+    seed = want_int(args, "seed", 0)
+    fractions = want_split(args) or DEFAULT_SPLIT
+    names = split_names(len(fractions))
+
+    def load():
+        arrays = make(np.random.default_rng(seed), n)
+        return split_arrays(arrays, fractions, seed, names, describe), {}
+
+    return Source(fields, names, load, static_info=info or {}, describe=describe)
+
+
+def open_adding(args: dict, base_dir: Path) -> Source:
+    """The adding problem (Hochreiter & Schmidhuber): x[t] = (value in [0, 1), marker);
+    one marker in each half of the sequence; y = the sum of the two marked values."""
+    steps = want_int(args, "T", 2)
+
+    def make(rng: np.random.Generator, n: int) -> Arrays:
+        values = rng.random((n, steps), dtype=np.float32)
+        half = steps // 2
+        first = rng.integers(0, half, n)
+        second = rng.integers(half, steps, n)
+        markers = np.zeros((n, steps), np.float32)
+        rows = np.arange(n)
+        markers[rows, first] = markers[rows, second] = 1.0
+        y = values[rows, first] + values[rows, second]
+        return {"x": np.stack([values, markers], -1), "y": y[:, None].astype(np.float32)}
+
+    fields = {"x": Field((steps, 2), "f32"), "y": Field((1,), "f32")}
+    return _generated(args, f"adding({steps})", fields, make)
+
+
+def _token_task(args: dict, kind: str, transform: Callable[[np.ndarray], np.ndarray]) -> Source:
+    steps = want_int(args, "T", 1)
+    vocab = want_int(args, "vocab", 2)
+
+    def make(rng: np.random.Generator, n: int) -> Arrays:
+        x = rng.integers(0, vocab, (n, steps), dtype=np.int32)
+        return {"x": x, "y": np.ascontiguousarray(transform(x))}
+
+    fields = {"x": Field((steps,), "i32"), "y": Field((steps,), "i32")}
+    return _generated(args, f"{kind}({steps}, {vocab})", fields, make, {"vocab_size": vocab})
+
+
+def open_copy(args: dict, base_dir: Path) -> Source:
+    """Random token sequences in [0, vocab); y = x (a sequence-to-sequence sanity task)."""
+    return _token_task(args, "copy", lambda x: x.copy())
+
+
+def open_reverse(args: dict, base_dir: Path) -> Source:
+    """Random token sequences in [0, vocab); y = x reversed along time."""
+    return _token_task(args, "reverse", lambda x: x[:, ::-1])
+
+
+def open_gaussian_ring(args: dict, base_dir: Path) -> Source:
+    """A mixture of k Gaussians on a circle (the GAN mode-collapse benchmark);
+    y is the index of the mode each point was drawn from."""
+    k = want_int(args, "k", 1)
+    radius = want_float(args, "radius", positive=True)
+    std = want_float(args, "std", positive=True)
+
+    def make(rng: np.random.Generator, n: int) -> Arrays:
+        mode = rng.integers(0, k, n)
+        angle = 2 * np.pi * mode / k
+        centers = radius * np.stack([np.cos(angle), np.sin(angle)], -1)
+        x = centers + std * rng.standard_normal((n, 2))
+        return {"x": x.astype(np.float32), "y": mode.astype(np.int32)}
+
+    fields = {"x": Field((2,), "f32"), "y": Field((), "i32")}
+    return _generated(args, f"gaussian_ring({k})", fields, make, {"classes": k})

@@ -1,0 +1,176 @@
+"""`dataset(name, ...)`: the named, bundled or generated-locally data sets.
+
+Nothing here touches the network except `dataset("mnist")` without `path`, which lives
+in `data_mnist` and downloads only on the first `arrays()` call.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from .data_base import (
+    DataError,
+    Field,
+    Source,
+    carve_val,
+    did_you_mean,
+    own_split_names,
+    split_arrays,
+    split_names,
+    standardize,
+    want_int,
+    want_split,
+    want_str,
+)
+from .data_mnist import open_mnist
+
+DEFAULT_SPLIT = (0.8, 0.2)
+
+# Per name: (feature count, classes or None for regression, loader name in sklearn).
+_TABULAR = {
+    "iris": (4, 3, "load_iris"),
+    "wine": (13, 3, "load_wine"),
+    "breast_cancer": (30, 2, "load_breast_cancer"),
+    "diabetes": (10, None, "load_diabetes"),
+}
+
+# Arguments that only some names accept: argument -> names that take it.
+_ONLY_FOR = {"path": ("mnist",), "n": ("mnist1d",)}
+
+
+def open_dataset(args: dict, base_dir: Path) -> Source:
+    """Dispatch on `name` after checking the arguments shared by every name."""
+    name = want_str(args, "name")
+    if name not in DATASETS:
+        raise DataError(
+            f"unknown dataset '{name}'; known: {', '.join(sorted(DATASETS))}",
+            hint=did_you_mean(name, list(DATASETS)),
+            arg="name",
+        )
+    for arg, names in _ONLY_FOR.items():
+        if args.get(arg) is not None and name not in names:
+            takers = " or ".join(f'dataset("{n}")' for n in names)
+            raise DataError(f"'{arg}' applies only to {takers}", arg=arg)
+    return DATASETS[name](args, base_dir)
+
+
+# ---------------------------------------------------------------- scikit-learn
+
+
+@functools.cache
+def _sklearn(loader: str) -> tuple[np.ndarray, np.ndarray]:
+    # Bundled with scikit-learn: no network. Cached because tests and repeated opens
+    # in one process would otherwise re-read the CSVs; callers never mutate the result.
+    import sklearn.datasets
+
+    bunch = getattr(sklearn.datasets, loader)()
+    return np.asarray(bunch.data), np.asarray(bunch.target)
+
+
+def _fractions(args: dict) -> tuple[float, ...]:
+    return want_split(args) or DEFAULT_SPLIT
+
+
+def _digits(args: dict, base_dir: Path) -> Source:
+    fractions, seed = _fractions(args), want_int(args, "seed", 0)
+    names = split_names(len(fractions))
+
+    def load():
+        data, target = _sklearn("load_digits")
+        # x is flat so the spec's MLP example takes it as f32[B, D]; `image` is the NHWC view
+        x = (data / 16.0).astype(np.float32)
+        arrays = {"x": x, "image": x.reshape(-1, 8, 8, 1), "y": target.astype(np.int32)}
+        return split_arrays(arrays, fractions, seed, names, 'dataset("digits")'), {}
+
+    return Source(
+        fields={"x": Field((64,), "f32"), "image": Field((8, 8, 1), "f32"),
+                "y": Field((), "i32")},
+        splits=names,
+        load=load,
+        static_info={"classes": 10},
+        describe='dataset("digits")',
+    )
+
+
+def _tabular(name: str) -> Callable[[dict, Path], Source]:
+    width, classes, loader = _TABULAR[name]
+
+    def open_(args: dict, base_dir: Path) -> Source:
+        fractions, seed = _fractions(args), want_int(args, "seed", 0)
+        names = split_names(len(fractions))
+        describe = f'dataset("{name}")'
+
+        def load():
+            data, target = _sklearn(loader)
+            y = target.astype(np.int32) if classes else target.astype(np.float32)[:, None]
+            arrays = {"x": data.astype(np.float32), "y": y}
+            return standardize(split_arrays(arrays, fractions, seed, names, describe)), {}
+
+        y_field = Field((), "i32") if classes else Field((1,), "f32")
+        return Source(
+            fields={"x": Field((width,), "f32"), "y": y_field},
+            splits=names,
+            load=load,
+            static_info={"classes": classes} if classes else {},
+            describe=describe,
+        )
+
+    return open_
+
+
+# ---------------------------------------------------------------- MNIST-1D
+
+
+@functools.lru_cache(maxsize=4)
+def _mnist1d(num_samples: int | None) -> dict[str, np.ndarray]:
+    # make_dataset generates locally; get_dataset() would try the network (no timeout)
+    # and write a pickle into the working directory, so it is never called.
+    import mnist1d.data
+
+    args = mnist1d.data.get_dataset_args()
+    if num_samples is not None:
+        args.num_samples = num_samples
+    # make_dataset seeds numpy's global generator; put the caller's state back.
+    state = np.random.get_state()
+    try:
+        return mnist1d.data.make_dataset(args)
+    finally:
+        np.random.set_state(state)
+
+
+def _mnist1d_source(args: dict, base_dir: Path) -> Source:
+    """MNIST-1D keeps its own 4000/1000 train/test split (80/20 of `n`, default 5000).
+    `split = [a, b]` divides its training part into train and val with `seed`; the test
+    part is never touched, so results stay comparable with the published figures."""
+    fractions, seed = want_split(args), want_int(args, "seed", 0)
+    n = None if args.get("n") is None else want_int(args, "n", 10)
+    describe = 'dataset("mnist1d")'
+    names = own_split_names(fractions, describe)
+
+    def load():
+        raw = _mnist1d(n)
+        own = {
+            "train": {"x": raw["x"].astype(np.float32), "y": raw["y"].astype(np.int32)},
+            "test": {"x": raw["x_test"].astype(np.float32), "y": raw["y_test"].astype(np.int32)},
+        }
+        return carve_val(own, fractions, seed, describe), {}
+
+    return Source(
+        fields={"x": Field((40,), "f32"), "y": Field((), "i32")},
+        splits=names,
+        load=load,
+        static_info={"classes": 10},
+        describe=describe,
+    )
+
+
+DATASETS: dict[str, Callable[[dict, Path], Source]] = {
+    "digits": _digits,
+    "mnist1d": _mnist1d_source,
+    "mnist": open_mnist,
+    **{name: _tabular(name) for name in _TABULAR},
+}

@@ -1,0 +1,214 @@
+"""Token sources: `text(path, ...)` (language-model windows) and `parallel(path, ...)`
+(sentence pairs for translation). Both build their vocabularies from the data, so
+`info` (vocab lists and sizes) loads the file on first access; fields come from the
+arguments alone.
+"""
+
+from __future__ import annotations
+
+import gettext
+import re
+from collections import Counter
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+
+from .data_base import (
+    DataError,
+    Field,
+    Source,
+    resolve_path,
+    split_arrays,
+    split_names,
+    want_bool,
+    want_int,
+    want_split,
+    want_str,
+)
+
+DEFAULT_SPLIT = (0.9, 0.1)
+UNK = "<unk>"
+PAD, BOS, EOS = "<pad>", "<bos>", "<eos>"
+#: Ids 0..3 of each side of a parallel source; 0 is padding so `y != 0` is the mask.
+PARALLEL_SPECIALS = (PAD, UNK, BOS, EOS)
+
+# Words, or single punctuation marks, so "end." gives "end" and ".".
+_WORD = re.compile(r"\w+|[^\w\s]")
+
+
+def tokenize(text: str, level: str, lower: bool) -> list[str]:
+    text = text.lower() if lower else text
+    return list(text) if level == "char" else _WORD.findall(text)
+
+
+def build_vocab(counts: Counter, specials: tuple[str, ...], limit: int | None) -> list[str]:
+    """specials first, then tokens by falling frequency (ties alphabetical, so the ids
+    are the same on every run), `limit` entries in all."""
+    ranked = sorted((t for t in counts if t not in specials), key=lambda t: (-counts[t], t))
+    keep = None if limit is None else max(limit - len(specials), 0)
+    return list(specials) + ranked[:keep]
+
+
+def _vocab_limit(args: dict, minimum: int) -> int | None:
+    return None if args.get("vocab") is None else want_int(args, "vocab", minimum)
+
+
+# ---------------------------------------------------------------- text
+
+
+def open_text(args: dict, base_dir: Path) -> Source:
+    """Non-overlapping windows of T + 1 tokens: x = the first T, y = the last T."""
+    path = resolve_path(args, "path", base_dir, want_dir=None)
+    steps = want_int(args, "T", 1)
+    level = want_str(args, "level", ("word", "char"))
+    lower = want_bool(args, "lower")
+    limit = _vocab_limit(args, 2)
+    fractions, seed = want_split(args) or DEFAULT_SPLIT, want_int(args, "seed", 0)
+    names = split_names(len(fractions))
+    describe = f"text({path.name!r})"
+
+    def load():
+        tokens = tokenize(_read_texts(path), level, lower)
+        vocab = build_vocab(Counter(tokens), (UNK,), limit)
+        ids = _encode(tokens, vocab)
+        count = (len(ids) - 1) // steps
+        if count < len(fractions):
+            raise DataError(
+                f"{path} has {len(ids)} tokens, too few for windows of T = {steps}", arg="T"
+            )
+        rows = np.arange(count)[:, None] * steps + np.arange(steps + 1)
+        windows = ids[rows]
+        arrays = {"x": windows[:, :-1], "y": windows[:, 1:]}
+        info = {"vocab": vocab, "vocab_size": len(vocab), "tokens": len(ids)}
+        return split_arrays(arrays, fractions, seed, names, describe), info
+
+    fields = {"x": Field((steps,), "i32"), "y": Field((steps,), "i32")}
+    return Source(fields, names, load, describe=describe, info_needs_load=True)
+
+
+def _text_files(path: Path) -> list[Path]:
+    if path.is_file():
+        return [path]
+    files = sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith("."))
+    if not files:
+        raise DataError(f"{path} holds no files", arg="path")
+    return files
+
+
+def _read_texts(path: Path) -> str:
+    # errors="replace": a stray non-UTF-8 byte in a large corpus should cost one token,
+    # not the whole run.
+    try:
+        return "\n".join(p.read_text(encoding="utf-8", errors="replace") for p in _text_files(path))
+    except OSError as err:
+        raise DataError(f"cannot read {path}: {err}", arg="path") from err
+
+
+def _encode(tokens: Iterable[str], vocab: list[str]) -> np.ndarray:
+    index = {t: i for i, t in enumerate(vocab)}
+    unk = index[UNK]
+    return np.fromiter((index.get(t, unk) for t in tokens), np.int32)
+
+
+# ---------------------------------------------------------------- parallel
+
+
+def open_parallel(args: dict, base_dir: Path) -> Source:
+    """Sentence pairs from a tab-separated file (source<TAB>target[<TAB>ignored...]),
+    a gettext catalog (.mo: msgid -> msgstr), or a folder of .mo files. Pairs with more
+    than L tokens on either side are dropped (their count is info['dropped'])."""
+    path = resolve_path(args, "path", base_dir, want_dir=None)
+    length = want_int(args, "L", 1)
+    lower = want_bool(args, "lower")
+    limit = _vocab_limit(args, len(PARALLEL_SPECIALS) + 1)
+    fractions, seed = want_split(args) or DEFAULT_SPLIT, want_int(args, "seed", 0)
+    names = split_names(len(fractions))
+    describe = f"parallel({path.name!r})"
+
+    def load():
+        pairs = [
+            (tokenize(s, "word", lower), tokenize(t, "word", lower)) for s, t in _read_pairs(path)
+        ]
+        kept = [(s, t) for s, t in pairs if 0 < len(s) <= length and 0 < len(t) <= length]
+        if len(kept) < len(fractions):
+            raise DataError(f"{path} has {len(kept)} pairs of at most L = {length} tokens", arg="L")
+        src_vocab = build_vocab(Counter(w for s, _ in kept for w in s), PARALLEL_SPECIALS, limit)
+        tgt_vocab = build_vocab(Counter(w for _, t in kept for w in t), PARALLEL_SPECIALS, limit)
+        arrays = _pad_pairs(kept, src_vocab, tgt_vocab, length)
+        info = {
+            "src_vocab": src_vocab,
+            "tgt_vocab": tgt_vocab,
+            "src_vocab_size": len(src_vocab),
+            "tgt_vocab_size": len(tgt_vocab),
+            "pad": 0,
+            "bos": PARALLEL_SPECIALS.index(BOS),
+            "eos": PARALLEL_SPECIALS.index(EOS),
+            "dropped": len(pairs) - len(kept),
+        }
+        return split_arrays(arrays, fractions, seed, names, describe), info
+
+    fields = {
+        "x": Field((length,), "i32"),
+        "y_in": Field((length + 1,), "i32"),
+        "y": Field((length + 1,), "i32"),
+    }
+    return Source(fields, names, load, describe=describe, info_needs_load=True)
+
+
+def _pad_pairs(pairs: list, src_vocab: list[str], tgt_vocab: list[str], length: int) -> dict:
+    src_index = {t: i for i, t in enumerate(src_vocab)}
+    tgt_index = {t: i for i, t in enumerate(tgt_vocab)}
+    unk, bos, eos = (PARALLEL_SPECIALS.index(s) for s in (UNK, BOS, EOS))
+    x = np.zeros((len(pairs), length), np.int32)
+    y_in = np.zeros((len(pairs), length + 1), np.int32)
+    y = np.zeros((len(pairs), length + 1), np.int32)
+    for i, (src, tgt) in enumerate(pairs):
+        x[i, : len(src)] = [src_index.get(w, unk) for w in src]
+        ids = [tgt_index.get(w, unk) for w in tgt]
+        y_in[i, : len(ids) + 1] = [bos, *ids]
+        y[i, : len(ids) + 1] = [*ids, eos]
+    return {"x": x, "y_in": y_in, "y": y}
+
+
+def _read_pairs(path: Path) -> list[tuple[str, str]]:
+    if path.is_dir():
+        catalogs = sorted(path.glob("*.mo"))
+        if not catalogs:
+            raise DataError(f"{path} holds no .mo catalogs", arg="path")
+        return [pair for mo in catalogs for pair in _mo_pairs(mo, skip_bad=True)]
+    if path.suffix == ".mo":
+        return _mo_pairs(path, skip_bad=False)
+    return _tsv_pairs(path)
+
+
+def _mo_pairs(path: Path, skip_bad: bool) -> list[tuple[str, str]]:
+    # Some system catalogs are not valid UTF-8; in a folder of them one bad file is
+    # skipped rather than failing the whole source.
+    try:
+        with open(path, "rb") as f:
+            catalog = gettext.GNUTranslations(f)._catalog  # msgid -> msgstr
+    except (OSError, UnicodeDecodeError, ValueError) as err:
+        if skip_bad:
+            return []
+        raise DataError(f"cannot read the gettext catalog {path}: {err}", arg="path") from err
+    return [(k, v) for k, v in catalog.items() if isinstance(k, str) and k and v]
+
+
+def _tsv_pairs(path: Path) -> list[tuple[str, str]]:
+    pairs = []
+    with open(path, "rb") as f:
+        for number, raw in enumerate(f, 1):
+            try:
+                line = raw.decode("utf-8").rstrip("\r\n")
+            except UnicodeDecodeError:
+                raise DataError(f"{path}:{number}: not UTF-8 text", arg="path") from None
+            if not line.strip():
+                continue
+            cells = line.split("\t")
+            if len(cells) < 2:
+                raise DataError(
+                    f"{path}:{number}: expected source<TAB>target, found no tab", arg="path"
+                )
+            pairs.append((cells[0], cells[1]))
+    return pairs
