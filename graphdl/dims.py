@@ -18,8 +18,10 @@ class Dim:
 
     __slots__ = ("terms", "_hash")
 
-    def __init__(self, terms: dict[Monomial, Fraction] | int | str):
-        if isinstance(terms, int):
+    def __init__(self, terms: dict[Monomial, Fraction] | int | str | Dim):
+        if isinstance(terms, Dim):
+            terms = terms.terms
+        elif isinstance(terms, int):
             terms = {(): Fraction(terms)} if terms else {}
         elif isinstance(terms, str):
             terms = {(terms,): Fraction(1)}

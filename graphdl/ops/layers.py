@@ -5,7 +5,14 @@ from __future__ import annotations
 from graphdl.dims import Dim, TensorType
 from graphdl.ops._jax import jax, jnp, lax
 from graphdl.ops.registry import (
-    ShapeError, Weight, as_int, as_ints, norm_axis, register, require_float,
+    ShapeError,
+    Weight,
+    as_int,
+    as_ints,
+    as_size,
+    norm_axis,
+    register,
+    require_float,
 )
 
 T = TensorType
@@ -16,7 +23,7 @@ def _dense_infer(x, units, bias):
     require_float(x, "dense")
     if x.rank < 1:
         raise ShapeError(f"dense needs a tensor with a feature axis, got {x}", "x")
-    return T(x.dtype, x.shape[:-1] + (Dim(as_int(units, "units")),))
+    return T(x.dtype, x.shape[:-1] + (as_size(units, "units"),))
 
 
 def _dense_weights(x, units, bias):
@@ -65,7 +72,7 @@ def _conv_infer(x, filters, kernel, stride, padding, dilation, bias):
     n = _spatial(x, "conv")
     ks, ss, ds = as_ints(kernel, "kernel", n), as_ints(stride, "stride", n), as_ints(dilation, "dilation", n)
     sp = tuple(_conv_out(x.shape[1 + i], ks[i], ss[i], padding, ds[i]) for i in range(n))
-    return T(x.dtype, (x.shape[0],) + sp + (Dim(as_int(filters, "filters")),))
+    return T(x.dtype, (x.shape[0],) + sp + (as_size(filters, "filters"),))
 
 
 def _conv_weights(x, filters, kernel, stride, padding, dilation, bias):
@@ -108,7 +115,7 @@ def _tconv_infer(x, filters, kernel, stride, padding, bias):
             sp.append(size * ss[i] + max(ks[i] - ss[i], 0))
         else:
             raise ShapeError(f"padding must be \"same\" or \"valid\", got {padding!r}", "padding")
-    return T(x.dtype, (x.shape[0], *sp, Dim(as_int(filters, "filters"))))
+    return T(x.dtype, (x.shape[0], *sp, as_size(filters, "filters")))
 
 
 def _tconv_weights(x, filters, kernel, stride, padding, bias):
@@ -241,7 +248,7 @@ register("upsample", "x, factor: ints = 2", _upsample_infer, _upsample_lower,
 def _embedding_infer(x, vocab, dim):
     if x.dtype not in ("i32", "i64"):
         raise ShapeError(f"embedding looks up integer ids, got {x}", "x")
-    return T("f32", x.shape + (Dim(as_int(dim, "dim")),))
+    return T("f32", x.shape + (as_size(dim, "dim"),))
 
 
 register("embedding", "x, vocab: int, dim: int", _embedding_infer,

@@ -7,7 +7,13 @@ import math
 from graphdl.dims import Dim, TensorType, promote
 from graphdl.ops._jax import jax, jnn, jnp, lax
 from graphdl.ops.registry import (
-    ShapeError, as_int, as_ints, broadcast, norm_axis, register, require_float,
+    ShapeError,
+    as_int,
+    as_ints,
+    broadcast,
+    norm_axis,
+    register,
+    require_float,
 )
 
 T = TensorType

@@ -134,6 +134,13 @@ def as_int(value, arg: str) -> int:
     return value
 
 
+def as_size(value, arg: str) -> Dim:
+    """A size that becomes a dim: an int, or a symbolic constant while checking generically."""
+    if isinstance(value, Dim):
+        return value
+    return Dim(as_int(value, arg))
+
+
 def as_ints(value, arg: str, n: int | None = None) -> tuple[int, ...]:
     vals = value if isinstance(value, (list, tuple)) else [value] * (n or 1)
     out = tuple(as_int(v, arg) for v in vals)

@@ -26,9 +26,20 @@ from graphdl.ops import REGISTRY, ShapeError
 from graphdl.ops.math import OPERATOR_OPS
 from graphdl.parse import ast as A
 from graphdl.passes.values import (
-    Const, DistV, GraphRef, ListV, OpRef, Partial, Poison, Record, Setting, SourceRef, SplitRef,
-    Tensor, TupleV, describe,
+    Const,
+    GraphRef,
+    ListV,
+    Poison,
+    Record,
+    SourceRef,
+    SplitRef,
+    Tensor,
+    TupleV,
+    describe,
 )
+
+# ops spelled as operators (`+`, `==`): never suggested for a misspelled name
+OPERATOR_NAMES = set(OPERATOR_OPS.values()) | {"neg"}
 
 INITIALIZERS = {"zeros": (), "ones": (), "normal": ("std",), "uniform": ("a", "b"),
                 "glorot": (), "he": (), "orthogonal": (), "load": ("file", "key")}
@@ -84,7 +95,8 @@ class Builder:
         found = self.program.lookup_global(name, self.scope.kind == "train")
         if found is not None:
             return found
-        candidates = list(self.scope.values) + self.program.global_names()
+        candidates = list(self.scope.values) + [
+            n for n in self.program.global_names() if n not in OPERATOR_NAMES]
         return self.error(f"undefined name `{name}`", span, did_you_mean(name, candidates))
 
     def bind(self, name: str, value, span: Span) -> None:

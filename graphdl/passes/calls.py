@@ -9,8 +9,19 @@ from graphdl.errors import Span, did_you_mean
 from graphdl.parse import ast as A
 from graphdl.passes.build import INITIALIZERS, Builder, Scope
 from graphdl.passes.values import (
-    Const, DistV, GraphRef, ListV, OpRef, Partial, Poison, Record, Setting, SplitRef, Tensor,
-    TupleV, describe,
+    Const,
+    DistV,
+    GraphRef,
+    ListV,
+    OpRef,
+    Partial,
+    Poison,
+    Record,
+    Setting,
+    SplitRef,
+    Tensor,
+    TupleV,
+    describe,
 )
 
 MAX_INLINE_DEPTH = 32

@@ -65,7 +65,7 @@ def check_program(path: str, text: str, overrides: dict | None = None) -> Checke
     if program.module is None:
         return checked
     program.open_data()
-    for name, gdef in program.graphs.items():
+    for name, _gdef in program.graphs.items():
         checked.irs[name] = build_graph_ir(program, name)
     for tdef in program.trains:
         plan = build_train(program, tdef, program.diagnostics)

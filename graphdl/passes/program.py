@@ -14,7 +14,7 @@ from graphdl.errors import Diagnostic, Span, UserError, did_you_mean
 from graphdl.ops import REGISTRY
 from graphdl.parse import ast as A
 from graphdl.parse import parse_source
-from graphdl.passes.values import Const, GraphRef, OpRef, SourceRef
+from graphdl.passes.values import GraphRef, OpRef, SourceRef
 
 STD_MODULES = {"std.nn": "nn.gdl"}
 
@@ -87,7 +87,7 @@ class Program:
         self._load(shown, text, stack, own=False)
 
     def _load_std(self) -> None:
-        for name, file in STD_MODULES.items():
+        for name, _file in STD_MODULES.items():
             path = f"<{name}>"
             module = self._parse(path, std_source(name))
             for item in module.items if module else []:

@@ -10,7 +10,12 @@ from __future__ import annotations
 from graphdl.dims import Dim, TensorType
 from graphdl.errors import did_you_mean
 from graphdl.ops.distributions import (
-    ALIASES, ANALYTIC_KL, ESTIMATOR_KEYWORDS, ESTIMATORS, FAMILIES, estimator_error,
+    ALIASES,
+    ANALYTIC_KL,
+    ESTIMATOR_KEYWORDS,
+    ESTIMATORS,
+    FAMILIES,
+    estimator_error,
 )
 from graphdl.ops.registry import ShapeError, broadcast
 from graphdl.parse import ast as A

@@ -189,7 +189,7 @@ def build_train(program, tdef: A.TrainDef, diagnostics: list) -> TrainPlan | Non
             if key in settings:
                 settings[key] = _int_setting(b, key, settings[key][0], settings[key][1],
                                              0 if key == "seed" else 1)
-    for k, s in enumerate(steps):
+    for _k, s in enumerate(steps):
         b.g.graph["outputs"].append(s.loss)
     batches = b.g.graph.get("batches", [])
     evaluations = [e for e in (_evaluate(program, tdef, st, shared_env, diagnostics)

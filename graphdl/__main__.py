@@ -1,0 +1,5 @@
+import sys
+
+from graphdl.cli import main
+
+sys.exit(main())

@@ -1,0 +1,139 @@
+"""The `graphdl` command: check, show, run, bench, export, sample, gradvar.
+
+User errors print as compiler diagnostics and exit 2; `--debug` shows tracebacks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from graphdl.errors import GdlError, render_all
+
+EXIT_OK, EXIT_RUNTIME, EXIT_USER = 0, 1, 2
+
+
+class CliError(Exception):
+    """A user error found by the CLI itself (bad flag value, unreadable file)."""
+
+
+def read_source(path: str) -> str:
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise CliError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise CliError(f"{path}: is a directory, not a .gdl file") from None
+    except UnicodeDecodeError:
+        raise CliError(f"{path}: is not UTF-8 text") from None
+    except OSError as err:
+        raise CliError(f"{path}: {err.strerror}") from None
+
+
+def parse_overrides(items: list[str]) -> dict:
+    """`--set mlp.H=256 --set train.epochs=5` -> {"mlp.H": 256, "train.epochs": 5}."""
+    from graphdl.parse.parser import parse_source
+    from graphdl.passes.program import literal
+    out = {}
+    for item in items or []:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise CliError(f"--set {item}: expected NAME=VALUE, e.g. --set mlp.H=256")
+        try:
+            module = parse_source(f"data _probe = _probe({raw})\n", "<--set>")
+            value = literal(module.items[0].value.args[0])
+        except Exception:
+            value = None
+        if value is None:
+            raise CliError(f"--set {item}: the value must be a GDL literal "
+                           "(a number, true/false, a \"string\" or a list)")
+        out[key.strip()] = value
+    return out
+
+
+def load_checked(path: str, overrides: dict | None = None):
+    from graphdl.passes.check import check_program
+    checked = check_program(path, read_source(path), overrides)
+    if any(d.severity == "error" for d in checked.diagnostics):
+        raise GdlError(checked.diagnostics, checked.program.sources)
+    return checked
+
+
+def cmd_check(args) -> int:
+    from graphdl.passes.check import check_program
+    status = EXIT_OK
+    for path in args.files:
+        checked = check_program(path, read_source(path), parse_overrides(args.set))
+        if checked.diagnostics:
+            print(render_all(checked.diagnostics, checked.program.sources), file=sys.stderr)
+            status = EXIT_USER
+        else:
+            n = len(checked.irs)
+            print(f"{path}: ok ({n} graph{'s' if n != 1 else ''}, "
+                  f"{len(checked.trains)} train block{'s' if len(checked.trains) != 1 else ''})")
+    return status
+
+
+def cmd_show(args) -> int:
+    from graphdl.show import show
+    checked = load_checked(args.file, parse_overrides(args.set))
+    return show(checked, args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="graphdl", description=__doc__.splitlines()[0])
+    parser.add_argument("--debug", action="store_true", help="show internal tracebacks")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("check", help="parse and type-check .gdl files")
+    p.add_argument("files", nargs="+", metavar="FILE")
+    p.add_argument("--set", action="append", metavar="K=V", help="override a constant")
+    p.set_defaults(func=cmd_check)
+
+    p = sub.add_parser("show", help="print a graph's nodes with their shapes, and its parameters")
+    p.add_argument("file", metavar="FILE")
+    p.add_argument("--graph", metavar="NAME", help="the graph to show (default: all)")
+    p.add_argument("--params", action="store_true", help="list parameters with their shapes")
+    p.add_argument("--ir", action="store_true", help="print the IR text form")
+    p.add_argument("--format", choices=["text", "dot", "svg", "png"], default="text")
+    p.add_argument("--out", metavar="FILE", help="where to write svg/png (default: NAME.FORMAT)")
+    p.add_argument("--set", action="append", metavar="K=V", help="override a constant")
+    p.set_defaults(func=cmd_show)
+
+    try:
+        from graphdl.runtime.commands import add_runtime_commands
+    except ImportError:
+        pass
+    else:
+        add_runtime_commands(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except GdlError as err:
+        print(render_all(err.diagnostics, err.sources), file=sys.stderr)
+        return EXIT_USER
+    except CliError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_USER
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except Exception as err:  # an internal error: say so plainly, traceback on --debug
+        if args.debug:
+            raise
+        print(f"internal error: {type(err).__name__}: {err}\n"
+              "this is a bug in graphdl; rerun with --debug for the traceback", file=sys.stderr)
+        return EXIT_RUNTIME
+
+
+
+
+if __name__ == "__main__":
+    sys.exit(main())
