@@ -1,0 +1,148 @@
+"""The Python API: `load`, `loads`, `Model` and compiled graphs.
+
+    model = graphdl.load("models/mlp.gdl", H=256)
+    fn = model.compile("mlp")
+    variables = fn.init(jax.random.key(0), x)   # {"params": {...}} (+ "stats")
+    y = fn(variables, x)                          # eval mode
+    y, stats = fn(variables, x, key=k, train=True)
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from graphdl.dims import TensorType
+from graphdl.errors import GdlError, UserError
+from graphdl.lower import LowerCtx, init_params, run_ir
+from graphdl.lower.evaluate import NeedsKey
+from graphdl.passes.check import Checked, build_graph_ir, check_program
+
+DTYPE_NAMES = {"float32": "f32", "float16": "f16", "bfloat16": "bf16", "float64": "f64",
+               "int32": "i32", "int64": "i64", "bool": "bool"}
+
+
+def load(path: str | Path, **consts) -> Model:
+    """Parse and check a .gdl file; constants override graph constants (`H=256`)."""
+    path = str(path)
+    return Model(check_program(path, Path(path).read_text(encoding="utf-8"), consts), path)
+
+
+def loads(source: str, name: str = "<string>", **consts) -> Model:
+    """Like `load`, from source text."""
+    return Model(check_program(name, source, consts), name)
+
+
+def tensor_type(x) -> TensorType:
+    dtype = DTYPE_NAMES.get(str(jnp.result_type(x)))
+    if dtype is None:
+        raise TypeError(f"unsupported input dtype {jnp.result_type(x)}")
+    return TensorType.make(dtype, tuple(np.shape(x)))
+
+
+class Model:
+    def __init__(self, checked: Checked, path: str):
+        if checked.diagnostics:
+            raise GdlError(checked.diagnostics, checked.program.sources)
+        self.checked = checked
+        self.program = checked.program
+        self.path = path
+
+    @property
+    def graphs(self) -> list[str]:
+        return list(self.program.graphs)
+
+    def ir(self, name: str):
+        """The networkx IR of a graph, with symbolic dims."""
+        self._require(name)
+        return self.checked.irs[name]
+
+    def _require(self, name: str) -> None:
+        if name not in self.program.graphs:
+            raise KeyError(f"no graph named {name!r}; the graphs are {', '.join(self.graphs)}")
+
+    def compile(self, name: str) -> CompiledGraph:
+        self._require(name)
+        return CompiledGraph(self, name)
+
+    def value_and_grad(self, name: str):
+        """A jitted (variables, *inputs, key=k) -> (loss, grads) for a scalar-valued graph."""
+        fn = self.compile(name)
+
+        def loss_fn(params, stats, inputs, key):
+            ir, _ = fn.lowered(inputs)
+            ctx = LowerCtx(params, stats, key, train=True)
+            values = run_ir(ir, ctx, dict(zip(fn.arg_names, inputs)))
+            loss = values[ir.graph["outputs"][0]]
+            if jnp.ndim(loss) != 0:
+                raise ValueError(f"{name} returns shape {jnp.shape(loss)}, not a scalar loss")
+            from graphdl.runtime.surrogate import surrogate
+            return surrogate(loss, ctx.score_terms)
+
+        grad = jax.jit(jax.value_and_grad(loss_fn))
+
+        def step(variables, *inputs, key=None):
+            return grad(variables["params"], variables.get("stats", {}), inputs, key)
+        return step
+
+    def train(self, train: str | None = None, out: str | None = None, **settings):
+        from graphdl.runtime.train import run_training
+        return run_training(self, train_name=train, out_dir=out, overrides=settings,
+                            progress=False)
+
+
+class CompiledGraph:
+    """A graph compiled for each input signature it is called with (cached)."""
+
+    def __init__(self, model: Model, name: str):
+        self.model, self.name = model, name
+        gdef = model.program.graphs[name]
+        self.arg_names = [a.name for a in gdef.args]
+        self._cache: dict = {}
+
+    def lowered(self, inputs):
+        sig = tuple(tensor_type(x) for x in inputs)
+        if sig not in self._cache:
+            if len(inputs) != len(self.arg_names):
+                raise TypeError(f"{self.name} takes {len(self.arg_names)} inputs "
+                                f"({', '.join(self.arg_names)}), got {len(inputs)}")
+            program = self.model.program
+            saved, program.diagnostics = program.diagnostics, []
+            program.concrete = True
+            try:
+                ir = build_graph_ir(program, self.name, dict(zip(self.arg_names, sig)))
+                diagnostics = program.diagnostics
+            finally:
+                program.diagnostics, program.concrete = saved, False
+            if diagnostics:
+                raise GdlError(diagnostics, program.sources)
+            self._cache[sig] = (ir, jax.jit(self._run, static_argnames=("train", "stochastic")))
+        return self._cache[sig]
+
+    def _run(self, params, stats, inputs, key, train=False, stochastic="sample"):
+        ir, _ = self.lowered(inputs)
+        ctx = LowerCtx(params, stats, key, train, stochastic)
+        values = run_ir(ir, ctx, dict(zip(self.arg_names, inputs)))
+        outs = [values[o] for o in ir.graph["outputs"]]
+        return (outs[0] if len(outs) == 1 else tuple(outs)), {**stats, **ctx.new_stats}
+
+    def init(self, key, *inputs) -> dict:
+        """Initial variables for these input shapes: {"params": ..., "stats": ...}."""
+        ir, _ = self.lowered(inputs)
+        params, stats = init_params([ir], key)
+        return {"params": params, "stats": stats} if stats else {"params": params}
+
+    def __call__(self, variables, *inputs, key=None, train: bool = False,
+                 stochastic: str = "sample"):
+        _, jitted = self.lowered(inputs)
+        stats = variables.get("stats", {})
+        try:
+            out, new_stats = jitted(variables["params"], stats, tuple(inputs), key,
+                                    train=train, stochastic=stochastic)
+        except NeedsKey:
+            raise GdlError([UserError(f"{self.name} draws random numbers in this mode "
+                                      "(dropout, augmentation or a sample); pass key=...").diagnostic]) from None
+        return (out, new_stats) if train else out

@@ -1,0 +1,181 @@
+"""Walk an IR in creation (= topological) order and compute each node with JAX.
+
+The walk happens once, while `jax.jit` traces; the compiled function holds only the
+JAX operations, so a graph runs as fast as the same JAX written by hand.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from graphdl.errors import GdlError, UserError
+from graphdl.ops import REGISTRY
+from graphdl.ops import distributions as D
+
+
+class LowerCtx:
+    """What a lowering may ask for: mode, random keys, parameters and statistics."""
+
+    def __init__(self, params: dict, stats: dict, key=None, train: bool = False,
+                 stochastic: str = "sample"):
+        self.params = params
+        self.stats = dict(stats)
+        self.new_stats: dict = {}
+        self.base_key = key
+        self.train = train
+        self.stochastic = stochastic  # "sample" or "mean" (eval mode only)
+        self.node_id = 0
+        self._draws = 0
+        self.stat_names: dict[str, str] = {}
+        self.score_terms: list = []  # (log_prob, node attrs) of score-function samples
+
+    def key(self):
+        if self.base_key is None:
+            raise NeedsKey()
+        self._draws += 1
+        return jax.random.fold_in(jax.random.fold_in(self.base_key, self.node_id), self._draws)
+
+    def update(self, local: str, value) -> None:
+        name = self.stat_names[local]
+        self.new_stats[name] = value
+        self.stats[name] = value
+
+
+class NeedsKey(Exception):
+    """A random op ran without a key."""
+
+
+def _operands(n: dict, env: dict) -> dict:
+    kwargs: dict = {}
+    for src, name in zip(n["inputs"], n["args"]):
+        value = env[src]
+        if "." in name and name.split(".", 1)[0] in ("xs",):  # a list argument: xs.0, xs.1
+            kwargs.setdefault(name.split(".", 1)[0], []).append(value)
+        else:
+            kwargs[name] = value
+    return kwargs
+
+
+def _initial(init: tuple, shape, dtype):
+    name = init[0]
+    if name == "zeros":
+        return jnp.zeros(shape, dtype)
+    if name == "ones":
+        return jnp.ones(shape, dtype)
+    raise ValueError(f"a state must start from zeros or ones here, not {name}")
+
+
+def lower_scan(ctx: LowerCtx, nid: int, n: dict, env: dict):
+    attrs = n["attrs"]
+    body, axis, states = attrs["body"], attrs["axis"], attrs["states"]
+    given = {name.split(".", 1)[1]: env[src] for src, name in zip(n["inputs"], n["args"])
+             if name.startswith("init.")}
+    xs = jnp.moveaxis(env[n["inputs"][0]], axis, 0)
+    init = {}
+    for name in states:
+        sid = body.graph["states"][name][0]
+        snode = body.nodes[sid]
+        shape = tuple(int(d) for d in snode["shape"])
+        init[name] = given.get(name, _initial(snode["attrs"]["init"], shape, jnp.float32))
+    x_name = body.nodes[body.graph["inputs"][0]]["attrs"]["name"]
+    base = ctx.base_key
+    steps = jnp.arange(xs.shape[0])
+
+    def step(carry, inp):
+        x_t, t = inp
+        sub = LowerCtx(ctx.params, ctx.stats, None if base is None else jax.random.fold_in(
+            jax.random.fold_in(base, nid), t), ctx.train, ctx.stochastic)
+        values = run_ir(body, sub, {x_name: x_t}, carry)
+        nxt = {name: values[body.graph["states"][name][1]] for name in states}
+        return nxt, values[body.graph["outputs"][0]]
+
+    final, ys = lax.scan(step, init, (xs, steps), reverse=attrs["reverse"], unroll=attrs["unroll"])
+    return (jnp.moveaxis(ys, 0, axis), *[final[name] for name in states])
+
+
+def lower_sample(ctx: LowerCtx, n: dict, kwargs: dict):
+    attrs = n["attrs"]
+    family, estimator = attrs["family"], attrs["estimator"]
+    p = {k: v for k, v in kwargs.items() if k != "baseline"}
+    shape = tuple(int(d) for d in n["shape"])
+    if not ctx.train and ctx.stochastic == "mean":
+        return D.mean(family, p).astype(jnp.float32 if family != "categorical" else jnp.int32)
+    if family in ("normal", "uniform") and estimator == "reparam":
+        return D.sample(family, ctx.key(), p, shape)
+    if estimator == "gumbel_softmax":
+        options = attrs["options"]
+        g = jax.random.gumbel(ctx.key(), p["logits"].shape)
+        soft = jax.nn.softmax((p["logits"] + g) / options.get("temperature", 1.0), axis=-1)
+        if not options.get("hard", False):
+            return soft
+        hard = jax.nn.one_hot(jnp.argmax(soft, -1), soft.shape[-1])
+        return soft + lax.stop_gradient(hard - soft)
+    if estimator == "straight_through":
+        if family == "bernoulli":
+            probs = jax.nn.sigmoid(p["logits"])
+            hard = jax.random.bernoulli(ctx.key(), probs, shape).astype(jnp.float32)
+            return probs + lax.stop_gradient(hard - probs)
+        probs = jax.nn.softmax(p["logits"], axis=-1)
+        hard = D.sample(family, ctx.key(), p, shape)
+        return probs + lax.stop_gradient(hard - probs)
+    value = lax.stop_gradient(D.sample(family, ctx.key(), p, shape))
+    ctx.score_terms.append((D.log_prob(family, p, value), attrs))
+    return value
+
+
+def lower_dist(n: dict, kwargs: dict):
+    fn = n["op"][len("dist_"):]
+    p = {k[2:]: v for k, v in kwargs.items() if k.startswith("p.")}
+    family = n["attrs"]["family"]
+    if fn == "log_prob":
+        return D.log_prob(family, p, kwargs["x"])
+    if fn == "entropy":
+        return D.entropy(family, p)
+    if fn == "mean":
+        return D.mean(family, p)
+    q = {k[2:]: v for k, v in kwargs.items() if k.startswith("q.")}
+    return D.kl(family, p, n["attrs"]["q_family"], q)
+
+
+def run_ir(ir, ctx: LowerCtx, inputs: dict, states: dict | None = None) -> dict:
+    """Values of every node of `ir`, keyed by node id; inputs by name."""
+    env: dict = {}
+    for nid in sorted(ir.nodes):
+        n = ir.nodes[nid]
+        ctx.node_id, ctx._draws = nid, 0
+        try:
+            ctx.stat_names = {arg: ir.nodes[src]["attrs"]["name"]
+                              for src, arg in zip(n["inputs"], n["args"])
+                              if ir.nodes[src]["op"] == "stat"}
+            env[nid] = _lower_node(ctx, nid, n, env, inputs, states)
+        except (NeedsKey, GdlError):
+            raise
+        except Exception as err:  # re-raise with the node's .gdl span
+            raise GdlError([UserError(f"while computing {n['op']}(): {type(err).__name__}: {err}",
+                                      n["span"]).diagnostic]) from err
+    return env
+
+
+def _lower_node(ctx: LowerCtx, nid: int, n: dict, env: dict, inputs: dict, states):
+    op = n["op"]
+    attrs = n["attrs"]
+    if op == "input":
+        return inputs[attrs["name"]]
+    if op == "param":
+        return ctx.params[attrs["name"]]
+    if op == "stat":
+        return ctx.stats[attrs["name"]]
+    if op == "state":
+        return states[attrs["name"]]
+    if op == "getitem":
+        return env[n["inputs"][0]][attrs["index"]]
+    if op == "scan":
+        return lower_scan(ctx, nid, n, env)
+    kwargs = _operands(n, env)
+    if op == "sample":
+        return lower_sample(ctx, n, kwargs)
+    if op.startswith("dist_"):
+        return lower_dist(n, kwargs)
+    return REGISTRY[op].lower(ctx, **kwargs, **attrs)
