@@ -49,6 +49,7 @@ class EvalPlan:
     batch: BatchPlan | None
     metrics: dict[str, int]
     span: Span
+    rebuild: object = None  # batch size -> EvalPlan with that batch (the last, partial batch)
 
 
 @dataclass
@@ -110,6 +111,9 @@ def _shared_statements(b: Builder, body: list, data_override: Record | None) -> 
         if isinstance(st, A.Over):
             b.error("`over` belongs inside a `step` block", st.span)
             continue
+        if isinstance(st, A.ExprStmt) and _is_call_of(st.value, "early_stop"):
+            settings["early_stop"] = _early_stop(b, st.value)
+            continue
         if isinstance(st, A.ExprStmt):
             value = b.expr(st.value)
             if isinstance(value, Setting) and value.name == "early_stop":
@@ -138,6 +142,33 @@ def _shared_statements(b: Builder, body: list, data_override: Record | None) -> 
             elif name in ("epochs", "steps", "seed", "optimizer", "schedule"):
                 b.error(f"`{name}` must be a constant setting, got {describe(value)}", st.span)
     return settings
+
+
+def _is_call_of(node, name: str) -> bool:
+    return isinstance(node, A.Call) and isinstance(node.func, A.Name) and node.func.id == name
+
+
+def _early_stop(b: Builder, call: A.Call) -> dict | None:
+    """`early_stop(accuracy, patience = 5, mode = "max")`: the metric is named, not computed."""
+    if len(call.args) != 1 or not isinstance(call.args[0], A.Name):
+        b.error("early_stop needs the name of a metric first, e.g. early_stop(accuracy)", call.span)
+        return None
+    out = {"metric": call.args[0].id, "patience": 5, "mode": "max", "span": call.span}
+    for kw in call.kwargs:
+        if kw.name not in ("patience", "mode"):
+            b.error(f"early_stop() has no keyword `{kw.name}`", kw.span,
+                    hint="its keywords are patience, mode" + (
+                        f"; {did_you_mean(kw.name, ['patience', 'mode'])}"
+                        if did_you_mean(kw.name, ["patience", "mode"]) else ""))
+            continue
+        value = b.expr(kw.value)
+        if not isinstance(value, Const):
+            b.error(f"`{kw.name}` of early_stop must be a constant", kw.value.span)
+            continue
+        out[kw.name] = value.value
+    if out["mode"] not in ("max", "min"):
+        b.error('early_stop mode must be "max" or "min"', call.span)
+    return out
 
 
 def _check_loss(b: Builder, value, span: Span) -> int | None:
@@ -194,6 +225,15 @@ def build_train(program, tdef: A.TrainDef, diagnostics: list) -> TrainPlan | Non
     batches = b.g.graph.get("batches", [])
     evaluations = [e for e in (_evaluate(program, tdef, st, shared_env, diagnostics)
                                for st in tdef.body if isinstance(st, A.Evaluate)) if e]
+    stop = settings.get("early_stop")
+    if stop and not any(stop["metric"] in e.metrics for e in evaluations):
+        known = [m for e in evaluations for m in e.metrics]
+        b.error(f"early_stop watches `{stop['metric']}`, but no evaluate block computes it",
+                stop["span"], did_you_mean(stop["metric"], known) or
+                "add it to an `evaluate on ... { }` block")
+    if not batches and steps and "steps" not in settings:
+        b.error("this train block reads no data, so it needs `steps = N`", tdef.span,
+                hint="add `data = source.train(batch = 64, shuffle = true)` or `steps = 1000`")
     return TrainPlan(name, b.g, batches[0] if batches else None, steps, settings, evaluations,
                      checkpoint, tdef.span)
 
@@ -225,7 +265,11 @@ def _step(b: Builder, st: A.Step) -> StepPlan:
     return StepPlan(st.name, loss if loss is not None else -1, opt, over)
 
 
-def _evaluate(program, tdef: A.TrainDef, st: A.Evaluate, shared_env, diagnostics) -> EvalPlan | None:
+EVAL_BATCH = 256
+
+
+def _evaluate(program, tdef: A.TrainDef, st: A.Evaluate, shared_env, diagnostics,
+              batch: int = EVAL_BATCH) -> EvalPlan | None:
     b = new_builder(program, f"evaluate {program.snippet(st.source.span).strip('`')}", diagnostics)
     with b.in_scope(Scope("", "train")):
         target = b.expr(st.source)
@@ -235,8 +279,6 @@ def _evaluate(program, tdef: A.TrainDef, st: A.Evaluate, shared_env, diagnostics
             b.error(f"`evaluate on` needs a data split like digits.test, got {describe(target)}",
                     st.source.span)
             return None
-        train_batch = next((s for s in tdef.body if isinstance(s, A.Assign) and s.targets == ["data"]), None)
-        batch = 256
         data = make_batch(b, target, batch, False, st.span)
         _shared_statements(b, tdef.body, data)
         metrics = {}
@@ -257,7 +299,10 @@ def _evaluate(program, tdef: A.TrainDef, st: A.Evaluate, shared_env, diagnostics
             if st.unit not in UNITS:
                 b.error(f"unknown unit `{st.unit}`", st.span, did_you_mean(st.unit, UNITS))
             unit = UNITS.get(st.unit, "epoch")
-        _ = train_batch
     b.g.graph["outputs"] = list(metrics.values())
     batches = b.g.graph.get("batches", [])
-    return EvalPlan(target, every, unit, b.g, batches[0] if batches else None, metrics, st.span)
+
+    def rebuild(size: int) -> EvalPlan | None:
+        return _evaluate(program, tdef, st, shared_env, [], size)
+    return EvalPlan(target, every, unit, b.g, batches[0] if batches else None, metrics, st.span,
+                    rebuild)

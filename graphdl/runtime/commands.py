@@ -1,0 +1,166 @@
+"""`graphdl run`, `bench` and `export`: the commands that compile and execute."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from graphdl.errors import GdlError, UserError
+
+
+def add_runtime_commands(sub) -> None:
+    p = sub.add_parser("run", help="train a file's train block, or evaluate its main graph")
+    p.add_argument("file", metavar="FILE")
+    p.add_argument("--train", metavar="NAME", help="which train block (default: the first)")
+    p.add_argument("--graph", metavar="NAME", help="the graph to evaluate (no train block)")
+    p.add_argument("--set", action="append", metavar="K=V", help="override a constant or setting")
+    p.add_argument("--input", action="append", metavar="NAME=FILE.npy", help="an input array")
+    p.add_argument("--out", metavar="DIR", help="output folder (default: runs/<file stem>/)")
+    p.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
+    p.add_argument("--steps", type=int, metavar="N", help="stop after N training steps")
+    p.add_argument("--eval", action="store_true", help="evaluate only (eval mode)")
+    p.add_argument("--stochastic", choices=["sample", "mean"], default="sample")
+    p.add_argument("--seed", type=int, default=0, help="the key for evaluation")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("bench", help="front-end, compile and steady-state step times")
+    p.add_argument("file", metavar="FILE")
+    p.add_argument("--train", metavar="NAME")
+    p.add_argument("--set", action="append", metavar="K=V")
+    p.add_argument("--steps", type=int, default=50, metavar="N")
+    p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser("export", help="write a graph as StableHLO (jax.export)")
+    p.add_argument("file", metavar="FILE")
+    p.add_argument("--graph", metavar="NAME", required=True)
+    p.add_argument("--input", action="append", metavar="NAME=SHAPE", default=[],
+                   help="input shape, e.g. x=32,64 (default: symbolic dims kept)")
+    p.add_argument("--out", metavar="FILE")
+    p.set_defaults(func=cmd_export)
+
+
+def _model(args):
+    from graphdl.api import Model
+    from graphdl.cli import parse_overrides, read_source
+    from graphdl.passes.check import check_program
+    overrides = parse_overrides(args.set)
+    checked = check_program(args.file, read_source(args.file), overrides)
+    return Model(checked, args.file), overrides
+
+
+def cmd_run(args) -> int:
+    model, overrides = _model(args)
+    if model.checked.trains and not args.eval and args.input is None:
+        from graphdl.runtime.train import run_training
+        out = args.out or str(Path("runs") / Path(args.file).stem)
+        result = run_training(model, args.train, out, overrides, progress=not args.quiet,
+                              resume=args.resume, max_steps=args.steps, quiet=args.quiet)
+        print(f"trained {result.steps} steps; wrote {out}/checkpoint, {out}/metrics.jsonl, "
+              f"{out}/loss.png")
+        return 0
+    return evaluate_graph(model, args)
+
+
+def _pick_graph(model, name):
+    graphs = model.graphs
+    if name:
+        if name not in graphs:
+            raise GdlError([UserError(f"--graph {name}: no such graph; the graphs are "
+                                      f"{', '.join(graphs)}").diagnostic])
+        return name
+    if "main" in graphs:
+        return "main"
+    if len(graphs) == 1:
+        return graphs[0]
+    raise GdlError([UserError(f"{model.path} has several graphs ({', '.join(graphs)}); "
+                              "choose one with --graph NAME").diagnostic])
+
+
+def _read_inputs(model, name, items) -> list:
+    import numpy as np
+
+    from graphdl.cli import CliError
+    gdef = model.program.graphs[name]
+    given = {}
+    for item in items or []:
+        key, sep, path = item.partition("=")
+        if not sep:
+            raise CliError(f"--input {item}: expected NAME=FILE.npy")
+        if key not in [a.name for a in gdef.args]:
+            raise CliError(f"--input {key}: `{name}` has no input `{key}`; its inputs are "
+                           f"{', '.join(a.name for a in gdef.args)}")
+        try:
+            given[key] = np.load(path, allow_pickle=False)
+        except FileNotFoundError:
+            raise CliError(f"--input {key}={path}: no such file") from None
+        except (ValueError, OSError) as err:
+            raise CliError(f"--input {key}={path}: not a .npy array file ({err})") from None
+    missing = [a.name for a in gdef.args if a.name not in given]
+    if missing:
+        raise CliError(f"`{name}` needs --input for {', '.join(missing)}")
+    out = []
+    for a in gdef.args:
+        x = given[a.name]
+        want = a.type
+        dt = {"f32": "float32", "i32": "int32", "bool": "bool", "f16": "float16", "f64": "float64",
+              "i64": "int64", "bf16": "bfloat16"}[want.dtype]
+        if len(x.shape) != len(want.dims):
+            raise CliError(f"--input {a.name}={dict(i.split('=', 1) for i in items)[a.name]} has shape "
+                           f"{x.shape}, but `{name}` takes {a.name}: {model.program.snippet(want.span).strip('`')} "
+                           f"({a.span})")
+        if x.dtype.kind == "f" and dt.startswith("float") or x.dtype.kind in "iu" and dt.startswith("int") \
+                or x.dtype == bool and dt == "bool":
+            x = x.astype(dt)
+        else:
+            raise CliError(f"--input {a.name} has dtype {x.dtype}, but `{name}` takes {want.dtype}")
+        out.append(x)
+    return out
+
+
+def cmd_run_eval_outputs(out_dir: Path, result) -> list[str]:
+    import numpy as np
+    out_dir.mkdir(parents=True, exist_ok=True)
+    results = result if isinstance(result, tuple) else (result,)
+    paths = []
+    for i, r in enumerate(results):
+        path = out_dir / (f"output_{i}.npy" if len(results) > 1 else "output.npy")
+        np.save(path, np.asarray(r))
+        paths.append(str(path))
+    return paths
+
+
+def evaluate_graph(model, args) -> int:
+    import jax
+    name = _pick_graph(model, args.graph)
+    inputs = _read_inputs(model, name, args.input)
+    fn = model.compile(name)
+    ckpt = Path(args.out or Path("runs") / Path(args.file).stem) / "checkpoint"
+    variables = fn.init(jax.random.key(0), *inputs)
+    if (ckpt / "checkpoint.safetensors").exists():
+        from graphdl.runtime.checkpoint import load_checkpoint, restore_into
+        loaded = load_checkpoint(ckpt)
+        variables = {"params": restore_into(variables["params"], loaded.params),
+                     **({"stats": restore_into(variables["stats"], loaded.stats)} if "stats" in variables else {})}
+    result = fn(variables, *inputs, key=jax.random.key(args.seed), stochastic=args.stochastic)
+    out_dir = Path(args.out or Path("runs") / Path(args.file).stem)
+    for path in cmd_run_eval_outputs(out_dir, result):
+        print(f"wrote {path}")
+    return 0
+
+
+def cmd_bench(args) -> int:
+    from graphdl.runtime.bench import bench_file
+    model, overrides = _model(args)
+    bench_file(model, args.train, overrides, args.steps)
+    return 0
+
+
+def cmd_export(args) -> int:
+    from graphdl.runtime.export import export_graph
+    model, _ = _model(args)
+    out = args.out or f"{Path(args.file).stem}.{args.graph}.stablehlo"
+    text = export_graph(model, args.graph, args.input)
+    Path(out).write_bytes(text)
+    print(f"wrote {out}", file=sys.stdout)
+    return 0

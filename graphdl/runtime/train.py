@@ -1,0 +1,291 @@
+"""Run a train block: batches, jitted steps over parameter subsets, evaluation, checkpoints.
+
+One iteration runs every `step` of the block in order; each step differentiates its own
+loss with respect to its own parameters (`over generator`) with the parameters as the
+previous step left them. The whole iteration is one `jax.jit` function.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from graphdl.errors import GdlError, UserError
+from graphdl.lower import LowerCtx, init_params, run_ir
+from graphdl.lower.init import frozen_names
+from graphdl.passes.train import TrainPlan
+from graphdl.runtime.data import batches, num_batches
+from graphdl.runtime.optim import make_optimizer
+from graphdl.runtime.surrogate import surrogate
+
+
+@dataclass
+class TrainResult:
+    variables: dict
+    metrics: dict = field(default_factory=dict)  # last evaluation: {"test": {"accuracy": ..}}
+    history: list = field(default_factory=list)  # every metrics.jsonl record
+    steps: int = 0
+    out_dir: Path | None = None
+
+
+def user_error(message: str, span=None, hint=None) -> GdlError:
+    return GdlError([UserError(message, span, hint).diagnostic])
+
+
+def pick_plan(model, name: str | None) -> TrainPlan:
+    plans = model.checked.trains
+    if not plans:
+        raise user_error(f"{model.path} has no train block")
+    if name is None:
+        return plans[0]
+    for p in plans:
+        if p.name == name:
+            return p
+    raise user_error(f"no train block named `{name}`; the train blocks are "
+                     f"{', '.join(p.name for p in plans)}")
+
+
+def resolve_settings(plan: TrainPlan, overrides: dict) -> dict:
+    settings = {k: (v[0].value if isinstance(v, tuple) and hasattr(v[0], "value") else
+                    v[0] if isinstance(v, tuple) else v) for k, v in plan.settings.items()}
+    for key, value in overrides.items():
+        short = key.split(".", 1)[1] if key.startswith(f"{plan.name}.") or key.startswith("train.") else key
+        if short in ("epochs", "steps", "seed", "clip_grad_norm", "weight_decay"):
+            settings[short] = value
+    if "epochs" not in settings and "steps" not in settings:
+        settings["epochs"] = 1
+    return settings
+
+
+class Trainer:
+    """Holds the jitted iteration and evaluation functions of one train plan."""
+
+    def __init__(self, model, plan: TrainPlan, settings: dict):
+        self.model, self.plan, self.settings = model, plan, settings
+        program = model.program
+        self.batch_plan = plan.batch
+        if plan.batch is not None:
+            source = program.data[plan.batch.source].source
+            self.train_arrays = source.arrays(plan.batch.split)
+            n = len(next(iter(self.train_arrays.values())))
+            self.per_epoch = num_batches(n, plan.batch.batch, drop_last=True)
+            if self.per_epoch == 0:
+                raise user_error(f"the {plan.batch.split} split has {n} examples, fewer than one "
+                                 f"batch of {plan.batch.batch}", plan.span)
+        else:
+            self.train_arrays, self.per_epoch = {}, 1
+        if "steps" in settings:
+            self.total_steps = int(settings["steps"])
+        else:
+            self.total_steps = int(settings["epochs"]) * self.per_epoch
+        self.seed = int(settings.get("seed", 0))
+        irs = [plan.ir] + [e.ir for e in plan.evaluations]
+        self.params, self.stats = init_params(irs, jax.random.key(self.seed))
+        frozen = frozen_names(irs)
+        self.subsets = [self._subset(s.over, frozen) for s in plan.steps]
+        self.optimizers = [make_optimizer(s.optimizer, settings.get("schedule"), self.total_steps,
+                                          settings.get("clip_grad_norm"),
+                                          settings.get("weight_decay")) for s in plan.steps]
+        self.opt_states = [tx.init({k: self.params[k] for k in sub})
+                           for tx, sub in zip(self.optimizers, self.subsets)]
+        self.iteration = jax.jit(self._iteration)
+        self._eval_fns: dict = {}
+
+    def _subset(self, over, frozen) -> list[str]:
+        names = [n for n in self.params if n not in frozen]
+        if over:
+            names = [n for n in names if any(n == g or n.startswith(g + ".") for g in over)]
+        return names
+
+    def _inputs(self, batch: dict) -> dict:
+        return {f"data.{k}": v for k, v in batch.items()}
+
+    def _iteration(self, params, stats, opt_states, batch, key):
+        ir = self.plan.ir
+        losses, new_opt_states = [], []
+        for k, (step, sub, tx, opt_state) in enumerate(
+                zip(self.plan.steps, self.subsets, self.optimizers, opt_states)):
+
+            def loss_fn(trainable, stats=stats, step=step):
+                ctx = LowerCtx({**params, **trainable}, stats, key, train=True)
+                values = run_ir(ir, ctx, batch)
+                loss = values[step.loss]
+                return surrogate(loss, ctx.score_terms), (loss, ctx.new_stats)
+
+            trainable = {n: params[n] for n in sub}
+            (_, (loss, new_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(trainable)
+            updates, opt_state = tx.update(grads, opt_state, trainable)
+            params = {**params, **optax.apply_updates(trainable, updates)}
+            stats = {**stats, **new_stats}
+            losses.append(loss)
+            new_opt_states.append(opt_state)
+        return params, stats, new_opt_states, jnp.stack(losses)
+
+    # -- evaluation -------------------------------------------------------------
+    def _eval_fn(self, ev, size: int):
+        key = (id(ev), size)
+        if key not in self._eval_fns:
+            plan = ev if size == ev.batch.batch else ev.rebuild(size)
+
+            def fn(params, stats, batch, plan=plan):
+                ctx = LowerCtx(params, stats, jax.random.key(0), train=False)
+                values = run_ir(plan.ir, ctx, batch)
+                return {m: values[nid] for m, nid in plan.metrics.items()}
+            self._eval_fns[key] = jax.jit(fn)
+        return self._eval_fns[key]
+
+    def evaluate(self, ev) -> dict[str, float]:
+        source = self.model.program.data[ev.split.source.name].source
+        arrays = source.arrays(ev.split.split)
+        n = len(next(iter(arrays.values())))
+        totals: dict[str, float] = {m: 0.0 for m in ev.metrics}
+        for batch in batches(arrays, ev.batch.batch, shuffle=False, seed=0, epoch=0, drop_last=False):
+            size = len(next(iter(batch.values())))
+            out = self._eval_fn(ev, size)(self.params, self.stats, self._inputs(batch))
+            for m, v in out.items():
+                totals[m] += float(v) * size
+        return {m: v / n for m, v in totals.items()}
+
+    def batch_stream(self, start_step: int):
+        """Training batches from `start_step` on: deterministic in (seed, epoch)."""
+        step = start_step
+        while step < self.total_steps:
+            epoch, skip = divmod(step, self.per_epoch)
+            if self.batch_plan is None:
+                yield epoch, {}
+                step += 1
+                continue
+            stream = batches(self.train_arrays, self.batch_plan.batch, shuffle=self.batch_plan.shuffle,
+                             seed=self.seed, epoch=epoch, drop_last=True)
+            for i, batch in enumerate(stream):
+                if i < skip:
+                    continue
+                if step >= self.total_steps:
+                    return
+                yield epoch, self._inputs(batch)
+                step += 1
+
+
+def _metric_improved(best, value, mode) -> bool:
+    return best is None or (value > best if mode == "max" else value < best)
+
+
+def run_training(model, train_name=None, out_dir=None, overrides=None, progress=True,
+                 resume=False, max_steps=None, quiet=False) -> TrainResult:
+    from graphdl.runtime.reporting import Reporter
+    plan = pick_plan(model, train_name)
+    settings = resolve_settings(plan, overrides or {})
+    trainer = Trainer(model, plan, settings)
+    out = Path(out_dir) if out_dir else None
+    reporter = Reporter(out, trainer.total_steps, plan, progress=progress, quiet=quiet)
+    start = 0
+    if resume and out is not None:
+        start = restore(trainer, out)
+    key0 = jax.random.key(trainer.seed + 1)
+    log_every = max(1, min(50, trainer.total_steps // 100 or 1))
+    stop = settings.get("early_stop")
+    best, bad_evals = None, 0
+    result = TrainResult({}, out_dir=out)
+    step = start
+    limit = trainer.total_steps if max_steps is None else min(trainer.total_steps, start + max_steps)
+    tic, seen = time.perf_counter(), 0
+    batch_size = plan.batch.batch if plan.batch else 1
+    last_epoch = start // trainer.per_epoch
+    try:
+        for epoch, batch in trainer.batch_stream(start):
+            if step >= limit:
+                break
+            if epoch != last_epoch:
+                if _evaluate_due(trainer, reporter, result, last_epoch + 1, step, "epoch"):
+                    best, bad_evals, stopped = _early(stop, result, best, bad_evals)
+                    if stopped:
+                        reporter.note(f"early stop: {stop['metric']} did not improve for "
+                                      f"{stop['patience']} evaluations")
+                        break
+                last_epoch = epoch
+            key = jax.random.fold_in(key0, step)
+            trainer.params, trainer.stats, trainer.opt_states, losses = trainer.iteration(
+                trainer.params, trainer.stats, trainer.opt_states, batch, key)
+            step += 1
+            seen += batch_size
+            if step % log_every == 0 or step == limit:
+                values = np.asarray(losses)  # the only device sync: every log_every steps
+                if not np.all(np.isfinite(values)):
+                    raise user_error(f"the loss became {values.tolist()} at step {step}", plan.span,
+                                     "lower the learning rate or add clip_grad_norm = 1.0")
+                rate = seen / max(time.perf_counter() - tic, 1e-9)
+                reporter.train(step, epoch, dict(zip([s.name for s in plan.steps], values.tolist())), rate)
+                result.history.append(reporter.history[-1])
+            if plan.checkpoint and plan.checkpoint[1] == "step" and step % plan.checkpoint[0] == 0:
+                save(trainer, out, step, epoch, model)
+        else:
+            pass
+        final_epoch = (step - 1) // trainer.per_epoch + 1 if step else 0
+        if step == trainer.total_steps or max_steps is not None:
+            _evaluate_due(trainer, reporter, result, final_epoch, step, "end")
+        save(trainer, out, step, final_epoch, model)
+    finally:
+        reporter.close()
+    result.variables = {"params": trainer.params, **({"stats": trainer.stats} if trainer.stats else {})}
+    result.steps = step
+    result.history = reporter.history
+    reporter.summary(result.metrics)
+    return result
+
+
+def _evaluate_due(trainer, reporter, result, epoch, step, when) -> bool:
+    ran = False
+    for ev in trainer.plan.evaluations:
+        due = when == "end" or (ev.unit == "epoch" and epoch % ev.every == 0) or \
+            (ev.unit == "step" and step % ev.every == 0)
+        if due:
+            values = trainer.evaluate(ev)
+            result.metrics[ev.split.split] = values
+            reporter.evaluation(step, epoch, ev.split.split, values)
+            ran = True
+    return ran
+
+
+def _early(stop, result, best, bad):
+    if not stop:
+        return best, bad, False
+    value = next((m[stop["metric"]] for m in result.metrics.values() if stop["metric"] in m), None)
+    if value is None:
+        return best, bad, False
+    if _metric_improved(best, value, stop["mode"]):
+        return value, 0, False
+    bad += 1
+    return best, bad, bad >= int(stop["patience"])
+
+
+def save(trainer: Trainer, out: Path | None, step: int, epoch: int, model) -> None:
+    if out is None:
+        return
+    from graphdl.runtime.checkpoint import save_checkpoint
+    source = model.program.sources[model.path]
+    save_checkpoint(out / "checkpoint", params=trainer.params, stats=trainer.stats,
+                    opt_state=trainer.opt_states, step=step, epoch=epoch, source=source,
+                    meta={"train": trainer.plan.name, "settings": json.dumps(
+                        {k: v for k, v in trainer.settings.items() if isinstance(v, (int, float, str))})})
+
+
+def restore(trainer: Trainer, out: Path) -> int:
+    from graphdl.runtime.checkpoint import CheckpointError, load_checkpoint, restore_into
+    try:
+        ckpt = load_checkpoint(out / "checkpoint", opt_state_template=trainer.opt_states)
+        params = restore_into(trainer.params, ckpt.params)
+        stats = restore_into(trainer.stats, ckpt.stats) if trainer.stats else {}
+    except CheckpointError as err:
+        raise user_error(f"cannot resume from {out / 'checkpoint'}: {err.message}",
+                         hint=err.hint) from None
+    trainer.params = {k: jnp.asarray(v) for k, v in params.items()}
+    trainer.stats = {k: jnp.asarray(v) for k, v in stats.items()}
+    trainer.opt_states = jax.tree_util.tree_map(jnp.asarray, ckpt.opt_state)
+    return ckpt.step
