@@ -110,10 +110,10 @@ class Trainer:
     def _iteration(self, params, stats, opt_states, batch, key):
         ir = self.plan.ir
         losses, new_opt_states = [], []
-        for k, (step, sub, tx, opt_state) in enumerate(
-                zip(self.plan.steps, self.subsets, self.optimizers, opt_states)):
+        for step, sub, tx, opt_state in zip(self.plan.steps, self.subsets, self.optimizers,
+                                            opt_states):
 
-            def loss_fn(trainable, stats=stats, step=step):
+            def loss_fn(trainable, params=params, stats=stats, step=step):
                 ctx = LowerCtx({**params, **trainable}, stats, key, train=True)
                 values = run_ir(ir, ctx, batch)
                 loss = values[step.loss]
