@@ -44,7 +44,7 @@ def _model(args):
     from graphdl.api import Model
     from graphdl.cli import parse_overrides, read_source
     from graphdl.passes.check import check_program
-    overrides = parse_overrides(args.set)
+    overrides = parse_overrides(getattr(args, "set", None))
     checked = check_program(args.file, read_source(args.file), overrides)
     return Model(checked, args.file), overrides
 
@@ -159,7 +159,7 @@ def cmd_bench(args) -> int:
 def cmd_export(args) -> int:
     from graphdl.runtime.export import export_graph
     model, _ = _model(args)
-    out = args.out or f"{Path(args.file).stem}.{args.graph}.stablehlo"
+    out = args.out or f"{Path(args.file).stem}.{args.graph}.mlir"
     text = export_graph(model, args.graph, args.input)
     Path(out).write_bytes(text)
     print(f"wrote {out}", file=sys.stdout)

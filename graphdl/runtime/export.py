@@ -1,0 +1,87 @@
+"""`graphdl export`: a graph as StableHLO through `jax.export`, symbolic dims kept."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from graphdl.cli import CliError
+from graphdl.dims import TensorType
+from graphdl.lower import LowerCtx, init_params, run_ir
+from graphdl.passes.check import build_graph_ir
+
+DTYPES = {"f32": jnp.float32, "i32": jnp.int32, "bool": jnp.bool_, "f16": jnp.float16,
+          "bf16": jnp.bfloat16, "f64": jnp.float64, "i64": jnp.int64}
+
+
+def export_graph(model, name: str, shapes: list[str]) -> bytes:
+    """StableHLO (MLIR text) of graph `name`: arguments are params, stats, then the inputs."""
+    if name not in model.graphs:
+        raise CliError(f"--graph {name}: no such graph; the graphs are {', '.join(model.graphs)}")
+    gdef = model.program.graphs[name]
+    given = {}
+    for item in shapes:
+        key, _, dims = item.partition("=")
+        parts = [d.strip() for d in dims.split(",") if d.strip()]
+        if not key or not parts or not all(p.isdigit() or p.isidentifier() for p in parts):
+            raise CliError(f"--input {item}: expected NAME=D1,D2,... (an integer, or a name to "
+                           "keep that dim symbolic)")
+        given[key] = parts
+    missing = [a.name for a in gdef.args if a.name not in given]
+    if missing:
+        example = ",".join("B" if i == 0 else "32" for i in range(len(gdef.args[0].type.dims)))
+        raise CliError(f"give the shape of {', '.join(missing)} with --input, e.g. "
+                       f"--input {missing[0]}={example}; names (like B) stay symbolic, and every "
+                       "dim that sets a parameter's shape must be a number")
+    scope = jax.export.SymbolicScope()
+    specs = []
+    for a in gdef.args:
+        if len(given[a.name]) != len(a.type.dims):
+            raise CliError(f"--input {a.name}: {len(given[a.name])} dims given, but `{a.name}` "
+                           f"has rank {len(a.type.dims)}")
+        shape = jax.export.symbolic_shape(",".join(given[a.name]), scope=scope)
+        specs.append(jax.ShapeDtypeStruct(shape, DTYPES[a.type.dtype]))
+    # parameters need concrete shapes: build once with every symbolic dim set to 2
+    concrete = {a.name: TensorType.make(a.type.dtype, tuple(int(p) if p.isdigit() else 2
+                                                            for p in given[a.name]))
+                for a in gdef.args}
+    program = model.program
+    saved, program.diagnostics = program.diagnostics, []
+    program.concrete = True
+    try:
+        ir_params = build_graph_ir(program, name, concrete)
+    finally:
+        program.diagnostics, program.concrete = saved, False
+    params, stats = init_params([ir_params], jax.random.key(0))
+
+    def fn(params, stats, *inputs):
+        ir = _ir_for(model, name, inputs)
+        ctx = LowerCtx(params, stats, None, train=False)
+        values = run_ir(ir, ctx, {a.name: x for a, x in zip(gdef.args, inputs)})
+        outs = [values[o] for o in ir.graph["outputs"]]
+        return outs[0] if len(outs) == 1 else tuple(outs)
+    p_spec = jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), params)
+    s_spec = jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), stats)
+    exported = jax.export.export(jax.jit(fn))(p_spec, s_spec, *specs)
+    # the StableHLO module as MLIR text: readable, and loadable without flatbuffers
+    return exported.mlir_module().encode()
+
+
+def _ir_for(model, name, inputs):
+    """The IR for traced inputs whose dims may be jax symbolic dims (kept as symbols)."""
+    from graphdl.api import DTYPE_NAMES
+    from graphdl.dims import Dim, TensorType
+    program = model.program
+    saved, program.diagnostics = program.diagnostics, []
+    try:
+        types = {}
+        for a, x in zip(program.graphs[name].args, inputs):
+            dims = tuple(Dim(d) if isinstance(d, int) else Dim(str(d)) for d in x.shape)
+            types[a.name] = TensorType(DTYPE_NAMES[str(x.dtype)], dims)
+        ir = build_graph_ir(program, name, types)
+        if program.diagnostics:
+            raise CliError("cannot export with symbolic dims: "
+                           f"{program.diagnostics[0].message}; give shapes with --input x=32,64")
+        return ir
+    finally:
+        program.diagnostics = saved
