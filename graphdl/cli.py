@@ -52,11 +52,33 @@ def parse_overrides(items: list[str]) -> dict:
     return out
 
 
+TRAIN_SETTINGS = ("epochs", "steps", "seed", "clip_grad_norm", "weight_decay")
+
+
+def validate_overrides(checked, overrides: dict) -> None:
+    """Every --set key must name a graph constant or a train setting."""
+    from graphdl.errors import did_you_mean
+    program = checked.program
+    known = set()
+    for g in {**program.std_graphs, **program.graphs}.values():
+        for c in g.consts:
+            known.update({f"{g.name}.{c.name}", c.name})
+    for t in program.trains:
+        for s in TRAIN_SETTINGS:
+            known.update({f"{t.name or 'train'}.{s}", f"train.{s}", s})
+    for key in overrides:
+        if key not in known:
+            near = did_you_mean(key, known)
+            raise CliError(f"--set {key}: no graph constant or train setting is called `{key}`"
+                           + (f"; {near}" if near else ""))
+
+
 def load_checked(path: str, overrides: dict | None = None):
     from graphdl.passes.check import check_program
     checked = check_program(path, read_source(path), overrides)
     if any(d.severity == "error" for d in checked.diagnostics):
         raise GdlError(checked.diagnostics, checked.program.sources)
+    validate_overrides(checked, overrides or {})
     return checked
 
 
@@ -64,7 +86,10 @@ def cmd_check(args) -> int:
     from graphdl.passes.check import check_program
     status = EXIT_OK
     for path in args.files:
-        checked = check_program(path, read_source(path), parse_overrides(args.set))
+        overrides = parse_overrides(args.set)
+        checked = check_program(path, read_source(path), overrides)
+        if not checked.diagnostics:
+            validate_overrides(checked, overrides)
         if checked.diagnostics:
             print(render_all(checked.diagnostics, checked.program.sources), file=sys.stderr)
             status = EXIT_USER

@@ -42,10 +42,9 @@ def add_runtime_commands(sub) -> None:
 
 def _model(args):
     from graphdl.api import Model
-    from graphdl.cli import parse_overrides, read_source
-    from graphdl.passes.check import check_program
+    from graphdl.cli import load_checked, parse_overrides
     overrides = parse_overrides(getattr(args, "set", None))
-    checked = check_program(args.file, read_source(args.file), overrides)
+    checked = load_checked(args.file, overrides)
     return Model(checked, args.file), overrides
 
 
