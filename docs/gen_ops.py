@@ -1,0 +1,243 @@
+"""Generate the reference tables of docs/language.md from the op registry.
+
+    python docs/gen_ops.py           # print every generated table (markdown)
+    python docs/gen_ops.py --write   # rewrite the generated sections of docs/language.md
+
+Each generated section of language.md sits between `<!-- BEGIN GENERATED: NAME -->` and
+`<!-- END GENERATED: NAME -->`; tests/test_docs.py fails when a section differs from what
+this script prints, so the tables cannot go stale: after changing an op, run `--write`.
+
+The one-line descriptions come from each op's `doc` in the registry; for ops registered
+without one, `FALLBACK_DOCS` below says what the op does (better: give the op a `doc`).
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from pathlib import Path
+
+from graphdl.ops import REGISTRY, Op
+from graphdl.ops.distributions import ESTIMATOR_KEYWORDS, ESTIMATORS, FAMILIES
+from graphdl.ops.math import OPERATOR_OPS
+from graphdl.ops.registry import REQUIRED, parse_signature
+from graphdl.passes.specials import OPTIMIZERS, SCHEDULES
+
+LANGUAGE_MD = Path(__file__).resolve().parent / "language.md"
+
+# Ops the compiler builds from syntax; a program cannot call them by name.
+SYNTAX_ONLY = {"index": "`x[...]`", "const": "a number literal"}
+
+_OPERATOR_OF = {op: sym for sym, op in OPERATOR_OPS.items()}
+
+FALLBACK_DOCS = {
+    "max_pool": "maximum over each window (default stride = window); with `indices = true` "
+                "also the i32 position of each maximum, for `max_unpool`",
+    "avg_pool": "mean over each window (default stride = window)",
+    "global_avg_pool": "mean over the spatial axes: `[B, ..., C]` -> `[B, C]`",
+    "global_max_pool": "maximum over the spatial axes: `[B, ..., C]` -> `[B, C]`",
+    "embedding": "look integer ids up in a learned `[vocab, dim]` table",
+    "dropout": "in training, zero each element with probability `rate` and scale the rest "
+               "by 1 / (1 - rate); identity in eval",
+    "layer_norm": "normalise over the last axis, with a learned scale and bias",
+    "random_flip": "in training, flip each example along `axis` with probability 1/2; "
+                   "identity in eval",
+    "random_crop": "in training, a random `size` crop of each example; a centre crop in eval",
+    "maximum": "element-wise maximum, broadcasting",
+    "minimum": "element-wise minimum, broadcasting",
+    "where": "`x` where `cond` is true, else `y`, broadcasting",
+    "neg": "`-x`",
+    "abs": "element-wise absolute value",
+    "square": "element-wise square",
+    "sqrt": "element-wise square root",
+    "leaky_relu": "`x` where positive, else `slope * x`",
+    "stop_gradient": "identity forward, zero gradient backward",
+    "clip": "clamp every element to `[lo, hi]`",
+    "softmax": "softmax along `axis`",
+    "log_softmax": "log of the softmax along `axis`, computed stably",
+    "cast": "convert to the dtype named by a string: `cast(x, \"f32\")`",
+    "onehot": "integer labels -> f32 one-hot vectors with `classes` entries (a new last axis)",
+    "sum": "sum over `axis` (every axis when left out); a bool tensor sums to i32",
+    "mean": "mean over `axis` (every axis when left out); an integer or bool tensor gives "
+            "f32; on a distribution, its mean (section 7)",
+    "max": "maximum over `axis` (every axis when left out)",
+    "min": "minimum over `axis` (every axis when left out)",
+    "prod": "product over `axis` (every axis when left out)",
+    "logsumexp": "log of the sum of exp over `axis` (every axis when left out), stably",
+    "argmax": "i32 index of the maximum along `axis` (the axis is removed)",
+    "argmin": "i32 index of the minimum along `axis` (the axis is removed)",
+    "reshape": "a new shape with the same element count (checked symbolically); one `-1` "
+               "is inferred",
+    "flatten": "`[B, ...]` -> `[B, product of the rest]`",
+    "concat": "join a list of tensors along `axis`; the other dims must match",
+    "stack": "stack equal-shaped tensors along a new `axis`",
+    "split": "split `axis` into `sections` equal parts: returns a tuple",
+    "transpose": "permute the axes (reverse them when `perm` is left out)",
+    "expand_dims": "insert an axis of size 1 at `axis`",
+    "squeeze": "remove the size-1 axis `axis`",
+    "index": "static integer indices and slices, NumPy style",
+    "take": "gather along `axis` with an integer tensor `i` (`v[i]` is `take(v, i)`)",
+    "const": "a scalar constant",
+    "zeros": "a tensor of zeros with the given shape",
+    "ones": "a tensor of ones with the given shape",
+    "arange": "i32 vector `[0, 1, ..., n - 1]`",
+}
+
+_UNARY_WORDS = {"exp": "exp", "log": "natural log", "tanh": "tanh", "sigmoid": "logistic sigmoid",
+                "relu": "max(x, 0)", "gelu": "GELU", "softplus": "log(1 + exp(x))",
+                "sin": "sine", "cos": "cosine", "elu": "ELU", "silu": "x * sigmoid(x)",
+                "log_sigmoid": "log(sigmoid(x)), computed stably"}
+
+
+def op_doc(op: Op) -> str:
+    """The one-line description of an op (registry doc first)."""
+    if op.doc:
+        return op.doc
+    if op.name in _OPERATOR_OF:
+        kind = "comparison, gives bool" if op.name in ("eq", "ne", "lt", "le", "gt", "ge") \
+            else "broadcasting"
+        if op.name == "matmul":
+            kind = "matrix product, batched over leading axes"
+        return f"`x {_OPERATOR_OF[op.name]} y`: {kind}"
+    if op.name in _UNARY_WORDS:
+        return f"element-wise {_UNARY_WORDS[op.name]} (float tensors)"
+    return FALLBACK_DOCS.get(op.name, "")
+
+
+def gdl_literal(value) -> str:
+    """A default value as it is written in GDL."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return f'"{value}"'
+    return repr(value)
+
+
+def signature(name: str, args) -> str:
+    """`dense(x, units: int, bias: bool = true)`; `axis?: ints` is optional with no default."""
+    parts = []
+    for a in args:
+        text = a.name if a.kind == "tensor" else f"{a.name}: {a.kind}"
+        if a.default is None:
+            text = text.replace(a.name, a.name + "?", 1)
+        elif a.default is not REQUIRED:
+            text += f" = {gdl_literal(a.default)}"
+        parts.append(text)
+    return f"{name}({', '.join(parts)})"
+
+
+def _group(op: Op) -> str:
+    module = op.infer.__module__.rsplit(".", 1)[-1]
+    if module == "layers":
+        return "Layers, pooling and augmentation"
+    if module == "losses":
+        return "Losses (per example: reduce with `mean`)"
+    if op.name in _OPERATOR_OF or op.name in ("maximum", "minimum", "where"):
+        return "Operators and binary functions"
+    if op.name in ("sum", "mean", "max", "min", "prod", "logsumexp", "argmax", "argmin"):
+        return "Reductions"
+    if op.name in ("reshape", "flatten", "concat", "stack", "split", "transpose", "expand_dims",
+                   "squeeze", "index", "take", "zeros", "ones", "arange", "const"):
+        return "Shapes, indexing and constants"
+    return "Element-wise functions"
+
+
+GROUP_ORDER = ["Operators and binary functions", "Element-wise functions", "Reductions",
+               "Shapes, indexing and constants", "Layers, pooling and augmentation",
+               "Losses (per example: reduce with `mean`)"]
+
+
+def _notes(op: Op) -> str:
+    notes = []
+    if op.weights:
+        notes.append("parameters")
+    if op.stats:
+        notes.append("statistics")
+    if op.random:
+        notes.append("random")
+    if op.name in SYNTAX_ONLY:
+        notes.append(f"from {SYNTAX_ONLY[op.name]} only")
+    return ", ".join(notes)
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|")
+
+
+def ops_table() -> str:
+    """Every registry op, grouped, as markdown tables."""
+    groups: dict[str, list[Op]] = {}
+    for op in REGISTRY.values():
+        groups.setdefault(_group(op), []).append(op)
+    out = []
+    for title in GROUP_ORDER + sorted(set(groups) - set(GROUP_ORDER)):
+        if title not in groups:
+            continue
+        out += [f"**{title}**", "", "| op | signature | notes | what it does |",
+                "|---|---|---|---|"]
+        for op in groups[title]:
+            out.append(f"| `{op.name}` | `{_cell(signature(op.name, op.args))}` | {_notes(op)} "
+                       f"| {_cell(op_doc(op))} |")
+        out.append("")
+    return "\n".join(out).rstrip() + "\n"
+
+
+def distributions_table() -> str:
+    out = ["| family | parameters | a sample is | estimators |", "|---|---|---|---|"]
+    for fam in FAMILIES.values():
+        sample = f"`{fam.sample_dtype}`, the shape of `{fam.event_from}`"
+        if fam.drop_last:
+            sample += " without its last axis"
+        ests = ", ".join(f"`{e}`" for e in fam.estimators)
+        if fam.continuous:
+            ests += " (default `reparam`)"
+        params = ", ".join(f"`{p}`" for p in fam.params)
+        out.append(f"| `{fam.name}` | {params} | {sample} | {ests} |")
+    out += ["", "| estimator | keywords | what it is |", "|---|---|---|"]
+    for name, doc in ESTIMATORS.items():
+        kws = ", ".join(f"`{k}`" for k in ESTIMATOR_KEYWORDS[name]) or "none"
+        out.append(f"| `{name}` | {kws} | {doc} |")
+    return "\n".join(out) + "\n"
+
+
+def optimizers_table() -> str:
+    out = ["| form | signature |", "|---|---|"]
+    for table, kind in ((OPTIMIZERS, "optimizer"), (SCHEDULES, "schedule")):
+        for name, sig in table.items():
+            out.append(f"| {kind} | `{signature(name, parse_signature(sig))}` |")
+    return "\n".join(out) + "\n"
+
+
+SECTIONS = {"ops": ops_table, "distributions": distributions_table,
+            "optimizers": optimizers_table}
+
+
+def section_pattern(name: str) -> re.Pattern:
+    return re.compile(rf"(<!-- BEGIN GENERATED: {name} -->\n)(.*?)(<!-- END GENERATED: {name} -->)",
+                      re.S)
+
+
+def rewrite(text: str) -> str:
+    """language.md with every generated section replaced by the current tables."""
+    for name, make in SECTIONS.items():
+        pattern = section_pattern(name)
+        if not pattern.search(text):
+            raise SystemExit(f"{LANGUAGE_MD} has no generated section `{name}`")
+        text = pattern.sub(lambda m, make=make: m.group(1) + make() + m.group(3), text)
+    return text
+
+
+def main(argv: list[str]) -> int:
+    if argv == ["--write"]:
+        LANGUAGE_MD.write_text(rewrite(LANGUAGE_MD.read_text()))
+        return 0
+    if argv:
+        print(__doc__.strip().splitlines()[2], file=sys.stderr)
+        return 2
+    for name, make in SECTIONS.items():
+        print(f"<!-- {name} -->\n{make()}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
