@@ -185,9 +185,9 @@ def ops_table() -> str:
 def distributions_table() -> str:
     out = ["| family | parameters | a sample is | estimators |", "|---|---|---|---|"]
     for fam in FAMILIES.values():
-        sample = f"`{fam.sample_dtype}`, the shape of `{fam.event_from}`"
+        sample = f"`{fam.sample_dtype}`, the parameters' broadcast shape"
         if fam.drop_last:
-            sample += " without its last axis"
+            sample += " without its last (class) axis"
         ests = ", ".join(f"`{e}`" for e in fam.estimators)
         if fam.continuous:
             ests += " (default `reparam`)"
