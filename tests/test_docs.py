@@ -35,9 +35,16 @@ def gdl_blocks(text: str) -> list[tuple[int, str]]:
     return blocks
 
 
+def kind(source: str) -> str:
+    """"fragment", "error" or "complete", from the block's first line."""
+    if source.startswith("# fragment"):
+        return "fragment"
+    return "error" if source.startswith("# error:") else "complete"
+
+
 BLOCKS = gdl_blocks(TEXT)
-COMPLETE = [(n, s) for n, s in BLOCKS if not s.startswith(("# fragment", "# error:"))]
-FAILING = [(n, s) for n, s in BLOCKS if s.startswith("# error:")]
+COMPLETE = [(n, s) for n, s in BLOCKS if kind(s) == "complete"]
+FAILING = [(n, s) for n, s in BLOCKS if kind(s) == "error"]
 
 
 def _check(line: int, source: str):
@@ -48,6 +55,8 @@ def test_the_extraction_finds_the_blocks():
     assert len(COMPLETE) >= 10, "expected the reference to show every construct in a full file"
     assert len(FAILING) >= 4
     assert gdl_blocks("x\n```gdl\na\n```\n```python\nb\n```\n") == [(3, "a\n")]
+    assert [kind(s) for s in ("# fragment: z ~ q\n", "# error: oops\n", "# a file\n")] == \
+        ["fragment", "error", "complete"]
 
 
 @pytest.mark.parametrize("line,source", COMPLETE, ids=[f"line{n}" for n, _ in COMPLETE])
