@@ -59,24 +59,48 @@ def _initialize(init: tuple, key, shape: tuple[int, ...], dtype):
 
 
 def init_params(irs, key) -> tuple[dict, dict]:
-    """Fresh {"name": array} parameters and statistics; each key comes from the name."""
-    params, stats = {}, {}
-    for name, spec in param_specs(irs).items():
+    """Fresh {"name": array} parameters and statistics; each key comes from the name.
+
+    All initialisers run as one `jax.jit` function: run op by op, an initialiser like
+    he_normal (a truncated normal) compiles a dozen small XLA programs per shape.
+    """
+    specs = param_specs(irs)
+    shapes = {}
+    for name, spec in specs.items():
         t: TensorType = spec["type"]
         shape = t.concrete()
         if shape is None:
             raise GdlError([UserError(f"the shape of `{name}` ({t}) is not known; call with "
                                       "concrete inputs", spec["span"]).diagnostic])
-        k = jax.random.fold_in(key, zlib.crc32(name.encode()))
-        try:
-            value = _initialize(spec["init"], k, shape, DTYPES[t.dtype])
-        except (OSError, KeyError) as err:
-            raise GdlError([UserError(f"cannot initialise `{name}`: {err}", spec["span"]).diagnostic]) from None
-        if tuple(np.shape(value)) != shape:
-            raise GdlError([UserError(f"`{name}` was loaded with shape {np.shape(value)}, but "
-                                      f"{t} is declared", spec["span"]).diagnostic])
-        (params if spec["kind"] == "param" else stats)[name] = value
+        shapes[name] = shape
+    loaded, traced = {}, []
+    for name, spec in specs.items():
+        if spec["init"][0] == "load":  # reads a file: not inside jit
+            loaded[name] = _init_one(name, spec, key, shapes[name])
+        else:
+            traced.append(name)
+
+    def make(key):
+        return {name: _init_one(name, specs[name], key, shapes[name]) for name in traced}
+
+    values = {**jax.jit(make)(key), **loaded} if traced else loaded
+    params, stats = {}, {}
+    for name, spec in specs.items():
+        (params if spec["kind"] == "param" else stats)[name] = values[name]
     return params, stats
+
+
+def _init_one(name: str, spec: dict, key, shape):
+    t: TensorType = spec["type"]
+    k = jax.random.fold_in(key, zlib.crc32(name.encode()))
+    try:
+        value = _initialize(spec["init"], k, shape, DTYPES[t.dtype])
+    except (OSError, KeyError) as err:
+        raise GdlError([UserError(f"cannot initialise `{name}`: {err}", spec["span"]).diagnostic]) from None
+    if tuple(np.shape(value)) != shape:
+        raise GdlError([UserError(f"`{name}` was loaded with shape {np.shape(value)}, but "
+                                  f"{t} is declared", spec["span"]).diagnostic])
+    return value
 
 
 def frozen_names(irs) -> set[str]:

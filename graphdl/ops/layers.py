@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from graphdl.dims import Dim, TensorType
 from graphdl.ops._jax import jax, jnp, lax
 from graphdl.ops.registry import (
@@ -160,12 +162,15 @@ def _max_pool_lower(ctx, x, window, stride, padding, indices):
     y = lax.reduce_window(x, -jnp.inf, lax.max, dims, strides, padding.upper())
     if not indices:
         return y
-    # the flat index of each window's maximum within its (spatial) input map
-    flat = jnp.arange(int(jnp.prod(jnp.array(x.shape[1:-1])))).reshape(x.shape[1:-1])
-    flat = jnp.broadcast_to(flat[None, ..., None], x.shape).astype(jnp.float32)
-    _, idx = lax.reduce_window((x, flat), (-jnp.inf, jnp.float32(-1)), _argmax_pair,
-                               dims, strides, padding.upper())
-    return y, idx.astype(jnp.int32)
+    # the flat index of each window's maximum within its (spatial) input map; static
+    # sizes (math.prod, not jnp.prod: the shape is known while tracing), integer indices
+    # (exact at any size), and no gradient through the index computation
+    spatial = x.shape[1:-1]
+    flat = jnp.arange(math.prod(spatial), dtype=jnp.int32).reshape(spatial)
+    flat = jnp.broadcast_to(flat[None, ..., None], x.shape)
+    _, idx = lax.reduce_window((lax.stop_gradient(x), flat), (-jnp.inf, jnp.int32(-1)),
+                               _argmax_pair, dims, strides, padding.upper())
+    return y, idx
 
 
 def _argmax_pair(a, b):
