@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import zlib
 
 import jax
@@ -50,7 +51,11 @@ def _initialize(init: tuple, key, shape: tuple[int, ...], dtype):
         return jax.random.uniform(key, shape, dtype, a, b)
     if name == "load":
         from safetensors.numpy import load_file
-        return jnp.asarray(load_file(init[1])[init[2]], dtype)
+        tensors = load_file(init[1])
+        if init[2] not in tensors:
+            raise KeyError(f"{init[1]} has no tensor {init[2]!r}; it has "
+                           f"{', '.join(sorted(tensors)) or 'none'}")
+        return jnp.asarray(tensors[init[2]], dtype)
     if len(shape) < 2:  # fan-in/fan-out initialisers need a matrix
         return jnp.zeros(shape, dtype)
     make = {"glorot": jax.nn.initializers.glorot_uniform, "he": jax.nn.initializers.he_normal,
@@ -61,8 +66,10 @@ def _initialize(init: tuple, key, shape: tuple[int, ...], dtype):
 def init_params(irs, key) -> tuple[dict, dict]:
     """Fresh {"name": array} parameters and statistics; each key comes from the name.
 
-    All initialisers run as one `jax.jit` function: run op by op, an initialiser like
-    he_normal (a truncated normal) compiles a dozen small XLA programs per shape.
+    All initialisers run as one `jax.jit` function, cached by the list of (initialiser,
+    shape, dtype): run op by op, an initialiser like he_normal (a truncated normal)
+    compiles a dozen small XLA programs per shape, and a new jit per call would compile
+    again for every `init` of the same architecture.
     """
     specs = param_specs(irs)
     shapes = {}
@@ -73,33 +80,55 @@ def init_params(irs, key) -> tuple[dict, dict]:
             raise GdlError([UserError(f"the shape of `{name}` ({t}) is not known; call with "
                                       "concrete inputs", spec["span"]).diagnostic])
         shapes[name] = shape
-    loaded, traced = {}, []
+    values: dict = {}
+    traced = []
     for name, spec in specs.items():
         if spec["init"][0] == "load":  # reads a file: not inside jit
-            loaded[name] = _init_one(name, spec, key, shapes[name])
+            try:
+                value = _initialize(spec["init"], None, shapes[name], DTYPES[spec["type"].dtype])
+            except (OSError, KeyError) as err:
+                why = err.args[0] if isinstance(err, KeyError) else err
+                raise GdlError([UserError(f"cannot initialise `{name}`: {why}",
+                                          spec["span"]).diagnostic]) from None
+            values[name] = _checked(name, spec, value)
         else:
             traced.append(name)
-
-    def make(key):
-        return {name: _init_one(name, specs[name], key, shapes[name]) for name in traced}
-
-    values = {**jax.jit(make)(key), **loaded} if traced else loaded
+    if traced:
+        layout = tuple((tuple(specs[n]["init"]), shapes[n], specs[n]["type"].dtype) for n in traced)
+        try:
+            make = _jitted_init(layout)
+        except TypeError:  # an unhashable initialiser argument: no cache
+            make = jax.jit(_init_fn(layout))
+        try:
+            out = make(key, np.array([zlib.crc32(n.encode()) for n in traced], np.uint32))
+        except KeyError as err:
+            name = traced[0]
+            raise GdlError([UserError(f"cannot initialise `{name}`: {err}",
+                                      specs[name]["span"]).diagnostic]) from None
+        for name, value in zip(traced, out):
+            values[name] = _checked(name, specs[name], value)
     params, stats = {}, {}
     for name, spec in specs.items():
         (params if spec["kind"] == "param" else stats)[name] = values[name]
     return params, stats
 
 
-def _init_one(name: str, spec: dict, key, shape):
-    t: TensorType = spec["type"]
-    k = jax.random.fold_in(key, zlib.crc32(name.encode()))
-    try:
-        value = _initialize(spec["init"], k, shape, DTYPES[t.dtype])
-    except (OSError, KeyError) as err:
-        raise GdlError([UserError(f"cannot initialise `{name}`: {err}", spec["span"]).diagnostic]) from None
-    if tuple(np.shape(value)) != shape:
+def _init_fn(layout):
+    def make(key, crcs):
+        return [_initialize(init, jax.random.fold_in(key, crcs[i]), shape, DTYPES[dtype])
+                for i, (init, shape, dtype) in enumerate(layout)]
+    return make
+
+
+@functools.lru_cache(maxsize=64)
+def _jitted_init(layout):
+    return jax.jit(_init_fn(layout))
+
+
+def _checked(name: str, spec: dict, value):
+    if tuple(np.shape(value)) != tuple(spec["type"].concrete()):
         raise GdlError([UserError(f"`{name}` was loaded with shape {np.shape(value)}, but "
-                                  f"{t} is declared", spec["span"]).diagnostic])
+                                  f"{spec['type']} is declared", spec["span"]).diagnostic])
     return value
 
 
