@@ -43,19 +43,20 @@ def graphdl_step(model_path: Path, train: str | None):
 def handwritten_step(name: str, trainer, batch):
     spec = HANDWRITTEN[name]
     params = dict(trainer.params)  # the same initial values, by name
+    stats = dict(trainer.stats)
     tx = optax.adam(spec.get("lr", 1e-3))
     opt_state = tx.init(params)
     loss_fn = spec["loss"]
 
     @jax.jit
-    def step(params, opt_state, batch, key):
-        loss, grads = jax.value_and_grad(loss_fn)(params, batch, key)
+    def step(params, stats, opt_state, batch, key):
+        (loss, new_stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, stats, batch, key)
         updates, opt_state = tx.update(grads, opt_state, params)
-        return optax.apply_updates(params, updates), opt_state, loss
+        return optax.apply_updates(params, updates), {**stats, **new_stats}, opt_state, loss
 
     def run(state, i):
-        return step(*state, batch, jax.random.fold_in(jax.random.key(0), i))[:2]
-    return run, (params, opt_state)
+        return step(*state, batch, jax.random.fold_in(jax.random.key(0), i))[:3]
+    return run, (params, stats, opt_state)
 
 
 def time_steps(run, state, steps: int):

@@ -1,31 +1,90 @@
 """The shipped models written by hand in plain JAX, as a user would, for benchmarks.
 
-Each entry: the .gdl file, and a loss function (params by graphdl's names, batch, key).
-The parameter names are graphdl's so both sides start from identical values.
+Each entry: the .gdl file, and `loss(params, stats, batch, key) -> (loss, new_stats)`.
+Parameter names are graphdl's, so both sides start from identical values; the work per
+step is the same (dropout masks, batch-norm running statistics).
 """
 
 from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+from jax import lax
 
 
-def _dense(p, prefix, x):
+def dense(p, prefix, x):
     return x @ p[prefix + ".w"] + p[prefix + ".b"]
 
 
-def _xent(logits, y):
+def xent(logits, y):
     logp = jax.nn.log_softmax(logits)
     return -jnp.mean(jnp.take_along_axis(logp, y[:, None], axis=1))
 
 
-def mlp_loss(p, batch, key):
+def dropout(key, x, rate):
+    keep = jax.random.bernoulli(key, 1.0 - rate, x.shape)
+    return jnp.where(keep, x / (1.0 - rate), 0.0)
+
+
+def conv(p, prefix, x, dims):
+    y = lax.conv_general_dilated(x, p[prefix + ".w"], (1,) * (x.ndim - 2), "SAME",
+                                 dimension_numbers=dims)
+    return y + p[prefix + ".b"]
+
+
+def batch_norm(p, stats, new, prefix, x, momentum=0.9, eps=1e-5):
+    axes = tuple(range(x.ndim - 1))
+    m, v = jnp.mean(x, axes), jnp.var(x, axes)
+    new[prefix + ".mean"] = momentum * stats[prefix + ".mean"] + (1 - momentum) * lax.stop_gradient(m)
+    new[prefix + ".var"] = momentum * stats[prefix + ".var"] + (1 - momentum) * lax.stop_gradient(v)
+    return (x - m) * lax.rsqrt(v + eps) * p[prefix + ".scale"] + p[prefix + ".bias"]
+
+
+def max_pool(x, n):
+    window = (1,) + (2,) * n + (1,)
+    return lax.reduce_window(x, -jnp.inf, lax.max, window, window, "VALID")
+
+
+def mlp_loss(p, stats, batch, key):
     x, y = batch["data.x"], batch["data.y"]
-    h = jax.nn.relu(_dense(p, "mlp.out.dense", x))
-    h = jax.nn.relu(_dense(p, "mlp.out.dense_1", h))
-    return _xent(_dense(p, "mlp.out.dense_2", h), y)
+    k1, k2 = jax.random.split(key)
+    h = dropout(k1, jax.nn.relu(dense(p, "mlp.out.dense", x)), 0.5)
+    h = dropout(k2, jax.nn.relu(dense(p, "mlp.out.dense_1", h)), 0.5)
+    return xent(dense(p, "mlp.out.dense_2", h), y), {}
+
+
+def _blocks(p, stats, new, name, h, groups, dims):
+    i = 0
+    for n_blocks in groups:
+        for _ in range(n_blocks):
+            prefix = f"{name}.h.block" + (f"_{i}" if i else "") + ".out"
+            h = jax.nn.relu(batch_norm(p, stats, new, prefix + ".batch_norm",
+                                       conv(p, prefix + ".conv", h, dims)))
+            i += 1
+        h = max_pool(h, h.ndim - 2)
+    return h
+
+
+def cnn1d_loss(p, stats, batch, key):
+    x, y = batch["data.x"], batch["data.y"]
+    new = {}
+    h = _blocks(p, stats, new, "cnn1d", x.reshape(x.shape[0], 40, 1), (2, 2, 1), ("NHC", "HIO", "NHC"))
+    h = dropout(key, jax.nn.relu(dense(p, "cnn1d.out.dense", h.reshape(h.shape[0], -1))), 0.3)
+    return xent(dense(p, "cnn1d.out.dense_1", h), y), new
+
+
+def cnn2d_loss(p, stats, batch, key):
+    x, y = batch["data.image"], batch["data.y"]
+    new = {}
+    k1, k2 = jax.random.split(key)
+    h = _blocks(p, stats, new, "cnn2d", x, (2, 2), ("NHWC", "HWIO", "NHWC"))
+    h = dropout(k1, h.reshape(h.shape[0], -1), 0.25)
+    h = dropout(k2, jax.nn.relu(dense(p, "cnn2d.out.dense", h)), 0.5)
+    return xent(dense(p, "cnn2d.out.dense_1", h), y), new
 
 
 HANDWRITTEN = {
     "mlp": {"file": "mlp.gdl", "loss": mlp_loss},
+    "cnn1d": {"file": "cnn1d.gdl", "loss": cnn1d_loss},
+    "cnn2d": {"file": "cnn2d.gdl", "loss": cnn2d_loss},
 }

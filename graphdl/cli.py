@@ -147,6 +147,9 @@ def main(argv: list[str] | None = None) -> int:
     except CliError as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_USER
+    except BrokenPipeError:  # `graphdl show ... | head`: the reader left, nothing is wrong
+        sys.stderr.close()
+        return EXIT_OK
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
