@@ -84,8 +84,11 @@ class Reporter:
             ax = axes[0][1]
             for split in sorted({r["split"] for r in evals}):
                 rows = [r for r in evals if r["split"] == split]
-                for key in [k for k in rows[0] if k not in ("step", "epoch", "split")]:
-                    ax.plot([r["step"] for r in rows], [r[key] for r in rows], marker="o",
+                # several evaluate blocks may share a split, each with its own metrics
+                keys = dict.fromkeys(k for r in rows for k in r if k not in ("step", "epoch", "split"))
+                for key in keys:
+                    have = [r for r in rows if key in r]
+                    ax.plot([r["step"] for r in have], [r[key] for r in have], marker="o",
                             label=f"{split} {key}")
             ax.set_xlabel("step")
             ax.legend()

@@ -247,7 +247,8 @@ def _evaluate_due(trainer, reporter, result, epoch, step, when) -> bool:
             (ev.unit == "step" and step % ev.every == 0)
         if due:
             values = trainer.evaluate(ev)
-            result.metrics[ev.split.split] = values
+            # merged: several evaluate blocks may share a split, each with its own metrics
+            result.metrics.setdefault(ev.split.split, {}).update(values)
             reporter.evaluation(step, epoch, ev.split.split, values)
             ran = True
     return ran
