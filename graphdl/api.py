@@ -88,10 +88,14 @@ class Model:
             return grad(variables["params"], variables.get("stats", {}), inputs, key)
         return step
 
-    def train(self, train: str | None = None, out: str | None = None, **settings):
+    def train(self, train: str | None = None, out: str | None = None, *, resume: bool = False,
+              overwrite: bool = False, **settings):
+        """Run the file's train block (`train` names one); settings override its own
+        (`epochs=5`, `seed=1`). With `out`, write checkpoints and metrics there, like
+        `graphdl run --out` (`resume`/`overwrite` as its flags)."""
         from graphdl.runtime.train import run_training
         return run_training(self, train_name=train, out_dir=out, overrides=settings,
-                            progress=False)
+                            progress=False, resume=resume, overwrite=overwrite)
 
 
 class CompiledGraph:

@@ -17,6 +17,8 @@ def add_runtime_commands(sub) -> None:
     p.add_argument("--input", action="append", metavar="NAME=FILE.npy", help="an input array")
     p.add_argument("--out", metavar="DIR", help="output folder (default: runs/<file stem>/)")
     p.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
+    p.add_argument("--overwrite", action="store_true",
+                   help="start afresh over a graphdl checkpoint already in --out")
     p.add_argument("--steps", type=int, metavar="N", help="stop after N training steps")
     p.add_argument("--eval", action="store_true", help="evaluate only (eval mode)")
     p.add_argument("--stochastic", choices=["sample", "mean"], default="sample")
@@ -50,11 +52,16 @@ def _model(args):
 
 def cmd_run(args) -> int:
     model, overrides = _model(args)
-    if model.checked.trains and not args.eval and args.input is None:
-        from graphdl.runtime.train import run_training
+    if model.checked.trains and args.input is None:
+        from graphdl.runtime.train import run_evaluation, run_training
         out = args.out or str(Path("runs") / Path(args.file).stem)
+        if args.eval:
+            result = run_evaluation(model, args.train, out, overrides, quiet=args.quiet)
+            print(f"evaluated the checkpoint in {out}/checkpoint (step {result.steps})")
+            return 0
         result = run_training(model, args.train, out, overrides, progress=not args.quiet,
-                              resume=args.resume, max_steps=args.steps, quiet=args.quiet)
+                              resume=args.resume, max_steps=args.steps, quiet=args.quiet,
+                              overwrite=args.overwrite)
         print(f"trained {result.steps} steps; wrote {out}/checkpoint, {out}/metrics.jsonl, "
               f"{out}/loss.png")
         return 0
@@ -76,44 +83,96 @@ def _pick_graph(model, name):
                               "choose one with --graph NAME").diagnostic])
 
 
-def _read_inputs(model, name, items) -> list:
+NPY_MAGIC = b"\x93NUMPY"
+NP_DTYPES = {"f32": "float32", "i32": "int32", "bool": "bool", "f16": "float16",
+             "f64": "float64", "i64": "int64", "bf16": "bfloat16"}
+
+
+def _load_npy(key: str, path: str):
+    """One --input array: a plain .npy file (no pickles), or a one-line CliError."""
     import numpy as np
 
     from graphdl.cli import CliError
+    where = f"--input {key}={path}"
+    try:
+        with open(path, "rb") as f:
+            head = f.read(len(NPY_MAGIC))
+    except FileNotFoundError:
+        raise CliError(f"{where}: no such file") from None
+    except IsADirectoryError:
+        raise CliError(f"{where}: is a directory, not a .npy file") from None
+    except OSError as err:
+        raise CliError(f"{where}: cannot read it ({err.strerror})") from None
+    if head != NPY_MAGIC:
+        kind = " (an .npz archive: save one array with numpy.save)" if head[:2] == b"PK" else ""
+        raise CliError(f"{where}: not a .npy file{kind}",)
+    try:
+        x = np.load(path, allow_pickle=False)
+    except ValueError as err:
+        if "allow_pickle" in str(err):
+            raise CliError(f"{where}: holds Python objects (a pickled object array), not "
+                           "numbers") from None
+        raise CliError(f"{where}: not a valid .npy file ({err})") from None
+    except OSError as err:
+        raise CliError(f"{where}: not a valid .npy file ({err})") from None
+    if x.dtype.kind not in "biuf":
+        raise CliError(f"{where} has dtype {x.dtype}, which is not a number type")
+    return x
+
+
+def _read_inputs(model, name, items) -> list:
+    """The --input arrays of graph `name`, checked against its declared argument types.
+
+    Rank, dtype, integer dims and the agreement of a symbolic dim (B) across the inputs
+    are checked here, each a one-line error naming the file; anything subtler is left
+    to the compiler's own diagnostic.
+    """
+    from graphdl.cli import CliError
+    from graphdl.parse import ast as A
     gdef = model.program.graphs[name]
-    given = {}
+    arg_names = [a.name for a in gdef.args]
+    given: dict[str, tuple[str, object]] = {}
     for item in items or []:
         key, sep, path = item.partition("=")
-        if not sep:
+        if not sep or not key or not path:
             raise CliError(f"--input {item}: expected NAME=FILE.npy")
-        if key not in [a.name for a in gdef.args]:
+        if key not in arg_names:
             raise CliError(f"--input {key}: `{name}` has no input `{key}`; its inputs are "
-                           f"{', '.join(a.name for a in gdef.args)}")
-        try:
-            given[key] = np.load(path, allow_pickle=False)
-        except FileNotFoundError:
-            raise CliError(f"--input {key}={path}: no such file") from None
-        except (ValueError, OSError) as err:
-            raise CliError(f"--input {key}={path}: not a .npy array file ({err})") from None
-    missing = [a.name for a in gdef.args if a.name not in given]
+                           f"{', '.join(arg_names)}")
+        if key in given:
+            raise CliError(f"--input {key} is given twice")
+        given[key] = (path, _load_npy(key, path))
+    missing = [n for n in arg_names if n not in given]
     if missing:
-        raise CliError(f"`{name}` needs --input for {', '.join(missing)}")
+        raise CliError(f"`{name}` needs --input for {', '.join(missing)}, e.g. "
+                       f"--input {missing[0]}=FILE.npy")
+    consts = {c.name for c in gdef.consts}
+    bound: dict[str, tuple[int, str]] = {}  # symbolic dim -> (size, where it was bound)
     out = []
     for a in gdef.args:
-        x = given[a.name]
+        path, x = given[a.name]
         want = a.type
-        dt = {"f32": "float32", "i32": "int32", "bool": "bool", "f16": "float16", "f64": "float64",
-              "i64": "int64", "bf16": "bfloat16"}[want.dtype]
-        if len(x.shape) != len(want.dims):
-            raise CliError(f"--input {a.name}={dict(i.split('=', 1) for i in items)[a.name]} has shape "
-                           f"{x.shape}, but `{name}` takes {a.name}: {model.program.snippet(want.span).strip('`')} "
-                           f"({a.span})")
-        if x.dtype.kind == "f" and dt.startswith("float") or x.dtype.kind in "iu" and dt.startswith("int") \
-                or x.dtype == bool and dt == "bool":
-            x = x.astype(dt)
-        else:
-            raise CliError(f"--input {a.name} has dtype {x.dtype}, but `{name}` takes {want.dtype}")
-        out.append(x)
+        where = f"--input {a.name}={path}"
+        declared = (f"`{name}` takes {a.name}: {model.program.snippet(want.span).strip('`')} "
+                    f"({a.span})")
+        if x.ndim != len(want.dims):
+            raise CliError(f"{where} has shape {x.shape}, but {declared}")
+        for axis, (size, dim) in enumerate(zip(x.shape, want.dims)):
+            if isinstance(dim, A.Num) and isinstance(dim.value, int) and size != dim.value:
+                raise CliError(f"{where} has shape {x.shape}, but {declared}: axis {axis} "
+                               f"must be {dim.value}")
+            if isinstance(dim, A.Name) and dim.id not in consts:
+                if dim.id in bound and bound[dim.id][0] != size:
+                    first, src = bound[dim.id]
+                    raise CliError(f"{where} has shape {x.shape}, but {declared}, and "
+                                   f"{dim.id} is {first} from {src}")
+                bound.setdefault(dim.id, (size, where))
+        dt = NP_DTYPES[want.dtype]
+        same_kind = (x.dtype.kind == "f" and dt.startswith(("float", "bfloat"))) or \
+            (x.dtype.kind in "iu" and dt.startswith("int")) or (x.dtype.kind == "b" and dt == "bool")
+        if not same_kind:
+            raise CliError(f"{where} has dtype {x.dtype}, but {declared}")
+        out.append(x.astype(dt) if dt != "bfloat16" else x.astype("float32"))
     return out
 
 
@@ -137,10 +196,18 @@ def evaluate_graph(model, args) -> int:
     ckpt = Path(args.out or Path("runs") / Path(args.file).stem) / "checkpoint"
     variables = fn.init(jax.random.key(0), *inputs)
     if (ckpt / "checkpoint.safetensors").exists():
-        from graphdl.runtime.checkpoint import load_checkpoint, restore_into
-        loaded = load_checkpoint(ckpt)
-        variables = {"params": restore_into(variables["params"], loaded.params),
-                     **({"stats": restore_into(variables["stats"], loaded.stats)} if "stats" in variables else {})}
+        from graphdl.runtime.checkpoint import CheckpointError, load_checkpoint, restore_into
+        try:
+            loaded = load_checkpoint(ckpt)
+            variables = {"params": restore_into(variables["params"], loaded.params),
+                         **({"stats": restore_into(variables["stats"], loaded.stats)}
+                            if "stats" in variables else {})}
+        except CheckpointError as err:
+            raise GdlError([UserError(f"cannot use the checkpoint in {ckpt} for `{name}`: "
+                                      f"{err.message}", hint=err.hint).diagnostic]) from None
+    elif variables["params"] and not args.quiet:
+        print(f"note: no checkpoint in {ckpt}; `{name}` runs with freshly initialised "
+              "parameters", file=sys.stderr)
     result = fn(variables, *inputs, key=jax.random.key(args.seed), stochastic=args.stochastic)
     out_dir = Path(args.out or Path("runs") / Path(args.file).stem)
     for path in cmd_run_eval_outputs(out_dir, result):

@@ -50,8 +50,12 @@ def export_graph(model, name: str, shapes: list[str]) -> bytes:
     program.concrete = True
     try:
         ir_params = build_graph_ir(program, name, concrete)
+        problems = program.diagnostics
     finally:
         program.diagnostics, program.concrete = saved, False
+    if problems:  # the given shapes do not fit the graph's declared inputs
+        given_text = " ".join(f"--input {k}={','.join(v)}" for k, v in given.items())
+        raise CliError(f"{given_text}: {problems[0].message}")
     params, stats = init_params([ir_params], jax.random.key(0))
 
     def fn(params, stats, *inputs):

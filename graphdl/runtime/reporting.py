@@ -11,8 +11,24 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 
+def _read_records(path: Path) -> list[dict]:
+    records = []
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:  # a line cut short by a kill
+            continue
+        if isinstance(record, dict):
+            records.append(record)
+    return records
+
+
 class Reporter:
-    def __init__(self, out: Path | None, total: int, plan, progress: bool = True, quiet: bool = False):
+    def __init__(self, out: Path | None, total: int, plan, progress: bool = True, quiet: bool = False,
+                 resume_step: int | None = None):
+        """`resume_step`: continuing a run from that step's checkpoint; its records up
+        to that step are kept (and plotted), later ones (written after the checkpoint
+        by a run that was then killed) are dropped, so no step is logged twice."""
         self.out, self.total, self.plan = out, total, plan
         self.history: list[dict] = []
         self.console = Console(stderr=True)
@@ -20,7 +36,12 @@ class Reporter:
         self.metrics_file = None
         if out is not None:
             out.mkdir(parents=True, exist_ok=True)
-            self.metrics_file = (out / "metrics.jsonl").open("a" if (out / "metrics.jsonl").exists() else "w")
+            path = out / "metrics.jsonl"
+            if resume_step is not None and path.exists():
+                self.history = [r for r in _read_records(path) if r.get("step", 0) <= resume_step]
+            self.metrics_file = path.open("w")
+            for record in self.history:
+                self.metrics_file.write(json.dumps(record) + "\n")
         self.progress = None
         if progress and not quiet:
             self.progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(),

@@ -178,16 +178,19 @@ def _metric_improved(best, value, mode) -> bool:
 
 
 def run_training(model, train_name=None, out_dir=None, overrides=None, progress=True,
-                 resume=False, max_steps=None, quiet=False) -> TrainResult:
+                 resume=False, max_steps=None, quiet=False, overwrite=False) -> TrainResult:
     from graphdl.runtime.reporting import Reporter
     plan = pick_plan(model, train_name)
     settings = resolve_settings(plan, overrides or {})
-    trainer = Trainer(model, plan, settings)
     out = Path(out_dir) if out_dir else None
-    reporter = Reporter(out, trainer.total_steps, plan, progress=progress, quiet=quiet)
+    if out is not None:  # before any work: never train for nothing, never clobber
+        check_out_dir(out, resume, overwrite)
+    trainer = Trainer(model, plan, settings)
     start = 0
     if resume and out is not None:
         start = restore(trainer, out)
+    reporter = Reporter(out, trainer.total_steps, plan, progress=progress, quiet=quiet,
+                        resume_step=start if resume and out is not None else None)
     key0 = jax.random.key(trainer.seed + 1)
     log_every = max(1, min(50, trainer.total_steps // 100 or 1))
     stop = settings.get("early_stop")
@@ -240,6 +243,25 @@ def run_training(model, train_name=None, out_dir=None, overrides=None, progress=
     return result
 
 
+def run_evaluation(model, train_name=None, out_dir=None, overrides=None,
+                   quiet=False) -> TrainResult:
+    """`graphdl run FILE --eval`: the train block's evaluations on the checkpoint in `out_dir`."""
+    from graphdl.runtime.reporting import Reporter
+    plan = pick_plan(model, train_name)
+    if not plan.evaluations:
+        raise user_error(f"--eval: the train block `{plan.name}` has no `evaluate` block", plan.span)
+    out = Path(out_dir)
+    check_out_dir(out, resume=True, overwrite=False)
+    trainer = Trainer(model, plan, resolve_settings(plan, overrides or {}))
+    step = restore(trainer, out)
+    result = TrainResult({}, out_dir=out, steps=step)
+    for ev in plan.evaluations:
+        result.metrics.setdefault(ev.split.split, {}).update(trainer.evaluate(ev))
+    result.variables = {"params": trainer.params, **({"stats": trainer.stats} if trainer.stats else {})}
+    Reporter(None, trainer.total_steps, plan, progress=False, quiet=quiet).summary(result.metrics)
+    return result
+
+
 def _evaluate_due(trainer, reporter, result, epoch, step, when) -> bool:
     ran = False
     for ev in trainer.plan.evaluations:
@@ -266,15 +288,53 @@ def _early(stop, result, best, bad):
     return best, bad, bad >= int(stop["patience"])
 
 
+def check_out_dir(out: Path, resume: bool, overwrite: bool) -> None:
+    """A run writes its checkpoint to OUT/checkpoint; refuse one it did not create.
+
+    A file there that is not a graphdl checkpoint is never overwritten; a graphdl
+    checkpoint is continued with `resume` or replaced with `overwrite`, and otherwise
+    left alone (a new run that failed would have destroyed it).
+    """
+    from graphdl.runtime.checkpoint import checkpoint_path, is_graphdl_checkpoint
+    if out.exists() and not out.is_dir():
+        raise user_error(f"--out {out} is a file, not a folder")
+    folder = out / "checkpoint"
+    if folder.exists() and not folder.is_dir():
+        raise user_error(f"{folder} is a file; graphdl keeps its checkpoint in a folder of "
+                         "that name", hint="choose another --out, or move the file away")
+    file = checkpoint_path(folder)
+    if not file.exists():
+        if resume:
+            raise user_error(f"there is no checkpoint in {folder} to continue from or evaluate",
+                             hint="train first: run without --resume or --eval")
+        return
+    if not is_graphdl_checkpoint(file):
+        raise user_error(f"{file} is not a graphdl checkpoint; graphdl will not overwrite it",
+                         hint="choose another --out, or move the file away")
+    if resume or overwrite:
+        return
+    import safetensors
+    with safetensors.safe_open(str(file), framework="np") as f:
+        step = (f.metadata() or {}).get("step", "?")
+    raise user_error(f"{folder} already holds a checkpoint (step {step}); a new run would "
+                     "overwrite it",
+                     hint="continue it with --resume, start over with --overwrite, or choose "
+                          "another --out")
+
+
 def save(trainer: Trainer, out: Path | None, step: int, epoch: int, model) -> None:
     if out is None:
         return
-    from graphdl.runtime.checkpoint import save_checkpoint
+    from graphdl.runtime.checkpoint import CheckpointError, save_checkpoint
     source = model.program.sources[model.path]
-    save_checkpoint(out / "checkpoint", params=trainer.params, stats=trainer.stats,
-                    opt_state=trainer.opt_states, step=step, epoch=epoch, source=source,
-                    meta={"train": trainer.plan.name, "settings": json.dumps(
-                        {k: v for k, v in trainer.settings.items() if isinstance(v, (int, float, str))})})
+    try:
+        save_checkpoint(out / "checkpoint", params=trainer.params, stats=trainer.stats,
+                        opt_state=trainer.opt_states, step=step, epoch=epoch, source=source,
+                        meta={"train": trainer.plan.name, "settings": json.dumps(
+                            {k: v for k, v in trainer.settings.items()
+                             if isinstance(v, (int, float, str))})})
+    except CheckpointError as err:
+        raise user_error(f"cannot save the checkpoint: {err.message}", hint=err.hint) from None
 
 
 def restore(trainer: Trainer, out: Path) -> int:

@@ -1,0 +1,454 @@
+"""`graphdl run`, `export` and `bench` end to end: files written, checkpoints, resume, kills,
+refusals, and the errors a user sees for bad inputs.
+
+The tests that are about the process itself (exit status, SIGKILL, no traceback) run
+`python -m graphdl` in a subprocess; the others call `graphdl.cli.main` in-process,
+which is the same code path without paying for a fresh JAX import each time.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from graphdl.cli import main
+from graphdl.runtime.checkpoint import is_graphdl_checkpoint, load_checkpoint
+
+REPO = Path(__file__).resolve().parents[1]
+
+TRAIN = """\
+graph net(x: f32[B, 4]) -> f32[B, 3] {
+    return x |> dense(8) |> batch_norm |> relu |> dropout(0.1) |> dense(3)
+}
+
+data blobs = npz("blobs.npz", split = [0.75, 0.25], seed = 0)
+
+train {
+    data      = blobs.train(batch = 8, shuffle = true)
+    loss      = mean(cross_entropy(net(data.x), data.y))
+    optimizer = adam(lr = 1e-2)
+    epochs    = 3
+    seed      = 1
+    checkpoint every 4 steps
+    evaluate on blobs.test every 1 epoch {
+        accuracy = mean(argmax(net(data.x), -1) == data.y)
+    }
+}
+"""
+STEPS = 3 * (72 // 8)  # 96 examples, 72 for training, batches of 8
+
+
+def write_blobs(folder: Path, n=96) -> None:
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 3, n).astype(np.int32)
+    x = (2 * np.eye(4, dtype=np.float32)[y] + 0.5 * rng.normal(size=(n, 4))).astype(np.float32)
+    np.savez(folder / "blobs.npz", x=x, y=y)
+
+
+def make_project(folder: Path, source: str = TRAIN, name: str = "t.gdl") -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    write_blobs(folder)
+    (folder / name).write_text(source)
+    return folder / name
+
+
+def graphdl_cli(*args, cwd=None, timeout=120) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    return subprocess.run([sys.executable, "-m", "graphdl", *map(str, args)], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def run_in_process(capsys, *args) -> tuple[int, str, str]:
+    code = main([str(a) for a in args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def assert_user_error(code: int, err: str, *needles: str, one_line: bool = True) -> None:
+    assert code == 2, err
+    assert "Traceback" not in err and "internal error" not in err, err
+    if one_line:
+        assert len(err.strip().splitlines()) == 1, err
+    for needle in needles:
+        assert needle in err, err
+
+
+def same_params(a, b) -> None:
+    assert sorted(a) == sorted(b)
+    for k in a:
+        np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+
+
+@pytest.fixture(scope="module")
+def straight(tmp_path_factory):
+    """One uninterrupted `graphdl run` in a subprocess: (project folder, out folder, result)."""
+    folder = tmp_path_factory.mktemp("straight")
+    path = make_project(folder)
+    result = graphdl_cli("run", path.name, "--out", "out", "--quiet", cwd=folder)
+    return folder, folder / "out", result
+
+
+# -- a training run ------------------------------------------------------------------------
+def test_run_writes_metrics_plot_and_checkpoint(straight):
+    folder, out, result = straight
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr
+    assert f"trained {STEPS} steps" in result.stdout
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert records and all({"step", "epoch", "split"} <= set(r) for r in records)
+    train = [r for r in records if r["split"] == "train"]
+    tests = [r for r in records if r["split"] == "test"]
+    assert [r["step"] for r in train] == sorted(r["step"] for r in train)
+    assert train[-1]["step"] == STEPS and all(np.isfinite(r["loss"]) for r in train)
+    assert len(tests) >= 3 and all(0 <= r["accuracy"] <= 1 for r in tests)
+    assert tests[-1]["accuracy"] > 0.6
+    png = (out / "loss.png").read_bytes()
+    assert png.startswith(b"\x89PNG") and len(png) > 1000
+    ckpt = load_checkpoint(out / "checkpoint")
+    assert ckpt.step == STEPS and ckpt.epoch == 3
+    assert sorted(ckpt.params) == ["net.out.batch_norm.bias", "net.out.batch_norm.scale",
+                                   "net.out.dense.b", "net.out.dense.w", "net.out.dense_1.b",
+                                   "net.out.dense_1.w"]
+    assert sorted(ckpt.stats) == ["net.out.batch_norm.mean", "net.out.batch_norm.var"]
+    assert ckpt.source == (folder / "t.gdl").read_text()
+    import safetensors
+    with safetensors.safe_open(str(out / "checkpoint" / "checkpoint.safetensors"), "np") as f:
+        assert any(k.startswith("opt/") for k in f.keys())  # adam's state is saved too
+
+
+def test_resume_reaches_the_same_parameters(straight, tmp_path, capsys):
+    """Stop after 10 steps (checkpoints every 4), resume: the straight run's parameters."""
+    _, straight_out, result = straight
+    assert result.returncode == 0, result.stderr
+    path = make_project(tmp_path)
+    out = tmp_path / "out"
+    code, _, err = run_in_process(capsys, "run", path, "--out", out, "--quiet", "--steps", 10)
+    assert code == 0, err
+    assert load_checkpoint(out / "checkpoint").step == 10
+    code, _, err = run_in_process(capsys, "run", path, "--out", out, "--quiet", "--resume")
+    assert code == 0, err
+    a = load_checkpoint(straight_out / "checkpoint")
+    b = load_checkpoint(tmp_path / "out" / "checkpoint")
+    assert b.step == a.step == STEPS
+    same_params(a.params, b.params)
+    same_params(a.stats, b.stats)  # batch-norm running statistics too
+    # the resumed log has every step once
+    steps = [json.loads(line)["step"] for line in (tmp_path / "out" / "metrics.jsonl").read_text()
+             .splitlines() if json.loads(line)["split"] == "train"]
+    assert steps == list(range(1, STEPS + 1))
+
+
+BIG = """\
+graph big(x: f32[B, 4]) -> f32[B, 3] {
+    return x |> dense(2048) |> relu |> dense(2048) |> relu |> dense(3)
+}
+
+data blobs = npz("blobs.npz", split = [0.75, 0.25], seed = 0)
+
+train {
+    data      = blobs.train(batch = 8, shuffle = true)
+    loss      = mean(cross_entropy(big(data.x), data.y))
+    optimizer = sgd(lr = 1e-3)
+    steps     = 100000
+    checkpoint every 1 step
+}
+"""
+
+
+def test_sigkill_while_saving_keeps_the_previous_checkpoint(tmp_path):
+    """A 17 MB checkpoint every step; SIGKILL the moment a save's temp file appears."""
+    path = make_project(tmp_path, BIG)
+    folder = tmp_path / "out" / "checkpoint"
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    landed = False
+    for _attempt in range(3):
+        proc = subprocess.Popen([sys.executable, "-m", "graphdl", "run", path.name, "--out", "out",
+                                 "--quiet", "--overwrite"], cwd=tmp_path, env=env,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        tmp = folder / f".checkpoint.safetensors.tmp-{proc.pid}"
+        final = folder / "checkpoint.safetensors"
+        deadline = time.monotonic() + 90
+        try:
+            while not final.exists():  # at least one whole checkpoint first
+                assert proc.poll() is None, proc.stderr.read().decode()
+                assert time.monotonic() < deadline
+                time.sleep(0.005)
+            while not tmp.exists():  # the next save has begun
+                assert proc.poll() is None, proc.stderr.read().decode()
+                assert time.monotonic() < deadline
+            proc.send_signal(signal.SIGKILL)
+            proc.wait(timeout=30)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+            proc.stderr.close()
+        assert proc.returncode == -signal.SIGKILL
+        landed = tmp.exists()  # killed with the new file half written
+        if landed:
+            break
+    assert landed, "no kill landed while a checkpoint was being written"
+    ckpt = load_checkpoint(folder)  # the previous checkpoint, whole
+    assert ckpt.step >= 1
+    assert ckpt.params["big.out.dense_1.w"].shape == (2048, 2048)
+    assert all(np.isfinite(v).all() for v in ckpt.params.values())
+    # and the run continues from it; the dead writer's temp file is cleaned away
+    resumed = graphdl_cli("run", path.name, "--out", "out", "--quiet", "--resume", "--steps", 1,
+                          cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr
+    assert load_checkpoint(folder).step == ckpt.step + 1
+    assert not list(folder.glob(".checkpoint.safetensors.tmp-*"))
+
+
+def test_foreign_checkpoint_is_never_overwritten(tmp_path):
+    path = make_project(tmp_path)
+    folder = tmp_path / "out" / "checkpoint"
+    folder.mkdir(parents=True)
+    foreign = folder / "checkpoint.safetensors"
+    foreign.write_bytes(b"my own weights, not graphdl's")
+    before = foreign.stat().st_mtime_ns
+    result = graphdl_cli("run", path.name, "--out", "out", "--quiet", cwd=tmp_path)
+    assert_user_error(result.returncode, result.stderr, "is not a graphdl checkpoint",
+                      one_line=False)
+    assert result.stderr.startswith("error: ")
+    assert foreign.read_bytes() == b"my own weights, not graphdl's"
+    assert foreign.stat().st_mtime_ns == before
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["checkpoint"]  # nothing else
+    # --overwrite does not apply to a file that is not a graphdl checkpoint
+    code = main(["run", str(path), "--out", str(tmp_path / "out"), "--quiet", "--overwrite"])
+    assert code == 2
+    assert foreign.read_bytes() == b"my own weights, not graphdl's"
+
+
+def test_an_existing_checkpoint_needs_resume_or_overwrite(straight, tmp_path, capsys):
+    _, straight_out, result = straight
+    assert result.returncode == 0
+    path = make_project(tmp_path)
+    out = tmp_path / "out"
+    (out / "checkpoint").mkdir(parents=True)
+    original = (straight_out / "checkpoint" / "checkpoint.safetensors").read_bytes()
+    (out / "checkpoint" / "checkpoint.safetensors").write_bytes(original)
+    code, _, err = run_in_process(capsys, "run", path, "--out", out, "--quiet")
+    assert_user_error(code, err, "already holds a checkpoint (step 27)", "--resume", "--overwrite",
+                      one_line=False)
+    assert (out / "checkpoint" / "checkpoint.safetensors").read_bytes() == original
+    code, _, err = run_in_process(capsys, "run", path, "--out", out, "--quiet", "--overwrite",
+                                  "--steps", 2)
+    assert code == 0, err
+    assert load_checkpoint(out / "checkpoint").step == 2
+    records = (out / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(r)["step"] for r in records if '"train"' in r] == [1, 2]
+
+
+def test_resume_without_a_checkpoint(tmp_path, capsys):
+    path = make_project(tmp_path)
+    code, _, err = run_in_process(capsys, "run", path, "--out", tmp_path / "none", "--resume")
+    assert_user_error(code, err, "no checkpoint in", one_line=False)
+    assert not (tmp_path / "none").exists()
+
+
+def test_eval_runs_the_evaluations_on_the_checkpoint(straight, capsys):
+    folder, out, result = straight
+    assert result.returncode == 0
+    code, stdout, err = run_in_process(capsys, "run", folder / "t.gdl", "--out", out, "--eval")
+    assert code == 0, err
+    assert f"step {STEPS}" in stdout
+    last = [json.loads(r) for r in (out / "metrics.jsonl").read_text().splitlines()][-1]
+    assert f"{last['accuracy']:.4f}" in stdout  # the same number as the run's final evaluation
+
+
+# -- a graph without a train block ---------------------------------------------------------
+GRAPH = """\
+graph main(x: f32[B, 3], k: i32[B]) -> f32[B, 3] {
+    return x * 2 + expand_dims(cast(k, "f32"), 1)
+}
+"""
+
+
+@pytest.fixture
+def graph_file(tmp_path):
+    (tmp_path / "g.gdl").write_text(GRAPH)
+    np.save(tmp_path / "x.npy", np.arange(6, dtype=np.float32).reshape(2, 3))
+    np.save(tmp_path / "k.npy", np.array([1, -2], np.int32))
+    return tmp_path / "g.gdl"
+
+
+def test_graph_only_run_writes_outputs(graph_file, capsys):
+    d = graph_file.parent
+    code, stdout, err = run_in_process(capsys, "run", graph_file, "--out", d / "o",
+                                       "--input", f"x={d / 'x.npy'}", "--input", f"k={d / 'k.npy'}")
+    assert code == 0, err
+    out = np.load(d / "o" / "output.npy")
+    np.testing.assert_array_equal(out, np.arange(6).reshape(2, 3) * 2 + np.array([[1], [-2]]))
+    assert out.dtype == np.float32
+    assert "output.npy" in stdout
+    # float64 and int64 arrays are accepted and converted to the declared dtypes
+    np.save(d / "x64.npy", np.ones((2, 3)))
+    np.save(d / "k64.npy", np.array([3, 4]))
+    code, _, err = run_in_process(capsys, "run", graph_file, "--out", d / "o2",
+                                  "--input", f"x={d / 'x64.npy'}", "--input", f"k={d / 'k64.npy'}")
+    assert code == 0, err
+    np.testing.assert_array_equal(np.load(d / "o2" / "output.npy"), [[5, 5, 5], [6, 6, 6]])
+
+
+def test_graph_with_params_uses_the_checkpoint(tmp_path, straight, capsys):
+    """--input on a train file evaluates a graph with the parameters the run trained."""
+    folder, out, result = straight
+    assert result.returncode == 0
+    x = np.load(folder / "blobs.npz")["x"][:5]
+    np.save(tmp_path / "x.npy", x)
+    code, _, err = run_in_process(capsys, "run", folder / "t.gdl", "--out", out, "--graph", "net",
+                                  "--input", f"x={tmp_path / 'x.npy'}")
+    assert code == 0, err
+    logits = np.load(out / "output.npy")
+    ck = load_checkpoint(out / "checkpoint")
+    p, s = ck.params, ck.stats
+    h = x @ p["net.out.dense.w"] + p["net.out.dense.b"]
+    h = (h - s["net.out.batch_norm.mean"]) / np.sqrt(s["net.out.batch_norm.var"] + 1e-5)
+    h = np.maximum(h * p["net.out.batch_norm.scale"] + p["net.out.batch_norm.bias"], 0)
+    np.testing.assert_allclose(logits, h @ p["net.out.dense_1.w"] + p["net.out.dense_1.b"],
+                               rtol=1e-4, atol=1e-5)
+
+
+def _bad_inputs(d: Path) -> dict:
+    np.save(d / "wide.npy", np.zeros((2, 4), np.float32))
+    np.save(d / "rank3.npy", np.zeros((2, 3, 1), np.float32))
+    np.save(d / "ints.npy", np.zeros((2, 3), np.int32))
+    np.save(d / "floatk.npy", np.zeros(2, np.float32))
+    np.save(d / "k3.npy", np.zeros(3, np.int32))
+    np.save(d / "objects.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    np.savez(d / "arch.npz", x=np.zeros((2, 3), np.float32))
+    (d / "text.npy").write_text("hello, not numpy")
+    (d / "x.csv").write_text("1,2,3\n4,5,6\n")
+    return {
+        "wrong shape": ("wide.npy", "k.npy", ["has shape (2, 4)", "x: f32[B, 3]", "g.gdl:1:12"]),
+        "wrong rank": ("rank3.npy", "k.npy", ["has shape (2, 3, 1)", "f32[B, 3]"]),
+        "wrong dtype": ("ints.npy", "k.npy", ["has dtype int32", "x: f32[B, 3]"]),
+        "float labels": ("x.npy", "floatk.npy", ["--input k=", "has dtype float32", "i32[B]"]),
+        "B disagrees": ("x.npy", "k3.npy", ["has shape (3,)", "B is 2 from --input x="]),
+        "not npy (text)": ("text.npy", "k.npy", ["not a .npy file"]),
+        "not npy (csv)": ("x.csv", "k.npy", ["x.csv: not a .npy file"]),
+        "an npz": ("arch.npz", "k.npy", ["not a .npy file", "npz"]),
+        "pickled objects": ("objects.npy", "k.npy", ["Python objects"]),
+        "missing file": ("nope.npy", "k.npy", ["nope.npy: no such file"]),
+        "a folder": (".", "k.npy", ["is a directory"]),
+    }
+
+
+BAD_IDS = ["wrong shape", "wrong rank", "wrong dtype", "float labels", "B disagrees",
+           "not npy (text)", "not npy (csv)", "an npz", "pickled objects", "missing file",
+           "a folder"]
+
+
+@pytest.mark.parametrize("case", BAD_IDS)
+def test_bad_input_files(graph_file, capsys, case):
+    d = graph_file.parent
+    xfile, kfile, needles = _bad_inputs(d)[case]
+    code, stdout, err = run_in_process(capsys, "run", graph_file, "--out", d / "o",
+                                       "--input", f"x={d / xfile}", "--input", f"k={d / kfile}")
+    assert_user_error(code, err, "error: --input ", *needles)
+    assert not (d / "o" / "output.npy").exists()
+
+
+@pytest.mark.parametrize("inputs, needle", [
+    (["x=x.npy"], "needs --input for k"),
+    (["x=x.npy", "k=k.npy", "q=k.npy"], "has no input `q`; its inputs are x, k"),
+    (["x"], "expected NAME=FILE.npy"),
+    (["x=x.npy", "x=x.npy", "k=k.npy"], "given twice"),
+])
+def test_bad_input_flags(graph_file, capsys, monkeypatch, inputs, needle):
+    monkeypatch.chdir(graph_file.parent)
+    args = [a for i in inputs for a in ("--input", i)]
+    code, _, err = run_in_process(capsys, "run", "g.gdl", "--out", "o", *args)
+    assert_user_error(code, err, needle)
+
+
+def test_bad_input_in_a_subprocess_has_no_traceback(graph_file):
+    d = graph_file.parent
+    np.save(d / "wide.npy", np.zeros((2, 4), np.float32))
+    result = graphdl_cli("run", "g.gdl", "--out", "o", "--input", "x=wide.npy", "--input",
+                         "k=k.npy", cwd=d)
+    assert result.returncode == 2
+    assert result.stderr == ("error: --input x=wide.npy has shape (2, 4), but `main` takes "
+                             "x: f32[B, 3] (g.gdl:1:12): axis 1 must be 3\n")
+    assert result.stdout == ""
+
+
+# -- export and bench ------------------------------------------------------------------------
+def test_export_writes_stablehlo(tmp_path, capsys):
+    path = make_project(tmp_path)
+    out = tmp_path / "net.mlir"
+    code, stdout, err = run_in_process(capsys, "export", path, "--graph", "net", "--input",
+                                       "x=B,4", "--out", out)
+    assert code == 0, err
+    text = out.read_text()
+    assert "func.func public @main" in text
+    assert "tensor<?x4xf32>" in text and "tensor<?x3xf32>" in text  # B stays symbolic
+    assert "stablehlo." in text
+    code, _, err = run_in_process(capsys, "export", path, "--graph", "net", "--input", "x=2,5",
+                                  "--out", out)
+    assert_user_error(code, err, "--input x=2,5", "f32[B, 4]")
+    code, _, err = run_in_process(capsys, "export", path, "--graph", "nope", "--input", "x=B,4")
+    assert_user_error(code, err, "no such graph", "net")
+
+
+def test_bench_prints_its_four_lines(tmp_path, capsys):
+    path = make_project(tmp_path)
+    code, stdout, err = run_in_process(capsys, "bench", path, "--steps", 5)
+    assert code == 0, err
+    lines = stdout.strip().splitlines()
+    assert len(lines) == 4
+    for line, word in zip(lines, ["front end", "XLA compile", "step (median)", "throughput"]):
+        assert line.startswith(word)
+    assert lines[3].endswith("examples/s")
+    ms = float(lines[2].split()[2])
+    assert 0 < ms < 10_000
+
+
+# -- MNIST from IDX files ----------------------------------------------------------------------
+def idx(arr: np.ndarray) -> bytes:
+    return bytes([0, 0, 0x08, arr.ndim]) + np.array(arr.shape, ">u4").tobytes() + arr.tobytes()
+
+
+MNIST = """\
+graph net(x: f32[B, 28, 28, 1]) -> f32[B, 10] {
+    return x |> max_pool(4) |> flatten |> dense(10)
+}
+
+data digits = dataset("mnist", path = "idx")
+
+train {
+    data  = digits.train(batch = 8, shuffle = true)
+    loss  = mean(cross_entropy(net(data.x), data.y))
+    steps = 2
+    evaluate on digits.test every 1 epoch {
+        accuracy = mean(argmax(net(data.x), -1) == data.y)
+    }
+}
+"""
+
+
+def test_mnist_idx_files_train_a_step(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    (tmp_path / "idx").mkdir()
+    for prefix, n in (("train", 24), ("t10k", 8)):
+        (tmp_path / "idx" / f"{prefix}-images-idx3-ubyte").write_bytes(
+            idx(rng.integers(0, 256, (n, 28, 28), dtype=np.uint8)))
+        (tmp_path / "idx" / f"{prefix}-labels-idx1-ubyte").write_bytes(
+            idx(rng.integers(0, 10, n, dtype=np.uint8)))
+    (tmp_path / "m.gdl").write_text(MNIST)
+    code, _, err = run_in_process(capsys, "run", tmp_path / "m.gdl", "--out", tmp_path / "o",
+                                  "--quiet")
+    assert code == 0, err
+    assert load_checkpoint(tmp_path / "o" / "checkpoint").step == 2
+    records = [json.loads(r) for r in (tmp_path / "o" / "metrics.jsonl").read_text().splitlines()]
+    assert any(r["split"] == "test" and 0 <= r["accuracy"] <= 1 for r in records)
+    assert is_graphdl_checkpoint(tmp_path / "o" / "checkpoint")
