@@ -452,3 +452,63 @@ def test_mnist_idx_files_train_a_step(tmp_path, capsys):
     records = [json.loads(r) for r in (tmp_path / "o" / "metrics.jsonl").read_text().splitlines()]
     assert any(r["split"] == "test" and 0 <= r["accuracy"] <= 1 for r in records)
     assert is_graphdl_checkpoint(tmp_path / "o" / "checkpoint")
+
+
+# -- schedules of evaluation, checkpoints and early stopping --------------------------------
+SCHEDULE = """\
+graph net(x: f32[B, 4]) -> f32[B, 3] {
+    return x |> dense(8) |> relu |> dense(3)
+}
+
+data blobs = npz("blobs.npz", split = [0.5, 0.25, 0.25], seed = 0)
+
+train {
+    data      = blobs.train(batch = 8, shuffle = true)
+    loss      = mean(cross_entropy(net(data.x), data.y))
+    optimizer = sgd(lr = LR)
+    epochs    = 12
+    checkpoint every 2 epochs
+    early_stop(accuracy, patience = 2)
+    evaluate on blobs.val every 1 epoch {
+        accuracy = mean(argmax(net(data.x), -1) == data.y)
+    }
+    evaluate on blobs.test every 5 steps {
+        loss = mean(cross_entropy(net(data.x), data.y))
+    }
+}
+"""  # 48 training examples: 6 steps per epoch
+
+
+def records(out: Path, split: str) -> list[dict]:
+    rows = [json.loads(r) for r in (out / "metrics.jsonl").read_text().splitlines()]
+    return [r for r in rows if r["split"] == split]
+
+
+def test_step_evaluations_and_epoch_checkpoints(tmp_path, monkeypatch):
+    """`evaluate ... every 5 steps` runs during training; `checkpoint every 2 epochs` saves."""
+    import graphdl
+    from graphdl.runtime import train as train_mod
+    saved = []
+    real_save = train_mod.save
+    monkeypatch.setattr(train_mod, "save", lambda tr, out, step, epoch, model:
+                        (saved.append((step, epoch)), real_save(tr, out, step, epoch, model)))
+    path = make_project(tmp_path, SCHEDULE.replace("early_stop(accuracy, patience = 2)\n", "")
+                        .replace("LR", "0.1"))
+    graphdl.load(path).train(out=tmp_path / "out", epochs=5)  # 30 steps
+    assert [r["step"] for r in records(tmp_path / "out", "test")] == [5, 10, 15, 20, 25, 30]
+    assert [r["step"] for r in records(tmp_path / "out", "val")] == [6, 12, 18, 24, 30]
+    assert saved == [(12, 2), (24, 4), (30, 5)]  # every 2 epochs, and the final one
+    assert load_checkpoint(tmp_path / "out" / "checkpoint").step == 30
+
+
+def test_early_stop_counts_only_its_own_metric(tmp_path):
+    """With a learning rate of 0 the val accuracy never improves: stop after 1 + patience
+    epochs, not sooner because another block's evaluation ran in between; then the test
+    evaluation still runs at the end."""
+    import graphdl
+    path = make_project(tmp_path, SCHEDULE.replace("LR", "0.0"))
+    result = graphdl.load(path).train(out=tmp_path / "out")
+    assert result.steps == 18  # val at 6 (best), 12 (1 bad), 18 (2 bad: stop)
+    assert [r["step"] for r in records(tmp_path / "out", "val")] == [6, 12, 18]
+    assert [r["step"] for r in records(tmp_path / "out", "test")] == [5, 10, 15, 18]
+    assert "loss" in result.metrics["test"] and "accuracy" in result.metrics["val"]

@@ -201,18 +201,30 @@ def run_training(model, train_name=None, out_dir=None, overrides=None, progress=
     tic, seen = time.perf_counter(), 0
     batch_size = plan.batch.batch if plan.batch else 1
     last_epoch = start // trainer.per_epoch
+    evaluated: dict = {}  # id(evaluate block) -> the step it last ran at
+    ckpt_every, ckpt_unit = plan.checkpoint or (0, None)
+    stopped = False
+
+    def early_stop_due(ran: dict) -> bool:
+        nonlocal best, bad_evals
+        best, bad_evals, done = _early(stop, ran, best, bad_evals)
+        if done:
+            reporter.note(f"early stop: {stop['metric']} did not improve for "
+                          f"{stop['patience']} evaluations")
+        return done
+
     try:
         for epoch, batch in trainer.batch_stream(start):
             if step >= limit:
                 break
-            if epoch != last_epoch:
-                if _evaluate_due(trainer, reporter, result, last_epoch + 1, step, "epoch"):
-                    best, bad_evals, stopped = _early(stop, result, best, bad_evals)
-                    if stopped:
-                        reporter.note(f"early stop: {stop['metric']} did not improve for "
-                                      f"{stop['patience']} evaluations")
-                        break
+            if epoch != last_epoch:  # `epoch` epochs are complete, after `step` steps
                 last_epoch = epoch
+                if ckpt_unit == "epoch" and epoch % ckpt_every == 0:
+                    save(trainer, out, step, epoch, model)
+                ran = _evaluate_due(trainer, reporter, result, epoch, step, "epoch", evaluated)
+                if ran and early_stop_due(ran):
+                    stopped = True
+                    break
             key = jax.random.fold_in(key0, step)
             trainer.params, trainer.stats, trainer.opt_states, losses = trainer.iteration(
                 trainer.params, trainer.stats, trainer.opt_states, batch, key)
@@ -225,14 +237,15 @@ def run_training(model, train_name=None, out_dir=None, overrides=None, progress=
                                      "lower the learning rate or add clip_grad_norm = 1.0")
                 rate = seen / max(time.perf_counter() - tic, 1e-9)
                 reporter.train(step, epoch, dict(zip([s.name for s in plan.steps], values.tolist())), rate)
-                result.history.append(reporter.history[-1])
-            if plan.checkpoint and plan.checkpoint[1] == "step" and step % plan.checkpoint[0] == 0:
+            if ckpt_unit == "step" and step % ckpt_every == 0:
                 save(trainer, out, step, epoch, model)
-        else:
-            pass
+            ran = _evaluate_due(trainer, reporter, result, epoch, step, "step", evaluated)
+            if ran and early_stop_due(ran):
+                stopped = True
+                break
         final_epoch = (step - 1) // trainer.per_epoch + 1 if step else 0
-        if step == trainer.total_steps or max_steps is not None:
-            _evaluate_due(trainer, reporter, result, final_epoch, step, "end")
+        if step == trainer.total_steps or max_steps is not None or stopped:
+            _evaluate_due(trainer, reporter, result, final_epoch, step, "end", evaluated)
         save(trainer, out, step, final_epoch, model)
     finally:
         reporter.close()
@@ -262,26 +275,33 @@ def run_evaluation(model, train_name=None, out_dir=None, overrides=None,
     return result
 
 
-def _evaluate_due(trainer, reporter, result, epoch, step, when) -> bool:
-    ran = False
+def _evaluate_due(trainer, reporter, result, epoch, step, when, evaluated=None) -> dict:
+    """Run the evaluate blocks due `when` ("epoch": at an epoch boundary, "step": after a
+    step, "end": all of them), each at most once per step."""
+    ran: dict = {}  # split -> the metrics just computed
+    evaluated = {} if evaluated is None else evaluated
     for ev in trainer.plan.evaluations:
-        due = when == "end" or (ev.unit == "epoch" and epoch % ev.every == 0) or \
-            (ev.unit == "step" and step % ev.every == 0)
-        if due:
+        due = when == "end" or (when == "epoch" and ev.unit == "epoch" and epoch % ev.every == 0) \
+            or (when == "step" and ev.unit == "step" and step % ev.every == 0)
+        if due and evaluated.get(id(ev)) != step:
+            evaluated[id(ev)] = step
             values = trainer.evaluate(ev)
             # merged: several evaluate blocks may share a split, each with its own metrics
             result.metrics.setdefault(ev.split.split, {}).update(values)
             reporter.evaluation(step, epoch, ev.split.split, values)
-            ran = True
+            ran.setdefault(ev.split.split, {}).update(values)
     return ran
 
 
-def _early(stop, result, best, bad):
+def _early(stop, ran: dict, best, bad):
+    """Early stopping on the metric just evaluated: the val split's, else any split's."""
     if not stop:
         return best, bad, False
-    value = next((m[stop["metric"]] for m in result.metrics.values() if stop["metric"] in m), None)
-    if value is None:
+    metric = stop["metric"]
+    values = [ran[s][metric] for s in ("val", *ran) if s in ran and metric in ran[s]]
+    if not values:  # the evaluations that ran did not compute it: nothing to count
         return best, bad, False
+    value = values[0]
     if _metric_improved(best, value, stop["mode"]):
         return value, 0, False
     bad += 1
