@@ -17,7 +17,7 @@ import numpy as np
 
 from graphdl.dims import TensorType
 from graphdl.errors import GdlError, UserError
-from graphdl.lower import LowerCtx, init_params, run_ir
+from graphdl.lower import LowerCtx, init_params, param_specs, run_ir
 from graphdl.lower.evaluate import NeedsKey
 from graphdl.passes.check import Checked, build_graph_ir, check_program
 
@@ -106,6 +106,7 @@ class CompiledGraph:
         gdef = model.program.graphs[name]
         self.arg_names = [a.name for a in gdef.args]
         self._cache: dict = {}
+        self._specs: dict = {}  # id(ir) -> its parameters and statistics
 
     def lowered(self, inputs):
         sig = tuple(tensor_type(x) for x in inputs)
@@ -136,12 +137,45 @@ class CompiledGraph:
     def init(self, key, *inputs) -> dict:
         """Initial variables for these input shapes: {"params": ..., "stats": ...}."""
         ir, _ = self.lowered(inputs)
+        if key is None or not hasattr(key, "dtype") or (
+                not jnp.issubdtype(key.dtype, jax.dtypes.prng_key) and np.shape(key) != (2,)):
+            if any(s["kind"] == "param" for s in param_specs([ir]).values()):
+                raise TypeError(f"{self.name}.init needs a random key first: "
+                                f"init(jax.random.key(0), {', '.join(self.arg_names)}); got {key!r}")
+            key = jax.random.key(0)  # nothing random to draw
         params, stats = init_params([ir], key)
         return {"params": params, "stats": stats} if stats else {"params": params}
 
+    def _check_variables(self, ir, variables) -> None:
+        """Missing or misshapen parameters, named (extra entries are fine: a train block's
+        variables hold every graph's parameters)."""
+        if not isinstance(variables, dict) or "params" not in variables:
+            got = (f"a dict with keys {', '.join(map(str, list(variables)[:4]))}"
+                   if isinstance(variables, dict) else type(variables).__name__)
+            raise TypeError(f"{self.name}: the first argument is the variables dict "
+                            f"{{\"params\": ..., \"stats\": ...}} that init() returns, got {got}")
+        if id(ir) not in self._specs:
+            self._specs[id(ir)] = param_specs([ir])
+        problems = []
+        for name, spec in self._specs[id(ir)].items():
+            part = "params" if spec["kind"] == "param" else "stats"
+            have = variables.get(part, {})
+            if name not in have:
+                problems.append(f"variables[\"{part}\"] has no `{name}` ({spec['type']})")
+            elif tuple(np.shape(have[name])) != spec["type"].concrete():
+                problems.append(f"`{name}` has shape {tuple(np.shape(have[name]))}, but "
+                                f"{spec['type']} is needed")
+        if problems:
+            more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
+            raise GdlError([UserError(
+                f"{self.name}: " + "; ".join(problems[:3]) + more,
+                hint="variables come from init(key, *inputs) or model.train(...).variables, "
+                     "for inputs of these shapes").diagnostic])
+
     def __call__(self, variables, *inputs, key=None, train: bool = False,
                  stochastic: str = "sample"):
-        _, jitted = self.lowered(inputs)
+        ir, jitted = self.lowered(inputs)
+        self._check_variables(ir, variables)
         stats = variables.get("stats", {})
         try:
             out, new_stats = jitted(variables["params"], stats, tuple(inputs), key,

@@ -420,3 +420,34 @@ def test_init_matches_train_init(tmp_path):
     v = m.compile("net").init(jax.random.key(5), np.zeros((16, 4), np.float32))
     for k in v["params"]:
         np.testing.assert_array_equal(v["params"][k], result.variables["params"][k])
+
+
+def test_bad_variables_are_named(model):
+    fn = model.compile("cnn")
+    x = x_batch(2, 8, 8, 1)
+    v = fn.init(jax.random.key(0), x)
+    with pytest.raises(GdlError, match=r'variables\["stats"\] has no `cnn.h.batch_norm.mean`'):
+        fn({"params": v["params"]}, x)
+    params = {k: a for k, a in v["params"].items() if k != "cnn.out.dense.w"}
+    with pytest.raises(GdlError, match=r'variables\["params"\] has no `cnn.out.dense.w`'):
+        fn({**v, "params": params}, x)
+    wrong = {**v["params"], "cnn.out.dense.w": jnp.zeros((5, 10))}
+    with pytest.raises(GdlError, match=r"`cnn.out.dense.w` has shape \(5, 10\), but f32\[6, 10\]"):
+        fn({**v, "params": wrong}, x)
+    with pytest.raises(TypeError, match="variables dict"):
+        fn(v["params"], x)
+    # extra entries are fine (a train block's variables hold every graph's parameters)
+    extra = {**v, "params": {**v["params"], "other.dense.w": jnp.zeros(3)}}
+    np.testing.assert_array_equal(fn(extra, x), fn(v, x))
+
+
+def test_init_needs_a_key_only_with_parameters(model):
+    x = x_batch(2, 3)
+    with pytest.raises(TypeError, match=r"needs a random key first: init\(jax.random.key\(0\), x\)"):
+        model.compile("plain").init(None, x)
+    with pytest.raises(TypeError, match="random key"):
+        model.compile("plain").init(0, x)
+    old_style = model.compile("plain").init(jax.random.PRNGKey(0), x)
+    assert set(old_style["params"]) == {"plain.out.dense.w", "plain.out.dense.b"}
+    m = graphdl.loads("graph double(x: f32[B, 3]) {\n    return 2 * x\n}\n")
+    assert m.compile("double").init(None, x) == {"params": {}}
