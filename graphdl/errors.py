@@ -57,6 +57,11 @@ class UserError(Exception):
         self.diagnostic = Diagnostic(message, span, hint, list(notes))
 
 
+def source_lines(text: str) -> list[str]:
+    """The lines of a source as the parser counts them: only `\n` ends a line."""
+    return [line.removesuffix("\r") for line in text.split("\n")]
+
+
 def did_you_mean(word: str, candidates: Iterable[str]) -> str | None:
     """A `did you mean ...?` hint from the closest candidate, or None."""
     close = difflib.get_close_matches(word, sorted(set(candidates)), n=1, cutoff=0.6)
@@ -70,7 +75,7 @@ def render(diag: Diagnostic, sources: dict[str, str]) -> str:
     lines = [head]
     text = sources.get(span.file) if span else None
     if span and text is not None:
-        src_lines = text.splitlines()
+        src_lines = source_lines(text)
         if 1 <= span.line <= len(src_lines):
             src = src_lines[span.line - 1].replace("\t", " ")
             num = str(span.line)

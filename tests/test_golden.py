@@ -28,12 +28,7 @@ from graphdl.passes.values import Const, Setting
 GOLDEN = Path(__file__).resolve().parent / "golden"
 UPDATE = os.environ.get("GRAPHDL_UPDATE_GOLDEN") == "1"
 
-KNOWN_WRONG = {
-    "slicing": "graphdl/parse/transform.py `slice` loses the ':' positions: "
-               "x[:, :3] is parsed as x[:, 3:]",
-    "distribution_shapes": "graphdl/passes/stochastic.py `dist_function` gives entropy and "
-                           "kl of a onehot_categorical the shape [B, K], not [B]",
-}
+KNOWN_WRONG: dict[str, str] = {}
 
 CASES = sorted(p.stem for p in GOLDEN.glob("*.gdl"))
 

@@ -325,7 +325,8 @@ register("layer_norm", "x, eps: float = 1e-5", lambda x, eps: x, _ln_lower,
 # -- augmentation: graph nodes active only in training --------------------------
 def _shift_infer(x, max):
     _spatial(x, "random_shift")
-    as_int(max, "max")
+    if as_int(max, "max") < 0:
+        raise ShapeError(f"random_shift needs max >= 0, got {max}", "max")
     return x
 
 
@@ -365,6 +366,10 @@ register("random_flip", "x, axis: int = 2", _flip_infer, _flip_lower, random=Tru
 def _crop_infer(x, size):
     n = _spatial(x, "random_crop")
     ss = as_ints(size, "size", n)
+    for i, s in enumerate(ss):
+        d = x.shape[1 + i]
+        if d.is_int() and s > int(d):
+            raise ShapeError(f"cannot crop {s} from an axis of size {d} in {x}", "size")
     return T(x.dtype, (x.shape[0], *(Dim(s) for s in ss), x.shape[-1]))
 
 

@@ -150,7 +150,10 @@ register("onehot", "x, classes: int", _onehot_infer,
 def _axes(axis, rank):
     if axis is None:
         return tuple(range(rank))
-    return tuple(sorted({norm_axis(a, rank) for a in as_ints(axis, "axis")}))
+    axes = [norm_axis(a, rank) for a in as_ints(axis, "axis")]
+    if len(set(axes)) != len(axes):
+        raise ShapeError(f"axis {axis} names the same axis twice", "axis")
+    return tuple(sorted(axes))
 
 
 def _reduce_rule(name, dtype=None):
@@ -217,6 +220,9 @@ def _divide_dims(total: Dim, known: Dim) -> Dim | None:
 
 def _reshape_infer(x, shape):
     dims = [Dim.of(d) for d in shape]
+    for d in dims:
+        if d.is_const() and d != -1 and d.const() < 1:
+            raise ShapeError(f"reshape sizes must be positive (or one -1), got {d}", "shape")
     unknown = [i for i, d in enumerate(dims) if d == -1]
     total = _product(x.shape)
     if len(unknown) > 1:
@@ -294,9 +300,10 @@ register("split", "x, sections: int, axis: int = -1", _split_infer,
 
 def _transpose_infer(x, perm):
     perm = list(range(x.rank))[::-1] if perm is None else list(as_ints(perm, "perm"))
-    if sorted(p % max(x.rank, 1) for p in perm) != list(range(x.rank)):
+    if any(not -x.rank <= p < x.rank for p in perm) or \
+            sorted(p % max(x.rank, 1) for p in perm) != list(range(x.rank)):
         raise ShapeError(f"perm {perm} is not a permutation of the {x.rank} axes of {x}", "perm")
-    return T(x.dtype, tuple(x.shape[p] for p in perm))
+    return T(x.dtype, tuple(x.shape[p % x.rank] for p in perm))
 
 
 register("transpose", "x, perm: ints = None", _transpose_infer,
@@ -324,9 +331,13 @@ register("squeeze", "x, axis: int", _squeeze_infer, lambda ctx, x, axis: jnp.squ
 
 # -- indexing (built from the `x[...]` syntax) -----------------------------------
 def _slice_len(size: Dim, start, stop, step) -> Dim:
+    if step == 0:
+        raise ShapeError("a slice step cannot be zero")
     if size.is_int():
         return Dim(len(range(*slice(start, stop, step).indices(int(size)))))
     if start in (None, 0) and stop is None and step in (None, 1):
+        return size
+    if start is None and stop is None and step == -1:
         return size
     raise ShapeError(f"cannot slice the symbolic axis {size} with bounds; give it a known size")
 
@@ -382,7 +393,15 @@ def _fill(fn):
 
 register("zeros", "shape: dims, dtype: str = \"f32\"", _fill_infer, _fill(lambda s, dtype: jnp.zeros(s, dtype)))
 register("ones", "shape: dims, dtype: str = \"f32\"", _fill_infer, _fill(lambda s, dtype: jnp.ones(s, dtype)))
-register("arange", "n: int", lambda n: T("i32", (Dim(as_int(n, "n")),)),
+def _arange_infer(n):
+    if isinstance(n, Dim) and not n.is_const():
+        return T("i32", (n,))
+    if as_int(n, "n") < 0:
+        raise ShapeError(f"arange needs n >= 0, got {n}", "n")
+    return T("i32", (Dim(n),))
+
+
+register("arange", "n: int", _arange_infer,
          lambda ctx, n: jnp.arange(n, dtype=jnp.int32))
 
 PI = math.pi

@@ -93,8 +93,61 @@ def register(name: str, signature: str, infer, lower, **kwargs) -> Op:
     return op
 
 
+# Size-like constants: a concrete value below 1 is an error before any shape rule runs.
+POSITIVE_ARGS = {"units", "filters", "kernel", "stride", "dilation", "window", "factor",
+                 "sections", "classes", "vocab", "dim", "size"}
+KIND_WORDS = {"int": "an integer", "float": "a number", "bool": "true or false",
+              "str": "a string", "ints": "an integer or a list of integers",
+              "dims": "a list of dims like [B, -1]"}
+
+
+def show(v) -> str:
+    """A constant as GDL writes it, for messages: true, "same", [B, 3]."""
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, str):
+        return '"' + v + '"'
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(show(x) for x in v) + "]"
+    return "none" if v is None else str(v)
+
+
+def _is_int(v) -> bool:
+    return (isinstance(v, int) and not isinstance(v, bool)) or isinstance(v, Dim)
+
+
+def check_constant(op: Op, arg: Arg, value) -> str | None:
+    """Why a compile-time argument does not fit its kind, or None when it does."""
+    if arg.kind in ("any", *TENSOR_KINDS):
+        return None
+    if value is None and arg.default is None:
+        return None
+    items = value if arg.kind in ("ints", "dims") and isinstance(value, list) else [value]
+    if arg.kind == "dims" and not isinstance(value, list):
+        items = [None]
+    ok = {"int": _is_int, "ints": _is_int, "dims": _is_int,
+          "float": lambda v: _is_int(v) or isinstance(v, float),
+          "bool": lambda v: isinstance(v, bool), "str": lambda v: isinstance(v, str)}[arg.kind]
+    if not items or not all(ok(v) for v in items):
+        return f"`{arg.name}` of {op.name}() must be {KIND_WORDS[arg.kind]}, got {show(value)}"
+    if arg.kind == "float" and any(isinstance(v, Dim) and not v.is_const() for v in items):
+        return f"`{arg.name}` of {op.name}() must be a known number, got {value}"
+    for v in items:
+        if isinstance(v, Dim) and v.is_const() and not v.is_int():
+            return f"`{arg.name}` of {op.name}() must be a whole number, got {v}"
+    if arg.name in POSITIVE_ARGS and arg.kind in ("int", "ints"):
+        for v in items:
+            if Dim.of(v).is_const() and Dim.of(v).const() < 1:
+                return f"`{arg.name}` of {op.name}() must be at least 1, got {v}"
+    return None
+
+
 # -- shape helpers shared by the rules ---------------------------------------
 def norm_axis(axis: int, rank: int, arg: str = "axis") -> int:
+    if isinstance(axis, Dim) and axis.is_int():
+        axis = int(axis)
+    if isinstance(axis, bool) or not isinstance(axis, int):
+        raise ShapeError(f"`{arg}` must be a known integer, got {axis}", arg)
     if not -rank <= axis < max(rank, 1):
         raise ShapeError(f"axis {axis} is out of range for a tensor of rank {rank}", arg)
     return axis % rank if rank else 0

@@ -26,6 +26,7 @@ OPENERS = {"(": ")", "[": "]", "{": "}"}
 CLOSERS = {v: k for k, v in OPENERS.items()}
 STATEMENT_KEYWORDS = {"use", "graph", "cell", "data", "train", "state", "param", "layer",
                       "step", "evaluate", "over", "checkpoint"}
+TOP_KEYWORDS = {"use", "graph", "cell", "data", "train"}
 VALUE_TYPES = ("NAME", "INT", "FLOAT", "STRING")
 
 
@@ -42,9 +43,11 @@ class Layout:
     def __init__(self, file: str = "<input>"):
         self.file = file
         self.tokens: list[Token] = []
+        self.position: dict[int, int] = {}
 
     def process(self, stream: Iterator[Token]) -> Iterator[Token]:
         self.tokens = self._classify(self._newlines(stream))
+        self.position = {id(tok): i for i, tok in enumerate(self.tokens)}
         stack: list[tuple[Token, str]] = []
         for tok in self.tokens:
             self._track(stack, tok)
@@ -78,6 +81,7 @@ class Layout:
     # -- soft keywords -------------------------------------------------------
     def _classify(self, toks: list[Token]) -> list[Token]:
         head: str | None = None  # the keyword that began the current statement
+        braces = 0  # `{` depth: at 0 only definitions can start, so their words are keywords
         for i, tok in enumerate(toks):
             prev = toks[i - 1] if i else None
             nxt = toks[i + 1] if i + 1 < len(toks) else None
@@ -85,10 +89,15 @@ class Layout:
             if at_start:
                 head = None
             if tok.type != "NAME":
+                if tok.type != "STRING" and tok.value in ("{", "}"):
+                    braces = max(0, braces + (1 if tok.value == "{" else -1))
                 continue
             word = tok.value
             keyword = False
-            if at_start and word in STATEMENT_KEYWORDS:
+            if at_start and braces == 0 and word in TOP_KEYWORDS:
+                keyword = True
+                head = word
+            elif at_start and word in STATEMENT_KEYWORDS:
                 keyword = nxt is not None and (nxt.type in ("NAME", "STRING") or nxt.value == "{")
                 if keyword:
                     head = word
@@ -124,9 +133,13 @@ class Layout:
             stack.pop()
 
     def _describe(self, opener: Token) -> str:
-        i = self.tokens.index(opener)
+        i = self.position[id(opener)]  # by identity: equal tokens compare equal as strings
         prev = self.tokens[i - 1] if i else None
         if opener.value == "(":
+            before = self.tokens[i - 2] if i >= 2 else None
+            if prev is not None and prev.type == "NAME" and before is not None and \
+                    before.type in ("_GRAPH", "_CELL"):
+                return "args"
             called = prev is not None and (prev.type == "NAME" or prev.value in (")", "]"))
             return "call" if called else ""
         if opener.value == "{":
@@ -141,14 +154,14 @@ class Layout:
         return ""
 
     def open_brackets(self, upto: Token | None) -> list[tuple[Token, str]]:
-        """The brackets still open just after `upto` (all tokens when None)."""
+        """The brackets open just before `upto` (after all tokens when None)."""
         stack: list[tuple[Token, str]] = []
         for tok in self.tokens:
+            if tok is upto:
+                break
             try:
                 self._track(stack, tok)
             except UserError:
-                break
-            if tok is upto:
                 break
         return stack
 
@@ -157,5 +170,5 @@ def describe_opener(opener: Token, what: str) -> str:
     if opener.value == "{":
         return f"`{what}` body" if what else "record"
     if opener.value == "(":
-        return "call" if what == "call" else "parenthesis"
+        return {"call": "call", "args": "argument list"}.get(what, "parenthesis")
     return "bracket"

@@ -6,7 +6,7 @@ import functools
 from importlib import resources
 from pathlib import Path
 
-from lark import Lark, Token
+from lark import Lark, Token, Tree
 from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
 
 from graphdl.errors import Span, UserError
@@ -26,6 +26,12 @@ TERMINAL_WORDS = {
 }
 
 
+# How deep a parse tree may nest; the passes after the parser recurse on it.
+MAX_DEPTH = 100
+STATEMENT_RULES = {"assign", "sample", "state", "param", "layer", "return_stmt", "expr_stmt",
+                   "checkpoint", "evaluate", "step", "data_def", "graph_def", "cell_def"}
+
+
 def grammar_text() -> str:
     """The grammar, from the installed package data or, in a checkout, `grammars/`."""
     packaged = resources.files("graphdl") / "grammars" / "graphdl.lark"
@@ -43,10 +49,16 @@ def _parser() -> tuple[Lark, Layout]:
     return lark, layout
 
 
+def normalize_source(text: str) -> str:
+    """Drop a byte-order mark and make every line end `\n` (also a lone `\r`)."""
+    return text.removeprefix("\ufeff").replace("\r\n", "\n").replace("\r", "\n")
+
+
 def parse_source(text: str, file: str = "<input>") -> A.Module:
     """Parse GDL source text. Raises `UserError` with the first syntax error."""
     lark, layout = _parser()
     layout.file = file
+    text = normalize_source(text)
     if not text.endswith("\n"):
         text += "\n"
     try:
@@ -55,6 +67,7 @@ def parse_source(text: str, file: str = "<input>") -> A.Module:
         raise
     except UnexpectedInput as err:
         raise _syntax_error(err, layout, lark, file, text) from None
+    _check_depth(tree, file)
     try:
         items = ToAst(file).transform(tree)
     except Exception as err:  # a UserError raised inside a transformer method is wrapped
@@ -65,36 +78,73 @@ def parse_source(text: str, file: str = "<input>") -> A.Module:
     return A.Module(Span(file, 1, 1, 1, 2), file, text, items)
 
 
+def _check_depth(tree: Tree, file: str) -> None:
+    """Refuse trees nested deeper than MAX_DEPTH (the later passes recurse on them)."""
+    stack: list[tuple[Tree, int, Tree]] = [(tree, 1, tree)]
+    while stack:
+        node, depth, stmt = stack.pop()
+        if node.data in STATEMENT_RULES:
+            stmt = node
+        if depth > MAX_DEPTH:
+            meta = stmt.meta
+            span = Span(file, meta.line, meta.column, meta.end_line, meta.end_column) \
+                if not getattr(meta, "empty", True) else Span(file, 1, 1, 1, 2)
+            raise UserError(f"this is nested too deeply (more than {MAX_DEPTH} levels)", span,
+                            hint="split the expression into several named bindings")
+        stack.extend((c, depth + 1, stmt) for c in node.children if isinstance(c, Tree))
+
+
+EXPR_START = {"NAME", "INT", "FLOAT", "STRING", "LPAR", "LSQB", "LBRACE", "MINUS", "TRUE", "FALSE"}
+OPERATORS = {"PLUS", "MINUS", "STAR", "SLASH", "AT", "PERCENT", "COMPARE", "__ANON_1", "__ANON_2"}
+TOP_LEVEL = {"_USE", "_GRAPH", "_CELL", "_DATA", "_TRAIN"}
+STATEMENT_START = {"_STATE", "_PARAM", "_LAYER", "_STEP", "_EVALUATE", "_OVER", "_CHECKPOINT",
+                   "RETURN"}
+
+
+def _word(name: str, lark: Lark) -> str | None:
+    if name in TERMINAL_WORDS:
+        return TERMINAL_WORDS[name]
+    if name.startswith("_") and name[1:].isalpha() and name[1:].isupper():
+        return f"`{name[1:].lower()}`"
+    try:
+        pattern = lark.get_terminal(name).pattern
+    except KeyError:
+        return None
+    if pattern.type == "str":
+        return f"'{pattern.value}'" if not pattern.value.isalpha() else f"`{pattern.value}`"
+    return name.lower()
+
+
 def _words(expected: set[str], lark: Lark) -> list[str]:
-    words = set()
-    for name in expected:
-        if name.startswith("_") and name[1:].isalpha() and name[1:].isupper():
-            words.add(f"`{name[1:].lower()}`")
-            continue
-        if name in TERMINAL_WORDS:
-            words.add(TERMINAL_WORDS[name])
-            continue
-        try:
-            pattern = lark.get_terminal(name).pattern
-        except KeyError:
-            continue
-        if pattern.type == "str":
-            words.add(f"'{pattern.value}'" if not pattern.value.isalpha() else f"`{pattern.value}`")
-        else:
-            words.add(name.lower())
-    return sorted(words)
+    """What the parser expected, in words: groups first, then single tokens."""
+    expected = set(expected)
+    groups = []
+    if expected & TOP_LEVEL:
+        groups.append("a definition (`graph`, `cell`, `data`, `train` or `use`)")
+        expected -= TOP_LEVEL | {"_NL"}
+    if expected & STATEMENT_START and "NAME" in expected:
+        groups.append("a statement")
+        expected -= STATEMENT_START | EXPR_START | {"_NL"}
+    elif {"NAME", "INT"} <= expected:
+        groups.append("an expression")
+        expected -= EXPR_START
+    if len(expected & OPERATORS) >= 4:
+        groups.append("an operator")
+        expected -= OPERATORS
+    words = sorted({w for w in (_word(n, lark) for n in expected) if w})
+    return groups + words
 
 
 def _join(words: list[str]) -> str:
     if len(words) <= 1:
         return words[0] if words else "something else"
-    if len(words) > 6:
-        return ", ".join(words[:6]) + ", or another token"
+    if len(words) > 8:
+        return ", ".join(words[:8]) + ", or another token"
     return ", ".join(words[:-1]) + " or " + words[-1]
 
 
 def _eof_error(layout: Layout, file: str, text: str) -> UserError:
-    lines = text.rstrip("\n").splitlines() or [""]
+    lines = text.rstrip("\n").split("\n")
     end = Span(file, len(lines), len(lines[-1]) + 1, len(lines), len(lines[-1]) + 2)
     stack = layout.open_brackets(None)
     if stack:
@@ -123,8 +173,14 @@ def _syntax_error(err: UnexpectedInput, layout: Layout, lark: Lark, file: str, t
     found = "the end of the line" if tok.type == "_NL" else f"'{tok.value}'"
     if tok.type == "_NL":
         span = Span(file, tok.line, tok.column, tok.line, tok.column + 1)
-    words = _words(set(err.expected), lark)
     closing = layout.open_brackets(tok)
+    special = _special_case(tok, set(err.expected), span, closing)
+    if special is not None:
+        return special
+    expected = set(err.expected)
+    if not any(o.value in "([" for o, _ in closing):
+        expected -= {"RPAR", "RSQB"}  # an LALR state shared with bracketed forms
+    words = _words(expected, lark)
     if closing and tok.type != "_NL":
         opener, what = closing[-1]
         close = {"(": ")", "[": "]", "{": "}"}[opener.value]
@@ -132,15 +188,43 @@ def _syntax_error(err: UnexpectedInput, layout: Layout, lark: Lark, file: str, t
             return UserError(
                 f"expected '{close}' to close the {describe_opener(opener, what)} opened at "
                 f"{opener.line}:{opener.column}, found {found}", span,
-                hint=_hint_for(tok, words))
-    return UserError(f"expected {_join(words)}, found {found}", span, hint=_hint_for(tok, words))
+                hint=_hint_for(tok, words, closing))
+    return UserError(f"expected {_join(words)}, found {found}", span,
+                     hint=_hint_for(tok, words, closing))
 
 
-def _hint_for(tok: Token, words: list[str]) -> str | None:
+def _special_case(tok: Token, expected: set[str], span: Span, closing: list) -> UserError | None:
+    """Mistakes common enough to deserve their own sentence."""
+    if tok.type == "_NL" and "LBRACE" in expected and not any(o.value in "([" for o, _ in closing) \
+            and not expected & (EXPR_START | OPERATORS) - {"LBRACE"}:
+        return UserError("expected '{' to start the body, found the end of the line", span,
+                         hint="the body's '{' goes on the same line as its header")
+    if tok.type == "COMPARE" and "COMPARE" not in expected:
+        return UserError(f"comparisons do not chain: `a {tok.value} b {tok.value} c` is not allowed",
+                         span, hint="compare two values at a time, with parentheses: (a == b) == c")
+    if tok.type in TOP_LEVEL and not expected & TOP_LEVEL:
+        word = tok.type[1:].lower()
+        if word == "use":
+            return UserError("`use` belongs at the top level of the file, not inside a body", span)
+        what = {"graph": "a graph", "cell": "a cell", "data": "a data source",
+                "train": "a train block"}[word]
+        return UserError(f"{what} cannot be defined inside another body", span,
+                         hint=f"move the `{word}` definition to the top level of the file")
+    if tok.type in STATEMENT_START and tok.type != "RETURN" and expected & TOP_LEVEL:
+        word = tok.type[1:].lower()
+        return UserError(f"`{word}` is a statement of a body, not a definition", span,
+                         hint="the top level of a file holds `graph`, `cell`, `data`, `train` "
+                              "and `use`")
+    return None
+
+
+def _hint_for(tok: Token, words: list[str], closing: list) -> str | None:
     if tok.value == "=" and "'='" not in words:
         return "`=` binds a name; to compare, write `==`"
-    if tok.type == "_NL" and any(w in ("')'", "']'") for w in words):
+    if tok.type == "_NL" and any(o.value in "([" for o, _ in closing):
         return "a bracket is still open here"
-    if tok.type in ("INT", "FLOAT", "NAME") and "','" in words:
+    if tok.type in ("INT", "FLOAT", "NAME", "STRING") and "','" in words:
         return "is a ',' missing between two arguments?"
+    if tok.type in ("INT", "FLOAT", "NAME", "STRING") and "a new line" in words:
+        return "two values in a row: is an operator missing, or a new line?"
     return None

@@ -2,12 +2,36 @@
 
 from __future__ import annotations
 
-import ast as pyast
+import math
 
 from lark import Token, Transformer, v_args
 
 from graphdl.errors import Span, UserError
 from graphdl.parse import ast as A
+
+MAX_INT_DIGITS = 1000
+ESCAPES = {"\\": "\\", '"': '"', "n": "\n", "t": "\t", "r": "\r", "'": "'"}
+
+
+def unescape(token: Token, span: Span) -> str:
+    r"""The value of a string literal: `\\ \" \n \t \r` are its escapes."""
+    raw = str(token)[1:-1]
+    out, i = [], 0
+    while i < len(raw):
+        ch = raw[i]
+        if ch == "\\":
+            nxt = raw[i + 1] if i + 1 < len(raw) else ""
+            if nxt not in ESCAPES:
+                col = span.col + 1 + i
+                raise UserError(f"unknown escape `\\{nxt}` in a string",
+                                Span(span.file, span.line, col, span.line, col + 2),
+                                hint="the escapes are \\\\ \\\" \\n \\t \\r; write \\\\ for a backslash")
+            out.append(ESCAPES[nxt])
+            i += 2
+        else:
+            out.append(ch)
+            i += 1
+    return "".join(out)
 
 
 def _tokens(children, kind: str = "NAME") -> list[str]:
@@ -34,13 +58,20 @@ class ToAst(Transformer):
         return A.Name(self.span(meta), str(c[0]))
 
     def int_lit(self, meta, c):
-        return A.Num(self.span(meta), int(c[0]))
+        text = str(c[0])
+        if len(text.lstrip("0")) > MAX_INT_DIGITS:
+            raise UserError(f"this number is too large (more than {MAX_INT_DIGITS} digits)",
+                            self.span(meta))
+        return A.Num(self.span(meta), int(text))
 
     def float_lit(self, meta, c):
-        return A.Num(self.span(meta), float(c[0]))
+        value = float(c[0])
+        if math.isinf(value):
+            raise UserError("this number is too large for a float", self.span(meta))
+        return A.Num(self.span(meta), value)
 
     def string_lit(self, meta, c):
-        return A.Str(self.span(meta), pyast.literal_eval(str(c[0])))
+        return A.Str(self.span(meta), unescape(c[0], self.span(meta)))
 
     def true_lit(self, meta, c):
         return A.Bool(self.span(meta), True)
@@ -201,7 +232,9 @@ class ToAst(Transformer):
         return A.Use(self.span(meta), c[0], None)
 
     def use_file(self, meta, c):
-        return A.Use(self.span(meta), None, pyast.literal_eval(str(c[0])))
+        tok = c[0]
+        at = Span(self.file, tok.line, tok.column, tok.end_line, tok.end_column)
+        return A.Use(self.span(meta), None, unescape(tok, at))
 
     def _graph(self, kind, meta, c):
         name = str(c[0])

@@ -24,6 +24,7 @@ from graphdl.errors import Span, UserError, did_you_mean
 from graphdl.ir.graph import IR, add_node, new_ir
 from graphdl.ops import REGISTRY, ShapeError
 from graphdl.ops.math import OPERATOR_OPS
+from graphdl.ops.registry import check_constant
 from graphdl.parse import ast as A
 from graphdl.passes.values import (
     Const,
@@ -57,6 +58,7 @@ class Scope:
         self.binding = "out"
         self.counters: dict[tuple[str, str], int] = {}
         self.states: dict[str, int] = {}
+        self.declared: dict[str, Span] = {}  # `param` and `layer` names, each declared once
 
 
 class Builder:
@@ -117,6 +119,8 @@ class Builder:
         elif isinstance(value, int) or (isinstance(value, Dim) and value.is_int()):
             dtype = like.dtype if like is not None and like.dtype != "bool" else "i32"
             value = int(value)
+        elif isinstance(value, Dim):  # a symbolic dim used as a number, e.g. `x / H`
+            dtype = like.dtype if like is not None and like.dtype != "bool" else "i32"
         else:
             dtype = like.dtype if like is not None and like.is_float() else "f32"
             value = float(value)
@@ -149,6 +153,16 @@ class Builder:
         parts = [p for p in (self.scope.instance, self.scope.binding) if p]
         return ".".join(parts + [opname if k == 0 else f"{opname}_{k}"])
 
+    def describe_operand(self, span: Span, value: Tensor) -> str:
+        """`x` is f32[B, D], the argument at 1:9 -- for the notes of a shape error."""
+        text = self.text(span)
+        origin = value.origin
+        if origin.startswith(text) and text.startswith("`"):
+            return f"{text} is {value.type}{origin[len(text):]}"
+        if origin.startswith(("`", "parameter", "state", "the final state")):
+            return f"{text} is {value.type} ({origin})"
+        return f"{text} is {value.type}"
+
     # -- types ---------------------------------------------------------------
     def resolve_type(self, texpr: A.TypeExpr, bind: bool = False) -> TensorType | None:
         if texpr.dtype not in DTYPES:
@@ -159,6 +173,9 @@ class Builder:
         for d in texpr.dims:
             dim = self.dim_expr(d, bind)
             if dim is None:
+                return None
+            if dim.is_const() and dim.const() < 0:
+                self.error(f"a dim cannot be negative, got {dim}", d.span)
                 return None
             dims.append(dim)
         return TensorType(texpr.dtype, tuple(dims))
@@ -180,8 +197,8 @@ class Builder:
             if a is None or b is None:
                 return None
             if node.op == "/":
-                if not b.is_const():
-                    self.error("a dim can only be divided by a number", node.span)
+                if not b.is_const() or b.const() == 0:
+                    self.error("a dim can only be divided by a nonzero number", node.span)
                     return None
                 return a / b
             return {"+": a + b, "-": a - b, "*": a * b}[node.op]
@@ -251,7 +268,12 @@ class Builder:
         return ListV(items)
 
     def expr_RecordLit(self, node: A.RecordLit):
-        return Record({name: self.expr(v) for name, v in node.fields})
+        fields = {}
+        for name, v in node.fields:
+            if name in fields:
+                return self.error(f"field `{name}` is given twice in this record", v.span)
+            fields[name] = self.expr(v)
+        return Record(fields)
 
     def expr_Keyword(self, node: A.Keyword):
         return self.error("a keyword argument is only allowed in a call", node.span)
@@ -261,8 +283,12 @@ class Builder:
 
     def expr_Neg(self, node: A.Neg):
         v = self.expr(node.operand)
-        if isinstance(v, Const) and isinstance(v.value, (int, float, Dim)):
+        if isinstance(v, Poison):
+            return v
+        if isinstance(v, Const) and _is_number(v.value):
             return Const(-v.value)
+        if not isinstance(v, Tensor):
+            return self.error(f"cannot negate {describe_value(v)}", node.span)
         return self.apply_op("neg", [v], {}, node.span, [node.operand.span])
 
     def expr_BinOp(self, node: A.BinOp):
@@ -271,6 +297,11 @@ class Builder:
             return Poison()
         if isinstance(left, Const) and isinstance(right, Const):
             return self.fold(node, left.value, right.value)
+        if not all(isinstance(v, Tensor) or (isinstance(v, Const) and (
+                _is_number(v.value) or isinstance(v.value, bool))) for v in (left, right)):
+            return self.error(f"cannot apply `{node.op}` to {describe_value(left)} and "
+                              f"{describe_value(right)}", node.span,
+                              hint="operators work on tensors and numbers")
         return self.apply_op(OPERATOR_OPS[node.op], [left, right], {}, node.span,
                              [node.left.span, node.right.span])
 
@@ -278,15 +309,48 @@ class Builder:
         import operator as o
         ops = {"+": o.add, "-": o.sub, "*": o.mul, "/": o.truediv, "**": o.pow, "%": o.mod,
                "==": o.eq, "!=": o.ne, "<": o.lt, "<=": o.le, ">": o.gt, ">=": o.ge}
-        if node.op not in ops or not all(isinstance(v, (int, float, Dim)) for v in (a, b)):
-            return self.error(f"cannot apply `{node.op}` to {a!r} and {b!r}", node.span)
+        if node.op in ("==", "!=") and type(a) is type(b) and isinstance(a, (bool, str)):
+            return Const((a == b) == (node.op == "=="))
+        if node.op not in ops or not all(_is_number(v) for v in (a, b)):
+            return self.error(f"cannot apply `{node.op}` to {describe_value(Const(a))} and "
+                              f"{describe_value(Const(b))}", node.span,
+                              hint="operators work on tensors and numbers")
+        if _too_large(node.op, a, b):
+            return self.error(f"cannot compute {self.text(node.span)}: the result is too large",
+                              node.span)
+        a, b = (int(v) if isinstance(v, Dim) and v.is_int() else v for v in (a, b))
+        if isinstance(a, Dim) or isinstance(b, Dim):
+            return self.fold_dims(node, a, b)
         try:
             if node.op == "/" and isinstance(a, int) and isinstance(b, int) and \
                     not isinstance(a, bool) and b != 0 and a % b == 0:
                 return Const(a // b)  # keeps `T / 2` an integer where it divides
             return Const(ops[node.op](a, b))
-        except (ZeroDivisionError, ValueError, TypeError, OverflowError) as err:
-            return self.error(f"cannot compute `{self.text(node.span)}`: {err}", node.span)
+        except OverflowError:
+            return self.error(f"cannot compute {self.text(node.span)}: the result is too large",
+                              node.span)
+        except (ZeroDivisionError, ValueError, TypeError) as err:
+            return self.error(f"cannot compute {self.text(node.span)}: {err}", node.span)
+
+    def fold_dims(self, node: A.BinOp, a, b):
+        """Arithmetic on symbolic dims: + - * with integers and dims, `/` by a number."""
+        ints = (int, Dim)
+        both = isinstance(a, ints) and isinstance(b, ints) and not isinstance(a, bool) \
+            and not isinstance(b, bool)
+        if both and node.op in "+-*":
+            return Const({"+": Dim.__add__, "-": Dim.__sub__, "*": Dim.__mul__}[node.op](
+                Dim.of(a), Dim.of(b)))
+        if both and node.op == "/" and isinstance(b, int) and b != 0:
+            return Const(Dim.of(a) / b)
+        if both and node.op == "**" and isinstance(b, int) and 0 <= b <= 8:
+            out = Dim(1)
+            for _ in range(b):
+                out = out * a
+            return Const(out)
+        sym = next(v for v in (a, b) if isinstance(v, Dim))
+        return self.error(f"cannot compute {self.text(node.span)} for a symbolic dim {sym}",
+                          node.span, hint="on dims, only + - * ** and division by a number "
+                          "are known before the dims are bound")
 
     def expr_Field(self, node: A.Field):
         base = self.expr(node.value)
@@ -329,17 +393,26 @@ class Builder:
     def bind_consts(self, ref: GraphRef, node: A.Index):
         consts = dict(ref.consts)
         names = [c.name for c in ref.gdef.consts]
+        given: set[str] = set()
         for i, sub in enumerate(node.subs):
             if isinstance(sub, A.Keyword):
                 if sub.name not in names:
                     return self.error(f"{ref.gdef.name} has no constant `{sub.name}`", sub.span,
-                                      did_you_mean(sub.name, names))
+                                      did_you_mean(sub.name, names) or
+                                      f"its constants are {', '.join(names) or 'none'}")
                 key, vnode = sub.name, sub.value
             else:
                 if i >= len(names):
-                    return self.error(f"{ref.gdef.name} takes {len(names)} constants", sub.span)
+                    return self.error(f"{ref.gdef.name} takes {len(names)} constant(s), got "
+                                      f"{len(node.subs)}", sub.span,
+                                      hint=f"its constants are {', '.join(names) or 'none'}")
                 key, vnode = names[i], sub
+            if key in given:
+                return self.error(f"constant `{key}` of {ref.gdef.name} is given twice", sub.span)
+            given.add(key)
             value = self.expr(vnode)
+            if isinstance(value, Poison):
+                return value
             if not isinstance(value, Const):
                 return self.error(f"constant `{key}` of {ref.gdef.name} must be known at compile "
                                   f"time, got {describe(value)}", vnode.span)
@@ -408,17 +481,24 @@ class Builder:
                 if not isinstance(v, Const):
                     return self.error(f"argument `{a.name}` of {name}() must be a compile-time "
                                       f"constant, got {describe(v)}", spans.get(a.name, span))
-                types[a.name] = attrs[a.name] = v.value
+                value = _plain(v.value)
+                problem = check_constant(op, a, value)
+                if problem:
+                    return self.error(problem, spans.get(a.name, span),
+                                      hint=f"its signature is {signature_text(op)}")
+                types[a.name] = attrs[a.name] = value
         try:
             result = op.infer(**types)
             weights = op.weights(**types) if op.weights else {}
             stats = op.stats(**types) if op.stats else {}
         except ShapeError as err:
             at = spans.get(err.arg, span) if err.arg else span
-            notes = [f"{self.text(spans[a])} is {bound[a].type}" for a in spans
-                     if isinstance(bound.get(a), Tensor) and a in spans]
-            notes += [f"{bound[a].origin}" for a in spans if isinstance(bound.get(a), Tensor)
-                      and bound[a].origin.startswith("`")]
+            notes: list[str] = []
+            for a in spans:
+                if isinstance(bound.get(a), Tensor):
+                    note = self.describe_operand(spans[a], bound[a])
+                    if note not in notes:
+                        notes.append(note)
             return self.error(err.message, at, err.hint, notes)
         if weights or stats:
             prefix = self.call_prefix(name, instance)
@@ -441,6 +521,60 @@ class Builder:
             return TupleV([Tensor(self.node("getitem", [Tensor(nid, t)], ["x"], {"index": i}, t, span),
                                   t, f"result {i} of {name}()") for i, t in enumerate(result)])
         return Tensor(nid, result, f"the result of {name}() at {span.short()}")
+
+
+def _is_number(v) -> bool:
+    """An int, float or dim; true and false are not numbers here."""
+    return isinstance(v, (int, float, Dim)) and not isinstance(v, bool)
+
+
+def gdl_literal(v) -> str:
+    """A constant as GDL writes it: true, "text", [1, 2], 2 * H."""
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, str):
+        return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(gdl_literal(x) for x in v) + "]"
+    return str(v)
+
+
+def describe_value(value) -> str:
+    """Like `describe`, but a constant shows its value: the string "a", the list [1, 2]."""
+    if isinstance(value, Const):
+        v = value.value
+        kind = ("" if isinstance(v, bool) else "the string " if isinstance(v, str) else
+                "the list " if isinstance(v, (list, tuple)) else "the dim " if isinstance(v, Dim)
+                and not v.is_int() else "the number " if _is_number(v) else "the value ")
+        return kind + gdl_literal(v)
+    return describe(value)
+
+
+MAX_INT_BITS = 4096  # constants beyond this are refused before they are computed
+
+
+def _too_large(op: str, a, b) -> bool:
+    """Whether `a op b` on Python numbers would build a huge integer (or take long to)."""
+    if not all(isinstance(v, (int, float)) for v in (a, b)):
+        return False
+    if op == "**":
+        if abs(a) <= 1 or b <= 0:
+            return False
+        if isinstance(a, float) or isinstance(b, float):
+            return b > 1e6  # floats overflow quickly; this only bounds the work
+        return a.bit_length() * b > MAX_INT_BITS
+    if op == "*" and isinstance(a, int) and isinstance(b, int):
+        return a.bit_length() + b.bit_length() > MAX_INT_BITS
+    return False
+
+
+def _plain(value):
+    """A dim known to be an integer becomes that int (also inside lists)."""
+    if isinstance(value, Dim) and value.is_int():
+        return int(value)
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    return value
 
 
 def signature_text(op) -> str:

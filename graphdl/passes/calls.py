@@ -142,6 +142,8 @@ def bind_consts(b: Builder, ref: GraphRef, span: Span, symbolic: bool = False) -
             value = ref.consts[c.name]
         elif c.default is not None:
             v = b.expr(c.default)
+            if isinstance(v, Poison):
+                return False
             if not isinstance(v, Const):
                 b.error(f"the default of `{c.name}` must be a constant", c.default.span)
                 return False
@@ -264,16 +266,55 @@ def initializer(b: Builder, node: A.Node) -> tuple | None:
             if len(values) != 2 or not all(isinstance(v, str) for v in values):
                 b.error('load needs a file and a key: load("file.safetensors", "key")', node.span)
                 return None
-            values[0] = str(b.program.resolve_path(values[0], node.span))
+            path = b.program.resolve_path(values[0], node.span)
+            try:
+                found = path.is_file()
+            except (OSError, ValueError):
+                found = False
+            if not found:
+                b.error(f"cannot find the file {values[0]} ({path})", node.args[0].span,
+                        hint="a path in a .gdl file is relative to that file")
+                return None
+            values[0] = str(path)
+            return (name, *values)
+        params = INITIALIZERS[name]
+        if len(values) not in ((0, len(params)) if name == "uniform" else range(len(params) + 1)):
+            takes = f"{len(params)} argument(s)" if params else "no arguments"
+            b.error(f"initializer `{name}` takes {takes}, got {len(values)}", node.span,
+                    hint=f"write {name}({', '.join(params)})" if params else f"write {name}")
+            return None
+        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+            b.error(f"the arguments of initializer `{name}` must be numbers", node.span)
+            return None
+        if name == "normal" and values and values[0] < 0:
+            b.error(f"the std of normal() must be >= 0, got {values[0]}", node.args[0].span)
+            return None
+        if name == "uniform" and values and not values[0] < values[1]:
+            b.error(f"uniform(a, b) needs a < b, got {values[0]} and {values[1]}", node.span)
+            return None
         return (name, *values)
     name = node.func.id if isinstance(node, A.Call) and isinstance(node.func, A.Name) else (
         node.id if isinstance(node, A.Name) else "")
-    b.error(f"unknown initializer `{name or b.text(node.span)}`", node.span,
+    shown = f"`{name}`" if name else b.text(node.span)
+    b.error(f"unknown initializer {shown}", node.span,
             did_you_mean(name, INITIALIZERS) or f"initializers are {', '.join(INITIALIZERS)}")
     return None
 
 
+def declare(b: Builder, name: str, what: str, span: Span) -> bool:
+    """A `param` or `layer` name is declared once per body (a second would share silently)."""
+    first = b.scope.declared.get(name)
+    if first is not None:
+        b.error(f"{what} `{name}` is declared twice", span,
+                notes=[f"first declared at {first}"], hint="give each one its own name")
+        return False
+    b.scope.declared[name] = span
+    return True
+
+
 def param_statement(b: Builder, st: A.Param) -> None:
+    if not declare(b, st.name, "param", st.span):
+        return
     type_ = b.resolve_type(st.type)
     init = initializer(b, st.init)
     if type_ is None or init is None:
@@ -289,6 +330,8 @@ def param_statement(b: Builder, st: A.Param) -> None:
 
 
 def layer_statement(b: Builder, st: A.Layer) -> None:
+    if not declare(b, st.name, "layer", st.span):
+        return
     instance = f"{b.scope.instance}.{st.name}" if b.scope.instance else st.name
     node = st.value
     if isinstance(node, A.Call):

@@ -79,7 +79,12 @@ def build_cell(b: Builder, ref: GraphRef, step_type: TensorType, span: Span, ins
             states = {}
             for name, sid in scope.states.items():
                 nxt = scope.values[name]
+                if isinstance(nxt, Poison):
+                    return None
                 if not isinstance(nxt, Tensor):
+                    b.error(f"state `{name}` must be assigned a tensor "
+                            f"{body.nodes[sid]['type']}, got {describe(nxt)}",
+                            scope.where.get(name, gdef.span))
                     return None
                 if nxt.type != body.nodes[sid]["type"]:
                     b.error(f"state `{name}` is {body.nodes[sid]['type']} but its next value is "

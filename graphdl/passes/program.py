@@ -7,6 +7,7 @@ symbolic dims and every train block with the shapes of its data.
 
 from __future__ import annotations
 
+import functools
 from importlib import resources
 from pathlib import Path
 
@@ -14,13 +15,21 @@ from graphdl.errors import Diagnostic, Span, UserError, did_you_mean
 from graphdl.ops import REGISTRY
 from graphdl.parse import ast as A
 from graphdl.parse import parse_source
+from graphdl.parse.parser import normalize_source
 from graphdl.passes.values import GraphRef, OpRef, SourceRef
 
 STD_MODULES = {"std.nn": "nn.gdl"}
 
 
+@functools.cache
 def std_source(name: str) -> str:
     return (resources.files("graphdl") / "std" / STD_MODULES[name]).read_text()
+
+
+@functools.cache
+def std_module(name: str) -> A.Module:
+    """The parsed standard library, once per process (the passes only read the tree)."""
+    return parse_source(std_source(name), f"<{name}>")
 
 
 class Program:
@@ -41,6 +50,7 @@ class Program:
 
     # -- loading -------------------------------------------------------------
     def _parse(self, path: str, text: str) -> A.Module | None:
+        text = normalize_source(text)
         self.sources[path] = text
         try:
             return parse_source(text, path)
@@ -59,8 +69,18 @@ class Program:
             if isinstance(item, A.GraphDef):
                 self._define(item)
             elif isinstance(item, A.DataDef) and own:
+                if item.name in self.data_defs:
+                    self.error(f"data source `{item.name}` is defined twice", item.span,
+                               notes=[f"first defined at {self.data_defs[item.name].span}"])
+                    continue
                 self.data_defs[item.name] = item
             elif isinstance(item, A.TrainDef) and own:
+                named = [t for t in self.trains if (t.name or "train") == (item.name or "train")]
+                if named:
+                    self.error(f"train block `{item.name or 'train'}` is defined twice", item.span,
+                               notes=[f"first defined at {named[0].span}"],
+                               hint="give each train block its own name: train NAME { ... }")
+                    continue
                 self.trains.append(item)
             elif isinstance(item, A.Use) and item.module is not None and item.module not in STD_MODULES:
                 self.error(f"unknown module `{item.module}`", item.span,
@@ -68,6 +88,9 @@ class Program:
         return module
 
     def _import(self, use: A.Use, importer: str, stack: list[str]) -> None:
+        if "\0" in use.path or not use.path.strip():
+            self.error(f"cannot read {use.path!r}: not a file name", use.span)
+            return
         target = (Path(importer).resolve().parent / use.path) if not importer.startswith("<") \
             else Path(use.path)
         key = str(target.resolve())
@@ -89,12 +112,21 @@ class Program:
     def _load_std(self) -> None:
         for name, _file in STD_MODULES.items():
             path = f"<{name}>"
-            module = self._parse(path, std_source(name))
-            for item in module.items if module else []:
+            self.sources[path] = std_source(name)
+            module = std_module(name)
+            for item in module.items:
                 if isinstance(item, A.GraphDef):
                     self.std_graphs[item.name] = item
 
     def _define(self, item: A.GraphDef) -> None:
+        for kind, names in (("constant", [c.name for c in item.consts]),
+                            ("argument", [a.name for a in item.args])):
+            seen: dict[str, A.Node] = {}
+            for node, name in zip(item.consts if kind == "constant" else item.args, names):
+                if name in seen:
+                    self.error(f"{item.kind} `{item.name}` declares the {kind} `{name}` twice",
+                               node.span, notes=[f"first declared at {seen[name].span}"])
+                seen[name] = node
         if item.name in self.graphs:
             first = self.graphs[item.name]
             if first.span == item.span:
@@ -137,13 +169,15 @@ class Program:
 
     def global_names(self) -> list[str]:
         from graphdl.passes.specials import SPECIALS
-        return [*self.graphs, *self.std_graphs, *self.data, *SPECIALS, *REGISTRY]
+        hidden = ("const", "index", "getitem")
+        return [*self.graphs, *self.std_graphs, *self.data, *SPECIALS,
+                *(n for n in REGISTRY if n not in hidden)]
 
     def snippet(self, span: Span) -> str:
         text = self.sources.get(span.file)
         if text is None:
             return "this"
-        lines = text.splitlines()
+        lines = text.split("\n")
         if span.line == span.end_line and span.line <= len(lines):
             return "`" + lines[span.line - 1][span.col - 1:span.end_col - 1] + "`"
         return "this expression"

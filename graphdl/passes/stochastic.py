@@ -57,9 +57,13 @@ def make_distribution(b: Builder, family: str, args, kwargs, span, arg_spans, kw
         return b.error(f"the parameters of {family}() do not fit: {err.message}", span, err.hint)
     dims = event.shape[:-1] if fam.drop_last else event.shape
     if shape is not None:
-        if not isinstance(shape, Const) or not isinstance(shape.value, list):
-            return b.error("`shape` must be a list of dims", kw_spans.get("shape", span))
-        dims = tuple(Dim.of(d) for d in shape.value)
+        values = shape.value if isinstance(shape, Const) else None
+        if not isinstance(values, list) or not all(
+                isinstance(d, Dim) or (isinstance(d, int) and not isinstance(d, bool) and d >= 0)
+                for d in values):
+            return b.error("`shape` must be a list of dims like [B, 2]",
+                           kw_spans.get("shape", span))
+        dims = tuple(Dim.of(d) for d in values)
     return DistV(family, params, TensorType(fam.sample_dtype, tuple(dims)))
 
 
@@ -93,6 +97,11 @@ def sample_statement(b: Builder, st: A.Sample) -> None:
                               else f"`{est_name}` takes no keywords"))
                 continue
             value = b.expr(kw.value)
+            problem = _option_problem(kw.name, value)
+            if problem:
+                b.error(problem, kw.value.span)
+                b.bind(st.target, Poison(), st.span)
+                return
             est_args[kw.name] = value.value if isinstance(value, Const) else value
     elif fam.continuous:
         est_name = "reparam"
@@ -125,6 +134,31 @@ def sample_statement(b: Builder, st: A.Sample) -> None:
     b.bind(st.target, Tensor(nid, dist.type, f"`{st.target}`, sampled at {st.span.short()}"), st.span)
 
 
+def _option_problem(name: str, value) -> str | None:
+    """Why an estimator option does not fit, or None."""
+    if isinstance(value, Poison):
+        return None
+    if name == "temperature":
+        ok = isinstance(value, Const) and isinstance(value.value, (int, float)) \
+            and not isinstance(value.value, bool) and value.value > 0
+        return None if ok else "`temperature` must be a positive number"
+    if name == "hard":
+        ok = isinstance(value, Const) and isinstance(value.value, bool)
+        return None if ok else "`hard` must be true or false"
+    if name == "baseline" and isinstance(value, Setting) and value.name == "moving_average":
+        decay = value.kwargs.get("decay", 0.9)
+        ok = isinstance(decay, (int, float)) and not isinstance(decay, bool) and 0 <= decay < 1
+        return None if ok else f"the decay of moving_average() must be in [0, 1), got {decay!r}"
+    if name == "baseline" and not isinstance(value, (Setting, Tensor)):
+        return "`baseline` must be moving_average(decay) or a tensor"
+    return None
+
+
+def _event_shape(family: str, sample_shape: tuple) -> tuple:
+    """The shape of one value per draw: a one-hot sample's class axis is reduced."""
+    return sample_shape[:-1] if family == "onehot_categorical" else sample_shape
+
+
 def dist_function(b: Builder, fn: str, args, kwargs, span):
     want = {"log_prob": 2, "entropy": 1, "mean": 1, "kl": 2}[fn]
     if len(args) != want or kwargs:
@@ -137,7 +171,7 @@ def dist_function(b: Builder, fn: str, args, kwargs, span):
     attrs = {"family": dist.family}
     if fn == "log_prob":
         x = args[1]
-        if isinstance(x, Const):
+        if isinstance(x, Const) and isinstance(x.value, (int, float)):
             x = b.const_tensor(x.value, span)
         if not isinstance(x, Tensor):
             return b.error(f"log_prob() needs a value to score, got {describe(x)}", span)
@@ -159,11 +193,10 @@ def dist_function(b: Builder, fn: str, args, kwargs, span):
             shape = broadcast(TensorType("f32", dist.type.shape), TensorType("f32", q.type.shape))
         except ShapeError as err:
             return b.error(f"kl(): {err.message}", span, err.hint)
-        out = TensorType("f32", shape)
+        out = TensorType("f32", _event_shape(dist.family, shape))
     elif fn == "mean":
         out = dist.type if dist.family != "categorical" else TensorType("i32", dist.type.shape)
-    else:
-        out = TensorType("f32", dist.type.shape if dist.family in ("normal", "uniform", "bernoulli")
-                         else dist.type.shape)
+    else:  # entropy: one value per draw, the class axis of a one-hot reduced
+        out = TensorType("f32", _event_shape(dist.family, dist.type.shape))
     nid = b.node(f"dist_{fn}", inputs, names, attrs, out, span)
     return Tensor(nid, out, f"the result of {fn}() at {span.short()}")
