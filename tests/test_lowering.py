@@ -852,3 +852,52 @@ def test_scan_reverse_with_init_and_rnn():
         h = np.tanh(np.concatenate([xs[:, t], h], -1) @ w + b)
         want[:, t] = h
     np.testing.assert_allclose(out, want, rtol=1e-5, atol=1e-5)
+
+
+def test_batch_norm_inside_a_scanned_cell_updates_running_stats():
+    """Statistics a cell updates travel step to step; the final ones come out."""
+    src = ("cell c[H](x: f32[B, D]) -> f32[B, H] {\n    state h: f32[B, H] = zeros\n"
+           "    h = batch_norm(dense(concat([x, h], -1), H), momentum = 0.5)\n    return h\n}\n"
+           "graph g(xs: f32[B, T, D]) {\n    r = scan(xs, c[2], axis = 1)\n    return r.out\n}\n")
+    fn = compile1(src)
+    xs = f32(4, 3, 2)
+    v = fn.init(jax.random.key(0), xs)
+    pre = "g.r.c.h."
+    p = {k: np.asarray(a, np.float64) for k, a in v["params"].items()}
+    out, stats = fn(v, xs, train=True)
+    h, mean, var = np.zeros((4, 2)), np.zeros(2), np.ones(2)
+    want = []
+    for t in range(3):
+        z = np.concatenate([xs[:, t], h], -1) @ p[pre + "dense.w"] + p[pre + "dense.b"]
+        m, s2 = z.mean(0), z.var(0)
+        h = (z - m) / np.sqrt(s2 + 1e-5) * p[pre + "batch_norm.scale"] + p[pre + "batch_norm.bias"]
+        mean, var = 0.5 * mean + 0.5 * m, 0.5 * var + 0.5 * s2
+        want.append(h)
+    np.testing.assert_allclose(out, np.stack(want, 1), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(stats[pre + "batch_norm.mean"], mean, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(stats[pre + "batch_norm.var"], var, rtol=1e-5, atol=1e-6)
+    # eval mode reads the running statistics and changes nothing
+    assert not isinstance(fn(v, xs), tuple)
+
+
+def test_reinforce_inside_a_scanned_cell_is_unbiased():
+    """Coin flips a_t ~ Bernoulli(sigmoid(w x_t + b)) inside a cell, loss mean_t a_t:
+    the average REINFORCE gradient matches the analytic gradient of the expected loss."""
+    src = ("cell coin(x: f32[B, 1]) -> f32[B, 1] {\n    state h: f32[B, 1] = zeros\n"
+           "    a ~ bernoulli(logits = dense(x, 1)) by reinforce\n    h = a\n    return a\n}\n"
+           "graph g(xs: f32[B, T, 1]) -> f32[] {\n    r = scan(xs, coin, axis = 1)\n"
+           "    return mean(r.out)\n}\n")
+    model = loads(src)
+    xs = np.array([[[0.5], [-1.0], [2.0]]], np.float32)
+    v = model.compile("g").init(jax.random.key(0), xs)
+    w_name, b_name = "g.r.coin.a.dense.w", "g.r.coin.a.dense.b"
+    v = {"params": {w_name: jnp.array([[0.7]]), b_name: jnp.array([-0.2])}}
+    step = model.value_and_grad("g")
+    keys = jax.random.split(jax.random.key(1), 20000)
+    losses, grads = jax.jit(jax.vmap(lambda k: step(v, xs, key=k)))(keys)
+    z = 0.7 * xs[0, :, 0].astype(np.float64) - 0.2
+    s = sigmoid(z)
+    assert abs(float(losses.mean()) - s.mean()) < 0.01
+    ds = s * (1 - s) / 3
+    np.testing.assert_allclose(float(grads[w_name].mean()), np.sum(ds * xs[0, :, 0]), atol=0.02)
+    np.testing.assert_allclose(float(grads[b_name].mean()), np.sum(ds), atol=0.02)

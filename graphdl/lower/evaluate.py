@@ -82,16 +82,32 @@ def lower_scan(ctx: LowerCtx, nid: int, n: dict, env: dict):
     x_name = body.nodes[body.graph["inputs"][0]]["attrs"]["name"]
     base = ctx.base_key
     steps = jnp.arange(xs.shape[0])
+    # statistics the body updates (batch norm in a cell) ride in the carry, step to step
+    stat_names = sorted({body.nodes[i]["attrs"]["name"] for i in body.nodes
+                         if body.nodes[i]["op"] == "stat"})
+    stats0 = {name: ctx.stats[name] for name in stat_names}
+    has_score = any(body.nodes[i]["op"] == "sample" for i in body.nodes)
 
     def step(carry, inp):
+        state, stats = carry
         x_t, t = inp
-        sub = LowerCtx(ctx.params, ctx.stats, None if base is None else jax.random.fold_in(
-            jax.random.fold_in(base, nid), t), ctx.train, ctx.stochastic)
-        values = run_ir(body, sub, {x_name: x_t}, carry)
+        sub = LowerCtx(ctx.params, {**ctx.stats, **stats}, None if base is None else
+                       jax.random.fold_in(jax.random.fold_in(base, nid), t), ctx.train,
+                       ctx.stochastic)
+        values = run_ir(body, sub, {x_name: x_t}, state)
         nxt = {name: values[body.graph["states"][name][1]] for name in states}
-        return nxt, values[body.graph["outputs"][0]]
+        new_stats = {name: sub.stats[name] for name in stat_names}
+        # score-function samples inside the cell: this step's summed log-probability
+        logp = sum((jnp.sum(lp) for lp, _ in sub.score_terms), jnp.float32(0))
+        return (nxt, new_stats), (values[body.graph["outputs"][0]], logp)
 
-    final, ys = lax.scan(step, init, (xs, steps), reverse=attrs["reverse"], unroll=attrs["unroll"])
+    (final, stats), (ys, logps) = lax.scan(step, (init, stats0), (xs, steps),
+                                           reverse=attrs["reverse"], unroll=attrs["unroll"])
+    if ctx.train:
+        for name in stat_names:
+            ctx.new_stats[name] = ctx.stats[name] = stats[name]
+    if has_score and ctx.train:
+        ctx.score_terms.append((jnp.sum(logps), {"scan": nid}))
     return (jnp.moveaxis(ys, 0, axis), *[final[name] for name in states])
 
 
