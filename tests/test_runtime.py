@@ -512,3 +512,15 @@ def test_early_stop_counts_only_its_own_metric(tmp_path):
     assert [r["step"] for r in records(tmp_path / "out", "val")] == [6, 12, 18]
     assert [r["step"] for r in records(tmp_path / "out", "test")] == [5, 10, 15, 18]
     assert "loss" in result.metrics["test"] and "accuracy" in result.metrics["val"]
+
+
+def test_resume_keeps_the_early_stopping_count(tmp_path):
+    """Stopped at step 13 (best at 6, one evaluation without gain at 12) and resumed, the
+    run stops at 18 like the uninterrupted one, not two evaluations after the resume."""
+    import graphdl
+    path = make_project(tmp_path, SCHEDULE.replace("LR", "0.0"))
+    from graphdl.runtime.train import run_training
+    run_training(graphdl.load(path), out_dir=tmp_path / "out", progress=False, max_steps=13)
+    result = run_training(graphdl.load(path), out_dir=tmp_path / "out", progress=False,
+                          resume=True)
+    assert result.steps == 18

@@ -96,6 +96,7 @@ class Trainer:
         self.opt_states = [tx.init({k: self.params[k] for k in sub})
                            for tx, sub in zip(self.optimizers, self.subsets)]
         self.iteration = jax.jit(self._iteration)
+        self.early = (None, 0)  # early stopping: best metric so far, evaluations without gain
         self._eval_fns: dict = {}
 
     def _subset(self, over, frozen) -> list[str]:
@@ -194,7 +195,7 @@ def run_training(model, train_name=None, out_dir=None, overrides=None, progress=
     key0 = jax.random.key(trainer.seed + 1)
     log_every = max(1, min(50, trainer.total_steps // 100 or 1))
     stop = settings.get("early_stop")
-    best, bad_evals = None, 0
+    best, bad_evals = trainer.early  # restored on --resume
     result = TrainResult({}, out_dir=out)
     step = start
     limit = trainer.total_steps if max_steps is None else min(trainer.total_steps, start + max_steps)
@@ -208,6 +209,7 @@ def run_training(model, train_name=None, out_dir=None, overrides=None, progress=
     def early_stop_due(ran: dict) -> bool:
         nonlocal best, bad_evals
         best, bad_evals, done = _early(stop, ran, best, bad_evals)
+        trainer.early = (best, bad_evals)  # saved with the checkpoints
         if done:
             reporter.note(f"early stop: {stop['metric']} did not improve for "
                           f"{stop['patience']} evaluations")
@@ -350,9 +352,10 @@ def save(trainer: Trainer, out: Path | None, step: int, epoch: int, model) -> No
     try:
         save_checkpoint(out / "checkpoint", params=trainer.params, stats=trainer.stats,
                         opt_state=trainer.opt_states, step=step, epoch=epoch, source=source,
-                        meta={"train": trainer.plan.name, "settings": json.dumps(
-                            {k: v for k, v in trainer.settings.items()
-                             if isinstance(v, (int, float, str))})})
+                        meta={"train": trainer.plan.name,
+                              "early_stop": json.dumps(list(trainer.early)),
+                              "settings": json.dumps({k: v for k, v in trainer.settings.items()
+                                                      if isinstance(v, (int, float, str))})})
     except CheckpointError as err:
         raise user_error(f"cannot save the checkpoint: {err.message}", hint=err.hint) from None
 
@@ -369,4 +372,7 @@ def restore(trainer: Trainer, out: Path) -> int:
     trainer.params = {k: jnp.asarray(v) for k, v in params.items()}
     trainer.stats = {k: jnp.asarray(v) for k, v in stats.items()}
     trainer.opt_states = jax.tree_util.tree_map(jnp.asarray, ckpt.opt_state)
+    if "early_stop" in ckpt.meta:
+        best, bad = json.loads(ckpt.meta["early_stop"])
+        trainer.early = (best, int(bad))
     return ckpt.step
