@@ -524,3 +524,18 @@ def test_resume_keeps_the_early_stopping_count(tmp_path):
     result = run_training(graphdl.load(path), out_dir=tmp_path / "out", progress=False,
                           resume=True)
     assert result.steps == 18
+
+
+def test_length_overrides_replace_the_files_length(tmp_path):
+    """`epochs=` overrides a file that sets `steps` (and the other way round)."""
+    import graphdl
+    from graphdl.runtime.train import pick_plan, resolve_settings
+    path = make_project(tmp_path, SCHEDULE.replace("LR", "0.1").replace("epochs    = 12",
+                                                                        "steps     = 40"))
+    plan = pick_plan(graphdl.load(path), None)
+    assert resolve_settings(plan, {})["steps"] == 40
+    settings = resolve_settings(plan, {"epochs": 2})
+    assert settings["epochs"] == 2 and "steps" not in settings
+    assert resolve_settings(plan, {"train.steps": 3})["steps"] == 3
+    result = graphdl.load(path).train(epochs=1)
+    assert result.steps == 6

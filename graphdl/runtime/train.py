@@ -59,6 +59,8 @@ def resolve_settings(plan: TrainPlan, overrides: dict) -> dict:
         short = key.split(".", 1)[1] if key.startswith(f"{plan.name}.") or key.startswith("train.") else key
         if short in ("epochs", "steps", "seed", "clip_grad_norm", "weight_decay"):
             settings[short] = value
+            if short in ("epochs", "steps"):  # the length given last replaces the file's
+                settings.pop("steps" if short == "epochs" else "epochs", None)
     if "epochs" not in settings and "steps" not in settings:
         settings["epochs"] = 1
     return settings
