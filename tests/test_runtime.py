@@ -400,6 +400,60 @@ def test_export_writes_stablehlo(tmp_path, capsys):
     assert_user_error(code, err, "no such graph", "net")
 
 
+EXPORTABLE = """\
+use std.nn
+graph cnn(x: f32[B, 12]) -> f32[B, 3] {
+    h = reshape(x, [B, 12, 1]) |> conv(4, 3) |> relu |> max_pool(2)
+    return h + zeros([B, 6, 4]) |> flatten |> dense(3)
+}
+graph seq(xs: f32[B, T, 2]) -> f32[B, 3] {
+    run = scan(xs, lstm[3], axis = 1)
+    return run.state.h
+}
+graph noisy(x: f32[B, 3]) -> f32[B, 3] {
+    z ~ normal(x, 1)
+    return z
+}
+"""
+
+
+@pytest.mark.parametrize("graph, given, shapes", [
+    ("cnn", "x=B,12", [(2, 12), (5, 12)]),
+    ("seq", "xs=B,T,2", [(2, 4, 2), (3, 6, 2)]),
+])
+def test_exported_symbolic_dims_compute_the_graph(tmp_path, graph, given, shapes):
+    """Symbolic B (and T) stay symbolic through reshape, zeros and a scan's state, and the
+    exported function gives the compiled graph's values at several sizes."""
+    import jax
+
+    import graphdl
+    from graphdl.runtime.export import exported_graph
+    (tmp_path / "e.gdl").write_text(EXPORTABLE)
+    model = graphdl.load(tmp_path / "e.gdl")
+    exported, with_key = exported_graph(model, graph, [given])
+    assert not with_key
+    fn = model.compile(graph)
+    rng = np.random.default_rng(0)
+    for shape in shapes:
+        x = rng.normal(size=shape).astype(np.float32)
+        v = fn.init(jax.random.key(3), x)
+        got = exported.call(v["params"], v.get("stats", {}), x)
+        np.testing.assert_allclose(got, fn(v, x), rtol=1e-5, atol=1e-6)
+
+
+def test_export_of_a_sampling_graph_takes_a_key(tmp_path, capsys):
+    import jax
+
+    import graphdl
+    from graphdl.runtime.export import exported_graph
+    (tmp_path / "e.gdl").write_text(EXPORTABLE)
+    exported, with_key = exported_graph(graphdl.load(tmp_path / "e.gdl"), "noisy", ["x=B,3"])
+    assert with_key and "takes a key" in capsys.readouterr().err
+    x = np.zeros((4000, 3), np.float32)
+    z = np.asarray(exported.call({}, {}, jax.random.key_data(jax.random.key(0)), x))
+    assert abs(z.mean()) < 0.05 and abs(z.std() - 1) < 0.05
+
+
 def test_bench_prints_its_four_lines(tmp_path, capsys):
     path = make_project(tmp_path)
     code, stdout, err = run_in_process(capsys, "bench", path, "--steps", 5)

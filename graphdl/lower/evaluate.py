@@ -10,6 +10,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from graphdl.dims import Dim
 from graphdl.errors import GdlError, UserError
 from graphdl.ops import REGISTRY
 from graphdl.ops import distributions as D
@@ -30,6 +31,36 @@ class LowerCtx:
         self._draws = 0
         self.stat_names: dict[str, str] = {}
         self.score_terms: list = []  # (log_prob, node attrs) of score-function samples
+        self.dims: dict = {}  # symbolic dim name -> its size here (an int, or a jax.export symbol)
+
+    def size(self, d) -> object:
+        """A dim of the IR as a size for JAX: an int, or, when exporting with symbolic
+        shapes, an expression in jax.export's symbolic dims (`B`, `2 * B`)."""
+        d = Dim.of(d)
+        if d.is_int():
+            return int(d)
+        total = 0
+        for mono, coef in d.terms.items():
+            term = 1
+            for sym in mono:
+                if sym not in self.dims:
+                    raise ValueError(f"dim {sym} is not known here; give it a number")
+                term = term * self.dims[sym]
+            if coef.denominator != 1:
+                term = term // coef.denominator
+            total = total + term * coef.numerator if mono else total + int(coef)
+        return total
+
+    def bind_dims(self, shape, value) -> None:
+        """Learn each bare symbolic dim of an input from the array that came in."""
+        if shape is None:
+            return
+        for d, size in zip(shape, jnp.shape(value)):
+            d = Dim.of(d)
+            if not d.is_const() and len(d.terms) == 1:
+                (mono, coef), = d.terms.items()
+                if len(mono) == 1 and coef == 1:
+                    self.dims.setdefault(mono[0], size)
 
     def key(self):
         if self.base_key is None:
@@ -77,7 +108,7 @@ def lower_scan(ctx: LowerCtx, nid: int, n: dict, env: dict):
     for name in states:
         sid = body.graph["states"][name][0]
         snode = body.nodes[sid]
-        shape = tuple(int(d) for d in snode["shape"])
+        shape = tuple(ctx.size(d) for d in snode["shape"])
         init[name] = given.get(name, _initial(snode["attrs"]["init"], shape, jnp.float32))
     x_name = body.nodes[body.graph["inputs"][0]]["attrs"]["name"]
     base = ctx.base_key
@@ -94,6 +125,7 @@ def lower_scan(ctx: LowerCtx, nid: int, n: dict, env: dict):
         sub = LowerCtx(ctx.params, {**ctx.stats, **stats}, None if base is None else
                        jax.random.fold_in(jax.random.fold_in(base, nid), t), ctx.train,
                        ctx.stochastic)
+        sub.dims = dict(ctx.dims)
         values = run_ir(body, sub, {x_name: x_t}, state)
         nxt = {name: values[body.graph["states"][name][1]] for name in states}
         new_stats = {name: sub.stats[name] for name in stat_names}
@@ -115,7 +147,7 @@ def lower_sample(ctx: LowerCtx, n: dict, kwargs: dict):
     attrs = n["attrs"]
     family, estimator = attrs["family"], attrs["estimator"]
     p = {k: v for k, v in kwargs.items() if k != "baseline"}
-    shape = tuple(int(d) for d in n["shape"])
+    shape = tuple(ctx.size(d) for d in n["shape"])
     if not ctx.train and ctx.stochastic == "mean":
         return D.mean(family, p).astype(jnp.float32 if family != "categorical" else jnp.int32)
     if family in ("normal", "uniform") and estimator == "reparam":
@@ -178,6 +210,7 @@ def _lower_node(ctx: LowerCtx, nid: int, n: dict, env: dict, inputs: dict, state
     op = n["op"]
     attrs = n["attrs"]
     if op == "input":
+        ctx.bind_dims(n["shape"], inputs[attrs["name"]])
         return inputs[attrs["name"]]
     if op == "param":
         return ctx.params[attrs["name"]]

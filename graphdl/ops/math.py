@@ -240,7 +240,7 @@ def _reshape_infer(x, shape):
 
 
 register("reshape", "x, shape: dims", _reshape_infer,
-         lambda ctx, x, shape: jnp.reshape(x, tuple(int(d) for d in shape)))
+         lambda ctx, x, shape: jnp.reshape(x, tuple(ctx.size(d) for d in shape)))
 
 
 def _flatten_infer(x):
@@ -388,7 +388,8 @@ def _fill_infer(shape, dtype):
 
 
 def _fill(fn):
-    return lambda ctx, shape, dtype: fn(tuple(int(d) for d in shape), dtype=getattr(jnp, CASTS[dtype]))
+    return lambda ctx, shape, dtype: fn(tuple(ctx.size(d) for d in shape),
+                                        dtype=getattr(jnp, CASTS[dtype]))
 
 
 register("zeros", "shape: dims, dtype: str = \"f32\"", _fill_infer, _fill(lambda s, dtype: jnp.zeros(s, dtype)))

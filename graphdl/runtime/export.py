@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import sys
+
 import jax
 import jax.numpy as jnp
 
 from graphdl.cli import CliError
 from graphdl.dims import TensorType
 from graphdl.lower import LowerCtx, init_params, run_ir
+from graphdl.lower.evaluate import NeedsKey
 from graphdl.passes.check import build_graph_ir
 
 DTYPES = {"f32": jnp.float32, "i32": jnp.int32, "bool": jnp.bool_, "f16": jnp.float16,
@@ -16,6 +19,13 @@ DTYPES = {"f32": jnp.float32, "i32": jnp.int32, "bool": jnp.bool_, "f16": jnp.fl
 
 def export_graph(model, name: str, shapes: list[str]) -> bytes:
     """StableHLO (MLIR text) of graph `name`: arguments are params, stats, then the inputs."""
+    exported, _ = exported_graph(model, name, shapes)
+    # the StableHLO module as MLIR text: readable, and loadable without flatbuffers
+    return exported.mlir_module().encode()
+
+
+def exported_graph(model, name: str, shapes: list[str]):
+    """(the `jax.export.Exported` of graph `name`, whether it takes a key)."""
     if name not in model.graphs:
         raise CliError(f"--graph {name}: no such graph; the graphs are {', '.join(model.graphs)}")
     gdef = model.program.graphs[name]
@@ -58,17 +68,27 @@ def export_graph(model, name: str, shapes: list[str]) -> bytes:
         raise CliError(f"{given_text}: {problems[0].message}")
     params, stats = init_params([ir_params], jax.random.key(0))
 
-    def fn(params, stats, *inputs):
-        ir = _ir_for(model, name, inputs)
-        ctx = LowerCtx(params, stats, None, train=False)
-        values = run_ir(ir, ctx, {a.name: x for a, x in zip(gdef.args, inputs)})
-        outs = [values[o] for o in ir.graph["outputs"]]
-        return outs[0] if len(outs) == 1 else tuple(outs)
+    def function(with_key: bool):
+        def fn(params, stats, *rest):
+            key = jax.random.wrap_key_data(rest[0]) if with_key else None
+            inputs = rest[1:] if with_key else rest
+            ir = _ir_for(model, name, inputs)
+            ctx = LowerCtx(params, stats, key, train=False)
+            values = run_ir(ir, ctx, {a.name: x for a, x in zip(gdef.args, inputs)})
+            outs = [values[o] for o in ir.graph["outputs"]]
+            return outs[0] if len(outs) == 1 else tuple(outs)
+        return jax.jit(fn)
     p_spec = jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), params)
     s_spec = jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), stats)
-    exported = jax.export.export(jax.jit(fn))(p_spec, s_spec, *specs)
-    # the StableHLO module as MLIR text: readable, and loadable without flatbuffers
-    return exported.mlir_module().encode()
+    try:
+        return jax.export.export(function(False))(p_spec, s_spec, *specs), False
+    except NeedsKey:  # a sample in eval mode: the exported function takes the key's data
+        key_spec = jax.ShapeDtypeStruct(jax.random.key_data(jax.random.key(0)).shape, jnp.uint32)
+        exported = jax.export.export(function(True))(p_spec, s_spec, key_spec, *specs)
+        print(f"note: `{name}` draws random numbers: the exported function takes a key "
+              "(uint32 data of jax.random.key) after the parameters and statistics",
+              file=sys.stderr)
+        return exported, True
 
 
 def _ir_for(model, name, inputs):
