@@ -144,6 +144,22 @@ def _shared_statements(b: Builder, body: list, data_override: Record | None) -> 
     return settings
 
 
+def names_used(statements: list) -> set[str]:
+    """Every name read anywhere in these statements."""
+    found: set[str] = set()
+
+    def visit(node) -> None:
+        if isinstance(node, A.Name):
+            found.add(node.id)
+        if isinstance(node, A.Node) or isinstance(node, (list, tuple)):
+            children = node if isinstance(node, (list, tuple)) else vars(node).values()
+            for child in children:
+                if isinstance(child, (A.Node, list, tuple)):
+                    visit(child)
+    visit(statements)
+    return found
+
+
 def _is_call_of(node, name: str) -> bool:
     return isinstance(node, A.Call) and isinstance(node.func, A.Name) and node.func.id == name
 
@@ -282,17 +298,21 @@ def _evaluate(program, tdef: A.TrainDef, st: A.Evaluate, shared_env, diagnostics
         data = make_batch(b, target, batch, False, st.span)
         _shared_statements(b, tdef.body, data)
         metrics = {}
-        for s in st.body:
+        for i, s in enumerate(st.body):
             statement(b, s)
-            if isinstance(s, A.Assign):
-                for t in s.targets:
-                    v = b.scope.values.get(t)
-                    if isinstance(v, Tensor):
-                        if v.type.shape != ():
-                            b.error(f"metric `{t}` must be a scalar, but it is {v.type}", s.span,
-                                    hint="reduce it, e.g. with mean(...)")
-                        else:
-                            metrics[t] = v.node
+            if not isinstance(s, A.Assign):
+                continue
+            used_later = names_used(st.body[i + 1:])
+            for t in s.targets:
+                v = b.scope.values.get(t)
+                if not isinstance(v, Tensor) or t in used_later:
+                    continue  # an intermediate binding, not a metric
+                if v.type.shape != ():
+                    b.error(f"metric `{t}` must be a scalar, but it is {v.type}", s.span,
+                            hint="reduce it, e.g. with mean(...); a binding used by a later "
+                                 "line of the block is an intermediate and may have any shape")
+                else:
+                    metrics[t] = v.node
         every, unit = 1, "epoch"
         if st.every is not None:
             every = _int_setting(b, "every", b.expr(st.every), st.every.span, 1) or 1
