@@ -63,8 +63,17 @@ def source_lines(text: str) -> list[str]:
 
 
 def did_you_mean(word: str, candidates: Iterable[str]) -> str | None:
-    """A `did you mean ...?` hint from the closest candidate, or None."""
-    close = difflib.get_close_matches(word, sorted(set(candidates)), n=1, cutoff=0.6)
+    """A `did you mean ...?` hint from the closest candidate, or None.
+
+    Close spellings first (`relux` -> `relu`), then abbreviations: a candidate spelled by
+    the word's initials (`learning_rate` -> `lr`) or one that differs only in case.
+    """
+    names = sorted(set(candidates))
+    close = difflib.get_close_matches(word, names, n=1, cutoff=0.6)
+    if not close:
+        parts = [p for p in word.lower().split("_") if p]
+        initials = "".join(p[0] for p in parts) if len(parts) > 1 else None
+        close = [n for n in names if n == initials or n.lower() == word.lower()][:1]
     return f"did you mean `{close[0]}`?" if close else None
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 from graphdl.dims import Dim, TensorType, promote
+from graphdl.errors import did_you_mean
 from graphdl.ops._jax import jax, jnn, jnp, lax
 from graphdl.ops.registry import (
     ShapeError,
@@ -128,7 +129,8 @@ CASTS = {"f32": "float32", "f16": "float16", "bf16": "bfloat16", "f64": "float64
 
 def _cast_infer(x, dtype):
     if dtype not in CASTS:
-        raise ShapeError(f"unknown dtype {dtype!r}", "dtype", hint=f"dtypes are {', '.join(CASTS)}")
+        raise ShapeError(f"unknown dtype \"{dtype}\"", "dtype",
+                         hint=did_you_mean(dtype, CASTS) or f"dtypes are {', '.join(CASTS)}")
     return T(dtype, x.shape)
 
 

@@ -44,10 +44,13 @@ class Layout:
         self.file = file
         self.tokens: list[Token] = []
         self.position: dict[int, int] = {}
+        self.headers: dict[int, Token] = {}  # body `{` -> first token of its header
 
     def process(self, stream: Iterator[Token]) -> Iterator[Token]:
+        self.tokens, self.position, self.headers = [], {}, {}  # nothing stale on a lexer error
         self.tokens = self._classify(self._newlines(stream))
         self.position = {id(tok): i for i, tok in enumerate(self.tokens)}
+        self.headers = {}
         stack: list[tuple[Token, str]] = []
         for tok in self.tokens:
             self._track(stack, tok)
@@ -128,7 +131,7 @@ class Layout:
             if OPENERS[opener.value] != tok.value:
                 raise UserError(
                     f"expected '{OPENERS[opener.value]}' to close the "
-                    f"{describe_opener(opener, what)} opened at {opener.line}:{opener.column}, "
+                    f"{describe_opener(opener, what)} opened at {self.where(opener)}, "
                     f"found '{tok.value}'", token_span(tok, self.file))
             stack.pop()
 
@@ -146,12 +149,25 @@ class Layout:
             j = i
             while j > 0 and self.tokens[j - 1].type != "_NL" and self.tokens[j - 1].value != "{":
                 j -= 1
-            words = [t.value for t in self.tokens[j:j + 2] if t.type != "NAME" or j < i]
             first = self.tokens[j]
-            if first.type == "NAME":
+            if first.type == "NAME" or j == i:
                 return ""  # a record literal
-            return " ".join(w for w in words if w not in "({[")
+            self.headers[id(opener)] = first
+            name = self.tokens[j + 1]
+            if name.type == "NAME" and first.type != "_EVALUATE" and j + 1 < i:
+                return f"{first.value} {name.value}"
+            return first.value
         return ""
+
+    def previous(self, tok: Token) -> Token | None:
+        """The token before `tok`, newlines included."""
+        i = self.position.get(id(tok))
+        return self.tokens[i - 1] if i else None
+
+    def where(self, opener: Token) -> str:
+        """`line:col` of an opener; a body is opened where its header starts (`graph g`)."""
+        at = self.headers.get(id(opener), opener)
+        return f"{at.line}:{at.column}"
 
     def open_brackets(self, upto: Token | None) -> list[tuple[Token, str]]:
         """The brackets open just before `upto` (after all tokens when None)."""

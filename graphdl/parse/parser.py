@@ -152,7 +152,7 @@ def _eof_error(layout: Layout, file: str, text: str) -> UserError:
         close = {"(": ")", "[": "]", "{": "}"}[opener.value]
         return UserError(
             f"the file ended inside the {describe_opener(opener, what)} opened at "
-            f"{opener.line}:{opener.column}; a '{close}' is missing", end)
+            f"{layout.where(opener)}; a '{close}' is missing", end)
     return UserError("the file ended in the middle of a statement", end)
 
 
@@ -185,10 +185,16 @@ def _syntax_error(err: UnexpectedInput, layout: Layout, lark: Lark, file: str, t
         opener, what = closing[-1]
         close = {"(": ")", "[": "]", "{": "}"}[opener.value]
         if f"'{close}'" in words and opener.value != "{":
-            return UserError(
-                f"expected '{close}' to close the {describe_opener(opener, what)} opened at "
-                f"{opener.line}:{opener.column}, found {found}", span,
-                hint=_hint_for(tok, words, closing))
+            message = (f"expected '{close}' to close the {describe_opener(opener, what)} "
+                       f"opened at {layout.where(opener)}")
+            prev = layout.previous(tok)
+            if prev is not None and prev.end_line is not None and prev.end_line < tok.line:
+                # the bracket was most likely left open at the end of the earlier line
+                at = Span(file, prev.end_line, prev.end_column, prev.end_line,
+                          prev.end_column + 1)
+                return UserError(message, at, hint=f"the next line starts with `{tok.value}`; a "
+                                 "new line inside brackets does not end the statement")
+            return UserError(f"{message}, found {found}", span, hint=_hint_for(tok, words, closing))
     return UserError(f"expected {_join(words)}, found {found}", span,
                      hint=_hint_for(tok, words, closing))
 

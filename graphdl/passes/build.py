@@ -89,7 +89,8 @@ class Builder:
             self.scope = saved
 
     # -- lookups -------------------------------------------------------------
-    def lookup(self, name: str, span: Span):
+    def lookup(self, name: str, span: Span, called: bool = False):
+        """What `name` means here; `called` when it is written as a call (`relux(x)`)."""
         if name in self.scope.values:
             return self.scope.values[name]
         if name in self.scope.dims:
@@ -99,6 +100,9 @@ class Builder:
             return found
         candidates = list(self.scope.values) + [
             n for n in self.program.global_names() if n not in OPERATOR_NAMES]
+        if called:
+            return self.error(f"unknown operation `{name}`", span,
+                              did_you_mean(name, candidates))
         return self.error(f"undefined name `{name}`", span, did_you_mean(name, candidates))
 
     def bind(self, name: str, value, span: Span) -> None:
@@ -217,7 +221,7 @@ class Builder:
                        where, notes=[f"declared at {decl_span}"])
             return False
         env = {k: v for k, (v, _) in self.scope.dims.items()}
-        for d, a in zip(declared.shape, actual.shape):
+        for axis, (d, a) in enumerate(zip(declared.shape, actual.shape)):
             syms = d.symbols()
             if len(d.terms) == 1 and len(syms) == 1 and d == Dim(next(iter(syms))):
                 name = next(iter(syms))
@@ -233,12 +237,16 @@ class Builder:
                     env[name] = a
                 continue
             expected = d.substitute(env)
-            if expected != a:
-                self.error(f"{what} is {actual}, but {declared} is declared", where,
-                           notes=[f"dim {d} is {expected}, not {a}", f"declared at {decl_span}"])
-                return False
             if expected.is_const() and not expected.is_int():
-                self.error(f"dim {d} is {expected}, which is not a whole number", where)
+                self.error(f"dim {d} is {expected} here, which is not a whole number", where,
+                           notes=[f"declared at {decl_span}"],
+                           hint="a dim divided by a number must divide exactly")
+                return False
+            if expected != a:
+                shown = str(d) if expected == d else f"{d} = {expected}"
+                self.error(f"{what} is {actual}, but {declared} is declared", where,
+                           notes=[f"axis {axis} is {a} here, but {shown} is declared",
+                                  f"declared at {decl_span}"])
                 return False
         return True
 

@@ -35,7 +35,10 @@ class Special:
 
 
 def call(b: Builder, node: A.Call):
-    callee = b.expr(node.func)
+    if isinstance(node.func, A.Name):
+        callee = b.lookup(node.func.id, node.func.span, called=True)
+    else:
+        callee = b.expr(node.func)
     if isinstance(callee, Poison):
         return callee
     args = [b.expr(a) for a in node.args]
@@ -94,10 +97,12 @@ def inline_graph(b: Builder, ref: GraphRef, args, kwargs, span: Span, arg_spans,
         with b.in_scope(scope):
             if not bind_consts(b, ref, span):
                 return Poison()
-            for (arg, (value, vspan)) in zip(gdef.args, bound):
-                declared = b.resolve_type(arg.type)
-                if declared is None:
-                    return Poison()
+            # resolve every declared type before unifying any, so that a dim bound by one
+            # argument and contradicted by another is reported as bound twice
+            declared_types = [b.resolve_type(arg.type) for arg in gdef.args]
+            if any(t is None for t in declared_types):
+                return Poison()
+            for arg, declared, (value, vspan) in zip(gdef.args, declared_types, bound):
                 if not b.unify(declared, value.type, vspan, f"argument `{arg.name}` of "
                                f"{gdef.name}", arg.type.span):
                     return Poison()

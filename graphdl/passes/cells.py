@@ -44,8 +44,13 @@ def state_statement(b: Builder, st: A.State) -> None:
     b.bind(st.name, Tensor(nid, type_, f"state `{st.name}` (previous step)"), st.span)
 
 
-def build_cell(b: Builder, ref: GraphRef, step_type: TensorType, span: Span, instance: str):
-    """Elaborate one step of a cell into a new IR; returns (ir, out Tensor type, states)."""
+def build_cell(b: Builder, ref: GraphRef, step_type: TensorType, span: Span, instance: str,
+               symbolic: bool = False):
+    """Elaborate one step of a cell into a new IR; returns (ir, out Tensor type, states).
+
+    `symbolic` leaves constants without a value as symbols (checking the cell on its own);
+    a call site (`scan(xs, lstm)`) must give them, like any graph call.
+    """
     from graphdl.passes.calls import bind_consts, run_body
     gdef = ref.gdef
     body = new_ir(gdef.name)
@@ -54,7 +59,7 @@ def build_cell(b: Builder, ref: GraphRef, step_type: TensorType, span: Span, ins
     scope = Scope(instance, "cell")
     try:
         with b.in_scope(scope):
-            if not bind_consts(b, ref, span, symbolic=not b.program.concrete):
+            if not bind_consts(b, ref, span, symbolic=symbolic and not b.program.concrete):
                 return None
             if len(gdef.args) != 1:
                 b.error(f"a cell takes one input per step; `{gdef.name}` declares "
@@ -180,7 +185,7 @@ def check_cell(b: Builder, ref: GraphRef) -> None:
         bind_consts(b, ref, ref.gdef.span, symbolic=True)
         step = b.resolve_type(arg.type)
     if step is not None:
-        built = build_cell(b, ref, step, ref.gdef.span, ref.gdef.name)
+        built = build_cell(b, ref, step, ref.gdef.span, ref.gdef.name, symbolic=True)
         if built is not None:
             body, out_type, states = built
             b.g.graph["cell_body"] = body

@@ -75,11 +75,23 @@ def check_program(path: str, text: str, overrides: dict | None = None) -> Checke
     return checked
 
 
+def _within(inner, outer) -> bool:
+    return (inner.file == outer.file and inner != outer
+            and (outer.line, outer.col) <= (inner.line, inner.col)
+            and (inner.end_line, inner.end_col) <= (outer.end_line, outer.end_col))
+
+
+def _follow_on(d: Diagnostic, all_diagnostics: list[Diagnostic]) -> bool:
+    """An error about a value that failed already (`got a value`) next to the first error."""
+    return d.span is not None and d.message.endswith("got a value") and any(
+        o.span is not None and _within(o.span, d.span) for o in all_diagnostics)
+
+
 def _dedupe(program: Program) -> None:
     seen, out = set(), []
     for d in program.diagnostics:
         key = (d.message, d.span)
-        if key not in seen:
+        if key not in seen and not _follow_on(d, program.diagnostics):
             seen.add(key)
             out.append(d)
     out.sort(key=lambda d: (d.span.file != program.path, d.span.file, d.span.line, d.span.col)

@@ -102,9 +102,16 @@ class Program:
             return
         self.__dict__.setdefault("_imported", set()).add(key)
         try:
-            text = target.read_text()
-        except (OSError, UnicodeDecodeError) as err:
-            self.error(f"cannot read {use.path}: {getattr(err, 'strerror', None) or err}", use.span)
+            text = target.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            self.error(f"cannot find {use.path}", use.span,
+                       hint=f"looked for {target}; a path in a .gdl file is relative to that file")
+            return
+        except UnicodeDecodeError:
+            self.error(f"cannot read {use.path}: it is not UTF-8 text", use.span)
+            return
+        except OSError as err:
+            self.error(f"cannot read {use.path}: {err.strerror or err}", use.span)
             return
         shown = str(Path(importer).parent / use.path) if not importer.startswith("<") else use.path
         self._load(shown, text, stack, own=False)

@@ -1,0 +1,28 @@
+"""Shared fixtures of the front-end tests: check GDL text in-process."""
+
+from __future__ import annotations
+
+import textwrap
+
+import pytest
+
+from graphdl.passes.check import check_program
+
+
+def source(text: str) -> str:
+    """A test's GDL text: dedented, without the leading newline of a triple-quoted string."""
+    return textwrap.dedent(text).lstrip("\n")
+
+
+@pytest.fixture
+def check(tmp_path, monkeypatch):
+    """`check(text, name="m.gdl")` writes the file into a temporary working directory and
+    checks it there, so every span reads `m.gdl:LINE:COL`."""
+    monkeypatch.chdir(tmp_path)
+
+    def run(text: str, name: str = "m.gdl"):
+        text = source(text)
+        (tmp_path / name).write_text(text, encoding="utf-8")
+        return check_program(name, text)
+
+    return run
