@@ -228,24 +228,34 @@ def test_foreign_checkpoint_is_never_overwritten(tmp_path):
     assert foreign.read_bytes() == b"my own weights, not graphdl's"
 
 
-def test_an_existing_checkpoint_needs_resume_or_overwrite(straight, tmp_path, capsys):
+def test_a_checkpoint_of_another_source_needs_resume_or_overwrite(straight, tmp_path, capsys):
+    """Running the same file again starts afresh over its own checkpoint; a checkpoint of
+    another source (another model, or an edited file) is replaced only with --overwrite."""
     _, straight_out, result = straight
     assert result.returncode == 0
-    path = make_project(tmp_path)
+    path = make_project(tmp_path, TRAIN.replace("lr = 1e-2", "lr = 2e-2"))  # an edited file
     out = tmp_path / "out"
     (out / "checkpoint").mkdir(parents=True)
     original = (straight_out / "checkpoint" / "checkpoint.safetensors").read_bytes()
     (out / "checkpoint" / "checkpoint.safetensors").write_bytes(original)
     code, _, err = run_in_process(capsys, "run", path, "--out", out, "--quiet")
-    assert_user_error(code, err, "already holds a checkpoint (step 27)", "--resume", "--overwrite",
-                      one_line=False)
+    assert_user_error(code, err, "holds a checkpoint (step 27) of another .gdl source",
+                      "--resume", "--overwrite", one_line=False)
     assert (out / "checkpoint" / "checkpoint.safetensors").read_bytes() == original
+    assert not (out / "metrics.jsonl").exists()
     code, _, err = run_in_process(capsys, "run", path, "--out", out, "--quiet", "--overwrite",
                                   "--steps", 2)
     assert code == 0, err
     assert load_checkpoint(out / "checkpoint").step == 2
     records = (out / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(r)["step"] for r in records if '"train"' in r] == [1, 2]
+    # the same file again (another seed): a fresh run replaces its own checkpoint
+    code, _, err = run_in_process(capsys, "run", path, "--out", out, "--quiet", "--steps", 3,
+                                  "--set", "train.seed=2")
+    assert code == 0, err
+    assert load_checkpoint(out / "checkpoint").step == 3
+    records = (out / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(r)["step"] for r in records if '"train"' in r] == [1, 2, 3]
 
 
 def test_resume_without_a_checkpoint(tmp_path, capsys):

@@ -187,7 +187,7 @@ def run_training(model, train_name=None, out_dir=None, overrides=None, progress=
     settings = resolve_settings(plan, overrides or {})
     out = Path(out_dir) if out_dir else None
     if out is not None:  # before any work: never train for nothing, never clobber
-        check_out_dir(out, resume, overwrite)
+        check_out_dir(out, resume, overwrite, model.program.sources[model.path])
     trainer = Trainer(model, plan, settings)
     start = 0
     if resume and out is not None:
@@ -312,14 +312,15 @@ def _early(stop, ran: dict, best, bad):
     return best, bad, bad >= int(stop["patience"])
 
 
-def check_out_dir(out: Path, resume: bool, overwrite: bool) -> None:
-    """A run writes its checkpoint to OUT/checkpoint; refuse one it did not create.
+def check_out_dir(out: Path, resume: bool, overwrite: bool, source: str | None = None) -> None:
+    """A run writes its checkpoint to OUT/checkpoint; never clobber one it has no claim to.
 
-    A file there that is not a graphdl checkpoint is never overwritten; a graphdl
-    checkpoint is continued with `resume` or replaced with `overwrite`, and otherwise
-    left alone (a new run that failed would have destroyed it).
+    A file there that is not a graphdl checkpoint is never overwritten. A graphdl
+    checkpoint is continued with `resume`; one of the same .gdl source is replaced by a
+    fresh run (running a file again: another seed, another train block), but one of a
+    different source (another model, or an edited file) only with `overwrite`.
     """
-    from graphdl.runtime.checkpoint import checkpoint_path, is_graphdl_checkpoint
+    from graphdl.runtime.checkpoint import checkpoint_path, is_graphdl_checkpoint, source_hash
     if out.exists() and not out.is_dir():
         raise user_error(f"--out {out} is a file, not a folder")
     folder = out / "checkpoint"
@@ -339,10 +340,12 @@ def check_out_dir(out: Path, resume: bool, overwrite: bool) -> None:
         return
     import safetensors
     with safetensors.safe_open(str(file), framework="np") as f:
-        step = (f.metadata() or {}).get("step", "?")
-    raise user_error(f"{folder} already holds a checkpoint (step {step}); a new run would "
-                     "overwrite it",
-                     hint="continue it with --resume, start over with --overwrite, or choose "
+        meta = f.metadata() or {}
+    if source is not None and meta.get("source_hash") == source_hash(source):
+        return
+    raise user_error(f"{folder} holds a checkpoint (step {meta.get('step', '?')}) of another "
+                     ".gdl source; a new run would overwrite it",
+                     hint="continue it with --resume, replace it with --overwrite, or choose "
                           "another --out")
 
 
