@@ -7,6 +7,7 @@ polynomials are: `B` and `D` are different until a call binds them.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from fractions import Fraction
 
@@ -116,6 +117,9 @@ class Dim:
     def __str__(self) -> str:
         if not self.terms:
             return "0"
+        denominator = math.lcm(*(c.denominator for c in self.terms.values()))
+        if denominator > 1 and len(self.terms) > 1:  # (L - 1) / 2, not L / 2 - 1 / 2
+            return f"({self * denominator}) / {denominator}"
         parts = []
         for mono in sorted(self.terms, key=lambda m: (-len(m), m)):
             coef = self.terms[mono]

@@ -559,7 +559,8 @@ CASES = [
         """,
         [
             (11, 9, 'metric `accuracy` must be a scalar, but it is bool[256]',
-             'reduce it, e.g. with mean(...)'),
+             'reduce it, e.g. with mean(...); a binding used by a later line of the block is '
+             'an intermediate and may have any shape'),
         ],
         id="metric_not_scalar",
     ),

@@ -53,20 +53,21 @@ def _spatial(x, op):
 
 
 def _conv_out(size: Dim, k: int, stride: int, padding: str, dilation: int) -> Dim:
-    if padding == "same":
-        out = (size + stride - 1).floordiv(stride) if stride > 1 else size
-    elif padding == "valid":
-        span = (k - 1) * dilation + 1
-        out = (size - span).floordiv(stride)
-        out = out + 1 if out is not None else None
-        if size.is_int() and int(size) < span:
+    """Output length of a window; on a symbolic length, the exact quotient (`L / 2`), which
+    must divide once L is bound, as any `T / 2` (a known length rounds down as XLA does)."""
+    if padding not in ("same", "valid"):
+        raise ShapeError(f"padding must be \"same\" or \"valid\", got \"{padding}\"", "padding")
+    span = (k - 1) * dilation + 1
+    if size.is_int():
+        n = int(size)
+        if padding == "same":
+            return Dim(-(-n // stride))
+        if n < span:
             raise ShapeError(f"the window ({span}) is larger than the input ({size})")
-    else:
-        raise ShapeError(f"padding must be \"same\" or \"valid\", got {padding!r}", "padding")
-    if out is None:
-        raise ShapeError(f"the output size of a stride-{stride} window over {size} is not "
-                         "known symbolically; use padding=\"same\" or a known size")
-    return out
+        return Dim((n - span) // stride + 1)
+    if padding == "same":
+        return size / stride
+    return (size - span) / stride + 1
 
 
 def _conv_infer(x, filters, kernel, stride, padding, dilation, bias):
