@@ -779,6 +779,108 @@ CASES = [
         ],
         id="unknown_kw_graph",
     ),
+    pytest.param(
+        """\
+        cell step(tok: i32[B]) -> f32[B, 2, 8] {
+            return zeros([B, 2, 8])
+        }
+        graph g(bos: i32[B]) -> i32[B, 5] {
+            return generate(step, start = bos, steps = 5).out
+        }
+        """,
+        [
+            (5, 12, 'generate needs a cell that returns logits over the vocabulary, like f32[B, V]; `step` returns f32[B, 2, 8]',
+             'end the cell with a dense layer to the vocabulary size'),
+        ],
+        id="generate_logits",
+    ),
+    pytest.param(
+        """\
+        cell step[V](tok: i32[B]) -> f32[B, V] {
+            return embedding(tok, vocab = V, dim = V)
+        }
+        graph g(bos: i32[B]) -> i32[B, 5] {
+            return generate(step[10], start = bos, steps = 5, pick = greedy).out
+        }
+        """,
+        [
+            (5, 62, '`pick` of generate is argmax, sample or beam(k)',
+             'argmax takes the most likely token (greedy decoding)'),
+        ],
+        id="generate_pick",
+    ),
+    pytest.param(
+        """\
+        cell step[V](tok: i32[B]) -> f32[B, V] {
+            return embedding(tok, vocab = V, dim = V)
+        }
+        graph g(bos: f32[B]) -> i32[B, 5] {
+            return generate(step[10], start = bos, steps = 5).out
+        }
+        """,
+        [
+            (5, 31, '`start` of generate must be integer tokens like i32[B], got f32[B]',
+             None),
+        ],
+        id="generate_start",
+    ),
+    pytest.param(
+        """\
+        cell step[V](tok: i32[B]) -> f32[B, V] {
+            return embedding(tok, vocab = V, dim = V)
+        }
+        graph g(bos: i32[B]) -> i32[B, 5] {
+            return generate(step[10], start = bos, steps = 0).out
+        }
+        """,
+        [
+            (5, 44, '`steps` of generate must be a constant integer >= 1',
+             None),
+        ],
+        id="generate_steps",
+    ),
+    pytest.param(
+        """\
+        cell step[V](tok: i32[B]) -> f32[B, V] {
+            return embedding(tok, vocab = V, dim = V)
+        }
+        graph g(bos: i32[B]) -> i32[B, 5] {
+            return generate(step[10], start = bos, steps = 5, pick = beam(0)).out
+        }
+        """,
+        [
+            (5, 62, 'beam(k) needs one integer k >= 1, the beam width',
+             None),
+        ],
+        id="generate_beam",
+    ),
+    pytest.param(
+        """\
+        cell step[V](tok: i32[B]) -> f32[B, V] {
+            return embedding(tok, vocab = V, dim = V)
+        }
+        graph g(bos: i32[B]) -> i32[B, 5] {
+            return generate(step[10], steps = 5).out
+        }
+        """,
+        [
+            (5, 12, 'generate() is missing its argument `start`',
+             None),
+        ],
+        id="generate_missing",
+    ),
+    pytest.param(
+        """\
+        graph g(xs: f32[B, T, D]) -> f32[B, T, 8] {
+            return scan(xs, rnn[8], axis = "1").out
+        }
+        """,
+        [
+            (2, 29, '`axis` of scan must be a constant integer',
+             None),
+        ],
+        id="scan_axis",
+    ),
 ]
 
 

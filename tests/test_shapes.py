@@ -378,6 +378,49 @@ def test_a_cell_checked_on_its_own(check):
     assert str(body.nodes[out]["type"]) == "f32[B, H]"
 
 
+GENERATE = """\
+    cell dec[V, H](tok: i32[B]) -> f32[B, V] {
+        state h: f32[B, H] = zeros
+        e = embedding(tok, vocab = V, dim = 16)
+        h = tanh(dense(concat([e, h], -1), H))
+        return dense(h, V)
+    }
+    """
+
+
+@pytest.mark.parametrize("expression, expected", [
+    ("generate(d, start = bos, steps = 12, pick = argmax).out", "i32[B, 12]"),
+    ("generate(d, init = enc.state, start = bos, steps = 12).out", "i32[B, 12]"),
+    ("generate(dec[100, 32], start = bos, steps = 7, pick = sample).out", "i32[B, 7]"),
+    ("generate(d, start = bos, steps = 3, pick = beam(4)).state.h", "f32[B, 32]"),
+])
+def test_generate_result_types(check, expression, expected):
+    text = GENERATE + f"""\
+    graph g(src: f32[B, S, D], bos: i32[B]) {{
+        enc = scan(src, gru[32])
+        layer d = dec[100, 32]
+        return {expression}
+    }}
+    """
+    assert out_types(check, text) == [expected]
+
+
+def test_generate_node_keeps_the_cell_body(check):
+    result = checked_ok(check, GENERATE + """\
+    graph g(bos: i32[B]) -> i32[B, 5] {
+        return generate(dec[50, 8], start = bos, steps = 5, pick = beam(3)).out
+    }
+    """)
+    ir = result.irs["g"]
+    (node,) = [ir.nodes[n] for n in ir.nodes if ir.nodes[n]["op"] == "generate"]
+    assert node["attrs"]["steps"] == 5 and node["attrs"]["pick"] == ["beam", 3]
+    assert node["attrs"]["vocab"] == 50 and node["attrs"]["states"] == ["h"]
+    body = node["attrs"]["body"]
+    (out,) = body.graph["outputs"]
+    assert str(body.nodes[out]["type"]) == "f32[B, 50]"
+    assert "g.out.dec.out.dense.w" in params(result)
+
+
 # -- distributions --------------------------------------------------------------------------
 def test_sample_types_of_each_estimator(check):
     result = checked_ok(check, (SPEC / "stochastic.gdl").read_text())

@@ -42,7 +42,12 @@ def call(b: Builder, node: A.Call):
     if isinstance(callee, Poison):
         return callee
     args = [b.expr(a) for a in node.args]
-    kwargs = {k.name: b.expr(k.value) for k in node.kwargs}
+    if isinstance(callee, Special) and callee.name == "generate":
+        from graphdl.passes.cells import pick_value
+        kwargs = {k.name: pick_value(b, k.value) if k.name == "pick" else b.expr(k.value)
+                  for k in node.kwargs}
+    else:
+        kwargs = {k.name: b.expr(k.value) for k in node.kwargs}
     kw_spans = {k.name: k.span for k in node.kwargs}
     if len(kw_spans) != len(node.kwargs):
         seen = set()

@@ -125,11 +125,14 @@ def scan(b: Builder, args, kwargs, span, arg_spans, kw_spans):
     if not isinstance(ref, GraphRef) or ref.gdef.kind != "cell":
         return b.error(f"the second argument of scan must be a cell, got {describe(ref)}",
                        bound.span("cell"))
-    consts = {k: bound[k].value if isinstance(bound[k], Const) else None
-              for k in ("axis", "reverse", "unroll")}
-    if any(v is None for v in consts.values()):
-        return b.error("axis, reverse and unroll of scan must be constants", span)
-    axis = consts["axis"]
+    axis, reverse, unroll = (bound[k].value if isinstance(bound[k], Const) else None
+                             for k in ("axis", "reverse", "unroll"))
+    if not _is_int(axis):
+        return b.error("`axis` of scan must be a constant integer", bound.span("axis"))
+    if not isinstance(reverse, bool):
+        return b.error("`reverse` of scan must be true or false", bound.span("reverse"))
+    if not _is_int(unroll) or unroll < 1:
+        return b.error("`unroll` of scan must be an integer >= 1", bound.span("unroll"))
     if not -xs.type.rank <= axis < xs.type.rank:
         return b.error(f"axis {axis} is out of range for {xs.type}", bound.span("axis"))
     axis %= xs.type.rank
@@ -139,38 +142,127 @@ def scan(b: Builder, args, kwargs, span, arg_spans, kw_spans):
     if built is None:
         return Poison()
     body, out_type, states = built
-    inputs, arg_names = [xs], ["xs"]
-    init = bound["init"]
-    if init is not None and not (isinstance(init, Const) and init.value is None):
-        if not isinstance(init, Record):
-            return b.error(f"`init` must be a record of states like {{h = ...}}, got "
-                           f"{describe(init)}", bound.span("init"))
-        for name, value in init.fields.items():
-            if name not in states:
-                return b.error(f"{ref.gdef.name} has no state `{name}`", bound.span("init"),
-                               hint=f"its states are {', '.join(states) or 'none'}")
-            want = body.nodes[states[name][0]]["type"]
-            if not isinstance(value, Tensor) or value.type != want:
-                got = value.type if isinstance(value, Tensor) else describe(value)
-                return b.error(f"initial state `{name}` is {got}, but {ref.gdef.name} declares "
-                               f"{want}", bound.span("init"))
-            inputs.append(value)
-            arg_names.append(f"init.{name}")
+    inits = _initial_states(b, ref, body, states, bound["init"], bound.span("init"))
+    if inits is None:
+        return Poison()
     length = xs.type.shape[axis]
     out_stacked = TensorType(out_type.dtype, out_type.shape[:axis] + (length,) + out_type.shape[axis:]) \
         if axis <= out_type.rank else TensorType(out_type.dtype, (length,) + out_type.shape)
+    return _loop_node(b, "scan", [xs, *inits.values()], ["xs", *(f"init.{n}" for n in inits)],
+                      {"body": body, "axis": axis, "reverse": reverse, "unroll": unroll,
+                       "states": list(states)}, out_stacked, body, states, span)
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _initial_states(b: Builder, ref: GraphRef, body, states: dict, init, span: Span):
+    """`init = {h = ...}` (or a scan's final `state` record) -> {state name: Tensor}."""
+    if init is None or (isinstance(init, Const) and init.value is None):
+        return {}
+    if isinstance(init, Poison):
+        return None
+    if not isinstance(init, Record):
+        b.error(f"`init` must be a record of states like {{h = ...}}, got {describe(init)}", span)
+        return None
+    out = {}
+    for name, value in init.fields.items():
+        if name not in states:
+            b.error(f"{ref.gdef.name} has no state `{name}`", span,
+                    hint=f"its states are {', '.join(states) or 'none'}")
+            return None
+        want = body.nodes[states[name][0]]["type"]
+        if not isinstance(value, Tensor) or value.type != want:
+            got = value.type if isinstance(value, Tensor) else describe(value)
+            b.error(f"initial state `{name}` is {got}, but {ref.gdef.name} declares {want}", span)
+            return None
+        out[name] = value
+    return out
+
+
+def _loop_node(b: Builder, op: str, inputs, arg_names, attrs, out_type, body, states, span):
+    """A scan-like node: results (stacked outputs, *final states), read as a record."""
     state_types = {n: body.nodes[sid]["type"] for n, (sid, _) in states.items()}
-    result_types = (out_stacked, *state_types.values())
-    nid = b.node("scan", inputs, arg_names,
-                 {"body": body, "axis": axis, "reverse": consts["reverse"],
-                  "unroll": consts["unroll"], "states": list(states)}, result_types, span)
-    out = Tensor(add_node(b.g, "getitem", [nid], ["x"], {"index": 0}, out_stacked, span,
-                          b.scope.instance), out_stacked, f"the outputs of scan at {span.short()}")
+    nid = b.node(op, inputs, arg_names, attrs, (out_type, *state_types.values()), span)
+    out = Tensor(add_node(b.g, "getitem", [nid], ["x"], {"index": 0}, out_type, span,
+                          b.scope.instance), out_type, f"the outputs of {op} at {span.short()}")
     fields = {}
     for i, (name, t) in enumerate(state_types.items()):
         gid = add_node(b.g, "getitem", [nid], ["x"], {"index": i + 1}, t, span, b.scope.instance)
         fields[name] = Tensor(gid, t, f"the final state `{name}`")
     return Record({"out": out, "state": Record(fields)})
+
+
+PICKS = ("argmax", "sample", "beam")
+
+
+def generate(b: Builder, args, kwargs, span, arg_spans, kw_spans):
+    """`generate(cell, init = s, start = tokens, steps = N, pick = argmax)`: decoding.
+
+    The cell takes the previous token (`start`'s type, e.g. i32[B]) and returns logits
+    over the vocabulary (f32[B, V]); each step's pick is the next input. The result is
+    `{out: i32[B, N], state: {...}}`, a `generate` node with the cell's `body` like scan.
+    """
+    from graphdl.passes.specials import bind_special
+    bound = bind_special(b, "generate", "cell, init = None, start, steps, pick = \"argmax\"",
+                         args, kwargs, span, arg_spans, kw_spans)
+    if bound is None:
+        return Poison()
+    ref, start, steps, pick = bound["cell"], bound["start"], bound["steps"], bound["pick"]
+    if any(isinstance(v, Poison) for v in (ref, start, steps, pick)):
+        return Poison()
+    if not isinstance(ref, GraphRef) or ref.gdef.kind != "cell":
+        return b.error(f"the first argument of generate must be a cell, got {describe(ref)}",
+                       bound.span("cell"))
+    if not isinstance(start, Tensor) or start.type.dtype not in ("i32", "i64"):
+        got = start.type if isinstance(start, Tensor) else describe(start)
+        return b.error(f"`start` of generate must be integer tokens like i32[B], got {got}",
+                       bound.span("start"))
+    n = steps.value if isinstance(steps, Const) else None
+    if isinstance(n, Dim) and n.is_int():
+        n = int(n)
+    if not (_is_int(n) and n >= 1) and not (isinstance(n, Dim) and not n.is_const()):
+        return b.error("`steps` of generate must be a constant integer >= 1",
+                       bound.span("steps"))
+    choice = pick.value if isinstance(pick, Const) else None
+    if not (choice in ("argmax", "sample") or (isinstance(choice, list) and choice[:1] == ["beam"])):
+        return b.error("`pick` of generate is argmax, sample or beam(k)", bound.span("pick"))
+    instance = ref.instance or b.call_prefix(ref.gdef.name, None)
+    built = build_cell(b, ref, start.type, span, instance)
+    if built is None:
+        return Poison()
+    body, logits, states = built
+    if not (logits.is_float() and logits.rank == start.type.rank + 1
+            and logits.shape[:-1] == start.type.shape):
+        want = TensorType("f32", start.type.shape + (Dim("V"),))
+        return b.error(f"generate needs a cell that returns logits over the vocabulary, like "
+                       f"{want}; `{ref.gdef.name}` returns {logits}", span,
+                       hint="end the cell with a dense layer to the vocabulary size")
+    inits = _initial_states(b, ref, body, states, bound["init"], bound.span("init"))
+    if inits is None:
+        return Poison()
+    out_type = TensorType(start.type.dtype, start.type.shape + (Dim.of(n),))
+    return _loop_node(b, "generate", [start, *inits.values()],
+                      ["start", *(f"init.{n}" for n in inits)],
+                      {"body": body, "steps": n, "pick": choice, "vocab": logits.shape[-1],
+                       "states": list(states)}, out_type, body, states, span)
+
+
+def pick_value(b: Builder, node):
+    """generate's `pick = argmax | sample | beam(k)`, read from the syntax (`sample` is no
+    name in scope, and beam(k) no op)."""
+    if isinstance(node, A.Name) and node.id in ("argmax", "sample"):
+        return Const(node.id)
+    if isinstance(node, A.Call) and isinstance(node.func, A.Name) and node.func.id == "beam":
+        values = [b.expr(a) for a in node.args] + [b.expr(k.value) for k in node.kwargs
+                                                   if k.name == "k"]
+        if len(values) == 1 and len(node.args) + len(node.kwargs) == 1 and \
+                isinstance(values[0], Const) and _is_int(values[0].value) and values[0].value >= 1:
+            return Const(["beam", values[0].value])
+        return b.error("beam(k) needs one integer k >= 1, the beam width", node.span)
+    return b.error("`pick` of generate is argmax, sample or beam(k)", node.span,
+                   hint="argmax takes the most likely token (greedy decoding)")
 
 
 def check_cell(b: Builder, ref: GraphRef) -> None:

@@ -91,8 +91,8 @@ def _scan(b, args, kwargs, span, arg_spans, kw_spans):
 
 
 def _generate(b, args, kwargs, span, arg_spans, kw_spans):
-    return b.error("generate(...) is not supported yet in this version", span,
-                   hint="decode step by step with scan over a teacher-forced sequence")
+    from graphdl.passes.cells import generate
+    return generate(b, args, kwargs, span, arg_spans, kw_spans)
 
 
 def _dist(family: str):
