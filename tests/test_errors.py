@@ -1043,3 +1043,22 @@ def test_a_user_error_never_renders_a_traceback(check):
         """)
     text = render_all(result.diagnostics, result.program.sources)
     assert "Traceback" not in text and text.startswith("m.gdl:2:")
+
+
+@pytest.mark.xfail(strict=True, raises=TypeError,
+                   reason="graphdl/passes/train.py build_train reads settings['early_stop'] as a "
+                          "dict, but `early_stop = 3` stores a (value, span) tuple")
+def test_early_stop_assigned_a_constant_is_reported(check):
+    result = check("""\
+        data digits = dataset("digits")
+        graph mlp(x: f32[B, D]) -> f32[B, 10] {
+            return x |> dense(10)
+        }
+        train {
+            data = digits.train(batch = 32)
+            loss = mean(cross_entropy(mlp(data.x), data.y))
+            optimizer = adam(lr = 1e-3)
+            early_stop = 3
+        }
+        """)
+    assert [(d.span.line, d.span.col) for d in result.diagnostics] == [(9, 5)]

@@ -284,8 +284,20 @@ def _norm_axes(x):
     return tuple(range(x.rank - 1))
 
 
+def _feature_axis(x, op):
+    if x.rank < 1:
+        raise ShapeError(f"{op} normalises over a feature axis; got the scalar {x}", "x")
+
+
 def _bn_infer(x, momentum, eps):
     require_float(x, "batch_norm")
+    _feature_axis(x, "batch_norm")
+    return x
+
+
+def _ln_infer(x, eps):
+    require_float(x, "layer_norm")
+    _feature_axis(x, "layer_norm")
     return x
 
 
@@ -318,7 +330,7 @@ def _ln_lower(ctx, x, eps, scale, bias):
     return (x - m) * lax.rsqrt(v + eps) * scale + bias
 
 
-register("layer_norm", "x, eps: float = 1e-5", lambda x, eps: x, _ln_lower,
+register("layer_norm", "x, eps: float = 1e-5", _ln_infer, _ln_lower,
          weights=lambda x, eps: {"scale": Weight((x.shape[-1],), ("ones",)),
                                  "bias": Weight((x.shape[-1],), ("zeros",))})
 

@@ -336,7 +336,11 @@ def _slice_len(size: Dim, start, stop, step) -> Dim:
     if step == 0:
         raise ShapeError("a slice step cannot be zero")
     if size.is_int():
-        return Dim(len(range(*slice(start, stop, step).indices(int(size)))))
+        n = int(size)
+        bound = n + 1  # beyond the axis every bound acts alike; clamp huge ones for slice()
+        start, stop, step = (None if v is None else max(-bound, min(bound, v))
+                             for v in (start, stop, step))
+        return Dim(len(range(*slice(start, stop, step).indices(n))))
     if start in (None, 0) and stop is None and step in (None, 1):
         return size
     if start is None and stop is None and step == -1:

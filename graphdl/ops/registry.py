@@ -148,9 +148,9 @@ def norm_axis(axis: int, rank: int, arg: str = "axis") -> int:
         axis = int(axis)
     if isinstance(axis, bool) or not isinstance(axis, int):
         raise ShapeError(f"`{arg}` must be a known integer, got {axis}", arg)
-    if not -rank <= axis < max(rank, 1):
+    if not -rank <= axis < rank:
         raise ShapeError(f"axis {axis} is out of range for a tensor of rank {rank}", arg)
-    return axis % rank if rank else 0
+    return axis % rank
 
 
 def broadcast(a: TensorType, b: TensorType, what: str = "combine") -> tuple[Dim, ...]:
