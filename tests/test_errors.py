@@ -293,7 +293,7 @@ CASES = [
         """,
         [
             (2, 12, 'dense() is missing its argument `units`',
-             'its signature is dense(x, units: int, bias: bool = True)'),
+             'its signature is dense(x, units: int, bias: bool = true)'),
         ],
         id="missing_arg",
     ),
@@ -880,6 +880,179 @@ CASES = [
              None),
         ],
         id="scan_axis",
+    ),
+    pytest.param(
+        """\
+        graph g(x: f32[B, D]) -> f32[B, D] {
+            return x |> relu + 1
+        }
+        """,
+        [
+            (2, 22, '`|>` binds loosest, so `+` cannot follow its right side',
+             'put the pipe in parentheses: `(x |> f) + 1`'),
+        ],
+        id="pipe_precedence",
+    ),
+    pytest.param(
+        """\
+        data d = dataset("digits)
+        """,
+        [
+            (1, 18, 'this string is not closed on its line',
+             'a string ends with " on the line where it starts'),
+        ],
+        id="unterminated_string",
+    ),
+    pytest.param(
+        """\
+        graph g(x: f32[B, D]) => f32[B, D] {
+            return x
+        }
+        """,
+        [
+            (1, 23, "expected '->' or '{', found '='",
+             'the result type follows `->`'),
+        ],
+        id="arrow",
+    ),
+    pytest.param(
+        """\
+        graph g(x: f32[B, D]) -> f32[B, D] {
+            if x > 0 {
+                return x
+            }
+        }
+        """,
+        [
+            (2, 5, '`if` is not a GDL statement',
+             'GDL has no `if`: select with where(cond, a, b)'),
+        ],
+        id="if_statement",
+    ),
+    pytest.param(
+        """\
+        graph g(x: f32<B, D>) -> f32[B, D] {
+            return x
+        }
+        """,
+        [
+            (1, 15, "expected '[', found '<'",
+             'a tensor type is written dtype[dims], e.g. f32[B, D]'),
+        ],
+        id="angle_type",
+    ),
+    pytest.param(
+        """\
+        graph g(x: f32[B, D]) -> f32[B, D]
+            return x
+        }
+        """,
+        [
+            (1, 35, "expected '{' to start the body, found the end of the line",
+             "the body's '{' goes on the same line as its header"),
+        ],
+        id="missing_brace",
+    ),
+    pytest.param(
+        """\
+        graph café(x: f32[B, D]) -> f32[B, D] {
+            return x
+        }
+        """,
+        [
+            (1, 10, "unexpected character 'é'",
+             'names are ASCII letters, digits and `_`; other text belongs in a string or a comment'),
+        ],
+        id="non_ascii_name",
+    ),
+    pytest.param(
+        """\
+        graph g(x: f32[B, D]) -> f32[B, D] {
+            y = x x
+            return y
+        }
+        """,
+        [
+            (2, 11, "expected '}' or a new line, found 'x'",
+             'two values in a row: is an operator missing, or a new line?'),
+        ],
+        id="two_values",
+    ),
+    pytest.param(
+        """\
+        graph g(x: f32[B, D]) -> f32[B, D] {
+            y = x + x + x + x + x + x + x + x + x + x + x + x + x + x + x + x + x + x + x + x + x + x + x + x + x + x + x + x + x + x + x + x + x + x + x + x + x + x + x + x + x + x + x + x + x + x + x + x + x + x + x + x + x + x + x + x + x + x + x + x + x + x + x + x + x + x + x + x + x + x + x + x + x + x + x + x + x + x + x + x + x + x + x + x + x + x + x + x + x + x + x + x + x + x + x + x + x + x + x + x + x
+            return y
+        }
+        """,
+        [
+            (2, 5, 'this is nested too deeply (more than 100 levels)',
+             'split the expression into several named bindings'),
+        ],
+        id="deep_nesting",
+    ),
+    pytest.param(
+        """\
+        graph g(x: f32[B, D]) -> f32[B, D] {
+            y = 2 ** 100000
+            return x * y
+        }
+        """,
+        [
+            (2, 9, 'cannot compute `2 ** 100000`: the result is too large',
+             None),
+        ],
+        id="too_large",
+    ),
+    pytest.param(
+        """\
+        graph g(x: f32[B, D]) -> f32[B, D] {
+            return x + "1"
+        }
+        """,
+        [
+            (2, 12, 'cannot apply `+` to a tensor f32[B, D] and the string "1"',
+             'operators work on tensors and numbers'),
+        ],
+        id="string_plus",
+    ),
+    pytest.param(
+        """\
+        graph g(x: f32[B, 3]) -> f32[B, 4] {
+            param W: f32[3, 4] = glorot
+            param W: f32[3, 4] = zeros
+            return x @ W
+        }
+        """,
+        [
+            (3, 5, 'param `W` is declared twice',
+             'give each one its own name'),
+        ],
+        id="param_twice",
+    ),
+    pytest.param(
+        """\
+        graph g(x: f32[B, -3]) -> f32[B, 3] {
+            return x
+        }
+        """,
+        [
+            (1, 19, 'a dim cannot be negative, got -3',
+             None),
+        ],
+        id="negative_dim",
+    ),
+    pytest.param(
+        """\
+        graph g(x: f32[B, D]) -> f32[B, 0] {
+            return dense(x, 0)
+        }
+        """,
+        [
+            (2, 21, '`units` of dense() must be at least 1, got 0',
+             'its signature is dense(x, units: int, bias: bool = true)'),
+        ],
+        id="dense_zero",
     ),
 ]
 

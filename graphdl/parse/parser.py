@@ -163,9 +163,15 @@ def _syntax_error(err: UnexpectedInput, layout: Layout, lark: Lark, file: str, t
     if isinstance(err, UnexpectedCharacters):
         ch = text[err.pos_in_stream] if err.pos_in_stream < len(text) else "?"
         span = Span(file, err.line, err.column, err.line, err.column + 1)
+        if ch == '"':
+            return UserError("this string is not closed on its line", span,
+                             hint='a string ends with " on the line where it starts')
         hint = "strings use double quotes" if ch == "'" else None
         if ch == ";":
             hint = "statements are separated by new lines, not semicolons"
+        elif not ch.isascii():
+            hint = "names are ASCII letters, digits and `_`; other text belongs in a string " \
+                   "or a comment"
         return UserError(f"unexpected character {ch!r}", span, hint=hint)
     assert isinstance(err, UnexpectedToken)
     tok: Token = err.token
@@ -174,7 +180,7 @@ def _syntax_error(err: UnexpectedInput, layout: Layout, lark: Lark, file: str, t
     if tok.type == "_NL":
         span = Span(file, tok.line, tok.column, tok.line, tok.column + 1)
     closing = layout.open_brackets(tok)
-    special = _special_case(tok, set(err.expected), span, closing)
+    special = _special_case(tok, set(err.expected), span, closing, layout)
     if special is not None:
         return special
     expected = set(err.expected)
@@ -194,18 +200,50 @@ def _syntax_error(err: UnexpectedInput, layout: Layout, lark: Lark, file: str, t
                           prev.end_column + 1)
                 return UserError(message, at, hint=f"the next line starts with `{tok.value}`; a "
                                  "new line inside brackets does not end the statement")
-            return UserError(f"{message}, found {found}", span, hint=_hint_for(tok, words, closing))
+            return UserError(f"{message}, found {found}", span,
+                             hint=_hint_for(tok, words, closing, _statement_before(layout, tok)))
     return UserError(f"expected {_join(words)}, found {found}", span,
-                     hint=_hint_for(tok, words, closing))
+                     hint=_hint_for(tok, words, closing, _statement_before(layout, tok)))
 
 
-def _special_case(tok: Token, expected: set[str], span: Span, closing: list) -> UserError | None:
+NOT_GDL = {
+    "if": "GDL has no `if`: select with where(cond, a, b)",
+    "for": "GDL has no loops: run a cell over a sequence with scan(xs, cell)",
+    "while": "GDL has no loops: run a cell over a sequence with scan(xs, cell)",
+    "def": "define a graph with `graph name(x: f32[B, D]) -> f32[B, H] { ... }`",
+    "let": "bind a name with `name = value`", "var": "bind a name with `name = value`",
+    "import": "import with `use std.nn` or `use \"file.gdl\"`",
+}
+
+
+def _statement_before(layout: Layout, tok: Token) -> list[Token]:
+    """The tokens of tok's statement before it."""
+    out = []
+    prev = layout.previous(tok)
+    while prev is not None and prev.type != "_NL" and prev.value not in ("{", "}"):
+        out.append(prev)
+        prev = layout.previous(prev)
+    return out[::-1]
+
+
+def _special_case(tok: Token, expected: set[str], span: Span, closing: list,
+                  layout: Layout) -> UserError | None:
     """Mistakes common enough to deserve their own sentence."""
+    before = _statement_before(layout, tok)
     if tok.type == "_NL" and "LBRACE" in expected and not any(o.value in "([" for o, _ in closing) \
             and not expected & (EXPR_START | OPERATORS) - {"LBRACE"}:
         return UserError("expected '{' to start the body, found the end of the line", span,
                          hint="the body's '{' goes on the same line as its header")
-    if tok.type == "COMPARE" and "COMPARE" not in expected:
+    if len(before) == 1 and before[0].type == "NAME" and before[0].value in NOT_GDL:
+        return UserError(f"`{before[0].value}` is not a GDL statement",
+                         token_span(before[0], span.file), hint=NOT_GDL[before[0].value])
+    if not before and tok.type == "NAME" and tok.value in NOT_GDL and expected & TOP_LEVEL:
+        return UserError(f"`{tok.value}` is not GDL", span, hint=NOT_GDL[tok.value])
+    if tok.type in OPERATORS and tok.type not in expected and any(t.value == "|>" for t in before):
+        return UserError(f"`|>` binds loosest, so `{tok.value}` cannot follow its right side",
+                         span, hint=f"put the pipe in parentheses: `(x |> f) {tok.value} 1`")
+    if tok.type == "COMPARE" and "COMPARE" not in expected and \
+            any(t.type == "COMPARE" for t in before):
         return UserError(f"comparisons do not chain: `a {tok.value} b {tok.value} c` is not allowed",
                          span, hint="compare two values at a time, with parentheses: (a == b) == c")
     if tok.type in TOP_LEVEL and not expected & TOP_LEVEL:
@@ -224,12 +262,19 @@ def _special_case(tok: Token, expected: set[str], span: Span, closing: list) -> 
     return None
 
 
-def _hint_for(tok: Token, words: list[str], closing: list) -> str | None:
+def _hint_for(tok: Token, words: list[str], closing: list, before: list[Token]) -> str | None:
+    if tok.value == "=" and "'->'" in words:
+        return "the result type follows `->`"
     if tok.value == "=" and "'='" not in words:
         return "`=` binds a name; to compare, write `==`"
+    if tok.value == ":" and "'='" in words:
+        return "a name is bound with `=`"
+    if tok.value == "<" and "'['" in words:
+        return "a tensor type is written dtype[dims], e.g. f32[B, D]"
     if tok.type == "_NL" and any(o.value in "([" for o, _ in closing):
         return "a bracket is still open here"
-    if tok.type in ("INT", "FLOAT", "NAME", "STRING") and "','" in words:
+    if tok.type in ("INT", "FLOAT", "NAME", "STRING") and "','" in words and \
+            any(o.value in "([" for o, _ in closing):
         return "is a ',' missing between two arguments?"
     if tok.type in ("INT", "FLOAT", "NAME", "STRING") and "a new line" in words:
         return "two values in a row: is an operator missing, or a new line?"

@@ -591,7 +591,7 @@ def signature_text(op) -> str:
     for a in op.args:
         text = a.name if a.kind == "tensor" else f"{a.name}: {a.kind}"
         if a.default is not REQUIRED:
-            text += f" = {a.default!r}"
+            text += f" = {gdl_literal(a.default) if a.default is not None else 'none'}"
         parts.append(text)
     return f"{op.name}({', '.join(parts)})"
 
