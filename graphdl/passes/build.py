@@ -26,6 +26,7 @@ from graphdl.ops import REGISTRY, ShapeError
 from graphdl.ops.math import OPERATOR_OPS
 from graphdl.ops.registry import check_constant
 from graphdl.parse import ast as A
+from graphdl.passes.folding import describe_value, fold, gdl_literal, is_number, plain
 from graphdl.passes.values import (
     Const,
     GraphRef,
@@ -293,7 +294,7 @@ class Builder:
         v = self.expr(node.operand)
         if isinstance(v, Poison):
             return v
-        if isinstance(v, Const) and _is_number(v.value):
+        if isinstance(v, Const) and is_number(v.value):
             return Const(-v.value)
         if not isinstance(v, Tensor):
             return self.error(f"cannot negate {describe_value(v)}", node.span)
@@ -304,61 +305,14 @@ class Builder:
         if isinstance(left, Poison) or isinstance(right, Poison):
             return Poison()
         if isinstance(left, Const) and isinstance(right, Const):
-            return self.fold(node, left.value, right.value)
+            return fold(self, node, left.value, right.value)
         if not all(isinstance(v, Tensor) or (isinstance(v, Const) and (
-                _is_number(v.value) or isinstance(v.value, bool))) for v in (left, right)):
+                is_number(v.value) or isinstance(v.value, bool))) for v in (left, right)):
             return self.error(f"cannot apply `{node.op}` to {describe_value(left)} and "
                               f"{describe_value(right)}", node.span,
                               hint="operators work on tensors and numbers")
         return self.apply_op(OPERATOR_OPS[node.op], [left, right], {}, node.span,
                              [node.left.span, node.right.span])
-
-    def fold(self, node: A.BinOp, a, b):
-        import operator as o
-        ops = {"+": o.add, "-": o.sub, "*": o.mul, "/": o.truediv, "**": o.pow, "%": o.mod,
-               "==": o.eq, "!=": o.ne, "<": o.lt, "<=": o.le, ">": o.gt, ">=": o.ge}
-        if node.op in ("==", "!=") and type(a) is type(b) and isinstance(a, (bool, str)):
-            return Const((a == b) == (node.op == "=="))
-        if node.op not in ops or not all(_is_number(v) for v in (a, b)):
-            return self.error(f"cannot apply `{node.op}` to {describe_value(Const(a))} and "
-                              f"{describe_value(Const(b))}", node.span,
-                              hint="operators work on tensors and numbers")
-        if _too_large(node.op, a, b):
-            return self.error(f"cannot compute {self.text(node.span)}: the result is too large",
-                              node.span)
-        a, b = (int(v) if isinstance(v, Dim) and v.is_int() else v for v in (a, b))
-        if isinstance(a, Dim) or isinstance(b, Dim):
-            return self.fold_dims(node, a, b)
-        try:
-            if node.op == "/" and isinstance(a, int) and isinstance(b, int) and \
-                    not isinstance(a, bool) and b != 0 and a % b == 0:
-                return Const(a // b)  # keeps `T / 2` an integer where it divides
-            return Const(ops[node.op](a, b))
-        except OverflowError:
-            return self.error(f"cannot compute {self.text(node.span)}: the result is too large",
-                              node.span)
-        except (ZeroDivisionError, ValueError, TypeError) as err:
-            return self.error(f"cannot compute {self.text(node.span)}: {err}", node.span)
-
-    def fold_dims(self, node: A.BinOp, a, b):
-        """Arithmetic on symbolic dims: + - * with integers and dims, `/` by a number."""
-        ints = (int, Dim)
-        both = isinstance(a, ints) and isinstance(b, ints) and not isinstance(a, bool) \
-            and not isinstance(b, bool)
-        if both and node.op in "+-*":
-            return Const({"+": Dim.__add__, "-": Dim.__sub__, "*": Dim.__mul__}[node.op](
-                Dim.of(a), Dim.of(b)))
-        if both and node.op == "/" and isinstance(b, int) and b != 0:
-            return Const(Dim.of(a) / b)
-        if both and node.op == "**" and isinstance(b, int) and 0 <= b <= 8:
-            out = Dim(1)
-            for _ in range(b):
-                out = out * a
-            return Const(out)
-        sym = next(v for v in (a, b) if isinstance(v, Dim))
-        return self.error(f"cannot compute {self.text(node.span)} for a symbolic dim {sym}",
-                          node.span, hint="on dims, only + - * ** and division by a number "
-                          "are known before the dims are bound")
 
     def expr_Field(self, node: A.Field):
         base = self.expr(node.value)
@@ -489,7 +443,7 @@ class Builder:
                 if not isinstance(v, Const):
                     return self.error(f"argument `{a.name}` of {name}() must be a compile-time "
                                       f"constant, got {describe(v)}", spans.get(a.name, span))
-                value = _plain(v.value)
+                value = plain(v.value)
                 problem = check_constant(op, a, value)
                 if problem:
                     return self.error(problem, spans.get(a.name, span),
@@ -529,60 +483,6 @@ class Builder:
             return TupleV([Tensor(self.node("getitem", [Tensor(nid, t)], ["x"], {"index": i}, t, span),
                                   t, f"result {i} of {name}()") for i, t in enumerate(result)])
         return Tensor(nid, result, f"the result of {name}() at {span.short()}")
-
-
-def _is_number(v) -> bool:
-    """An int, float or dim; true and false are not numbers here."""
-    return isinstance(v, (int, float, Dim)) and not isinstance(v, bool)
-
-
-def gdl_literal(v) -> str:
-    """A constant as GDL writes it: true, "text", [1, 2], 2 * H."""
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, str):
-        return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
-    if isinstance(v, (list, tuple)):
-        return "[" + ", ".join(gdl_literal(x) for x in v) + "]"
-    return str(v)
-
-
-def describe_value(value) -> str:
-    """Like `describe`, but a constant shows its value: the string "a", the list [1, 2]."""
-    if isinstance(value, Const):
-        v = value.value
-        kind = ("" if isinstance(v, bool) else "the string " if isinstance(v, str) else
-                "the list " if isinstance(v, (list, tuple)) else "the dim " if isinstance(v, Dim)
-                and not v.is_int() else "the number " if _is_number(v) else "the value ")
-        return kind + gdl_literal(v)
-    return describe(value)
-
-
-MAX_INT_BITS = 4096  # constants beyond this are refused before they are computed
-
-
-def _too_large(op: str, a, b) -> bool:
-    """Whether `a op b` on Python numbers would build a huge integer (or take long to)."""
-    if not all(isinstance(v, (int, float)) for v in (a, b)):
-        return False
-    if op == "**":
-        if abs(a) <= 1 or b <= 0:
-            return False
-        if isinstance(a, float) or isinstance(b, float):
-            return b > 1e6  # floats overflow quickly; this only bounds the work
-        return a.bit_length() * b > MAX_INT_BITS
-    if op == "*" and isinstance(a, int) and isinstance(b, int):
-        return a.bit_length() + b.bit_length() > MAX_INT_BITS
-    return False
-
-
-def _plain(value):
-    """A dim known to be an integer becomes that int (also inside lists)."""
-    if isinstance(value, Dim) and value.is_int():
-        return int(value)
-    if isinstance(value, list):
-        return [_plain(v) for v in value]
-    return value
 
 
 def signature_text(op) -> str:
