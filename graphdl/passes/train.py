@@ -130,6 +130,11 @@ def _shared_statements(b: Builder, body: list, data_override: Record | None) -> 
             where = "inside a cell" if keyword == "state" else "in a graph or cell body"
             b.error(f"`{keyword}` is only allowed {where}", st.span)
             continue
+        if isinstance(st, A.Assign) and st.targets == ["early_stop"]:
+            b.error("early_stop is a statement, not a setting to assign", st.span,
+                    hint="write `early_stop(accuracy, patience = 5)` with a metric of an "
+                         "evaluate block")
+            continue
         statement(b, st)
         if isinstance(st, A.Assign) and len(st.targets) == 1:
             name = st.targets[0]
