@@ -1218,9 +1218,6 @@ def test_a_user_error_never_renders_a_traceback(check):
     assert "Traceback" not in text and text.startswith("m.gdl:2:")
 
 
-@pytest.mark.xfail(strict=True, raises=TypeError,
-                   reason="graphdl/passes/train.py build_train reads settings['early_stop'] as a "
-                          "dict, but `early_stop = 3` stores a (value, span) tuple")
 def test_early_stop_assigned_a_constant_is_reported(check):
     result = check("""\
         data digits = dataset("digits")
