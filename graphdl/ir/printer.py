@@ -15,6 +15,10 @@ def _type(t) -> str:
 
 
 def _attr(v) -> str:
+    if v is None:
+        return "none"
+    if isinstance(v, dict):
+        return "{" + ", ".join(f"{k} = {_attr(x)}" for k, x in v.items()) + "}"
     if isinstance(v, str):
         return f'"{v}"'
     if isinstance(v, (list, tuple)):
@@ -39,6 +43,8 @@ def format_ir(g: IR, indent: str = "") -> str:
                      f"{_type(n['type'])}{where}{loc}")
         if "body" in n["attrs"]:
             lines.append(format_ir(n["attrs"]["body"], indent + "    "))
+    if "cell_body" in g.graph:  # a cell checked on its own: its one-step body
+        lines.append(format_ir(g.graph["cell_body"], indent + "    "))
     delayed = [(a, b) for a, b, d in g.edges(data=True) if d.get("delay")]
     for a, b in delayed:
         lines.append(f"{indent}  %{a} -> %{b} (delay 1)")

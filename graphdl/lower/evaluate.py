@@ -220,6 +220,10 @@ def _lower_node(ctx: LowerCtx, nid: int, n: dict, env: dict, inputs: dict, state
         return states[attrs["name"]]
     if op == "getitem":
         return env[n["inputs"][0]][attrs["index"]]
+    if op == "generate":
+        raise GdlError([UserError("generate(...) is checked but cannot run yet in this version",
+                                  n["span"], hint="decode with scan over a teacher-forced "
+                                                  "sequence for now").diagnostic])
     if op == "scan":
         return lower_scan(ctx, nid, n, env)
     kwargs = _operands(n, env)

@@ -58,6 +58,7 @@ class Call(Node):
     args: list[Node]
     kwargs: list[Keyword]
     piped: bool = False  # written as `a |> f(...)`
+    stage: Span | None = None  # for a piped call, the `f(...)` part: where its errors point
 
 
 @dataclass

@@ -147,9 +147,10 @@ class ToAst(Transformer):
         left, right = c
         span = self.span(meta)
         if isinstance(right, A.Call):
-            return A.Call(span, right.func, [left, *right.args], right.kwargs, piped=True)
-        if isinstance(right, (A.Name, A.Field)):
-            return A.Call(span, right, [left], [], piped=True)
+            return A.Call(span, right.func, [left, *right.args], right.kwargs, piped=True,
+                          stage=right.span)
+        if isinstance(right, (A.Name, A.Field, A.Index)):
+            return A.Call(span, right, [left], [], piped=True, stage=right.span)
         raise UserError("the right side of `|>` must be a name or a call", right.span,
                         hint="write `x |> f` or `x |> f(a, b)`")
 

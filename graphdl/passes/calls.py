@@ -56,7 +56,7 @@ def call(b: Builder, node: A.Call):
                 return b.error(f"keyword `{k.name}` is given twice", k.span)
             seen.add(k.name)
     arg_spans = [a.span for a in node.args]
-    return invoke(b, callee, args, kwargs, node.span, arg_spans, kw_spans, node)
+    return invoke(b, callee, args, kwargs, node.stage or node.span, arg_spans, kw_spans, node)
 
 
 def invoke(b: Builder, callee, args, kwargs, span: Span, arg_spans, kw_spans, node=None,

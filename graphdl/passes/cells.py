@@ -24,6 +24,9 @@ from graphdl.passes.build import Builder, Scope
 from graphdl.passes.values import Const, GraphRef, Poison, Record, Tensor, describe
 
 
+STATE_INITIALIZERS = ("zeros", "ones")
+
+
 def state_statement(b: Builder, st: A.State) -> None:
     if b.scope.kind != "cell":
         b.error("`state` is only allowed inside a cell", st.span,
@@ -36,6 +39,11 @@ def state_statement(b: Builder, st: A.State) -> None:
     type_ = b.resolve_type(st.type)
     from graphdl.passes.calls import initializer
     init = initializer(b, st.init)
+    if init is not None and init[0] not in STATE_INITIALIZERS:
+        b.error(f"a state starts from {' or '.join(STATE_INITIALIZERS)}, not `{init[0]}`",
+                st.init.span, hint="start from zeros and let the first step set it, or pass "
+                                   "`init = {name = ...}` to scan")
+        init = None
     if type_ is None or init is None:
         b.bind(st.name, Poison(), st.span)
         return

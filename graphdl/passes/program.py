@@ -161,7 +161,7 @@ class Program:
         from graphdl.passes.specials import SPECIALS
         gdef = self.graphs.get(name) or self.std_graphs.get(name)
         if gdef is not None:
-            instance = name if trained and gdef.kind == "graph" and name in self.graphs else None
+            instance = name if trained and gdef.kind == "graph" else None
             return GraphRef(gdef, self.consts_for(gdef), instance)
         if name in self.data:
             return self.data[name]

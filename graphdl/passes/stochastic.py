@@ -23,6 +23,16 @@ from graphdl.passes.build import Builder
 from graphdl.passes.values import Const, DistV, Poison, Setting, Tensor, describe
 
 
+def _logits_from_probs(b: Builder, family: str, p: Tensor, span) -> Tensor:
+    """`probs = p` is stored as logits: log p (categorical) or log p - log(1 - p) (bernoulli)."""
+    log_p = b.apply_op("log", [p], {}, span, [span])
+    if family != "bernoulli":
+        return log_p
+    one_minus = b.apply_op("sub", [Const(1.0), p], {}, span, [span, span])
+    return b.apply_op("sub", [log_p, b.apply_op("log", [one_minus], {}, span, [span])], {},
+                      span, [span, span])
+
+
 def make_distribution(b: Builder, family: str, args, kwargs, span, arg_spans, kw_spans):
     fam = FAMILIES[family]
     params: dict[str, Tensor] = {}
@@ -48,6 +58,8 @@ def make_distribution(b: Builder, family: str, args, kwargs, span, arg_spans, kw
             v = b.const_tensor(float(v.value), s)
         if not isinstance(v, Tensor):
             return b.error(f"parameter `{n}` of {family}() must be a tensor, got {describe(v)}", s)
+        if n == "logits" and "probs" in kwargs and "logits" not in kwargs:
+            v = _logits_from_probs(b, family, v, s)
         params[n] = v
     try:
         event = params[fam.event_from].type

@@ -17,8 +17,9 @@ from graphdl.passes.calls import statement
 from graphdl.passes.values import Const, Poison, Record, Setting, SplitRef, Tensor, describe
 
 SETTINGS = {"epochs", "steps", "seed", "clip_grad_norm", "schedule", "weight_decay",
-            "optimizer", "loss", "early_stop", "data", "batch"}
-STEP_SETTINGS = {"loss", "optimizer", "over", "clip_grad_norm", "schedule", "weight_decay"}
+            "optimizer", "loss", "early_stop", "data"}
+# settings a `step` block may give for itself; the rest belong to the whole train block
+STEP_SETTINGS = ("clip_grad_norm", "schedule", "weight_decay")
 UNITS = {"epoch": "epoch", "epochs": "epoch", "step": "step", "steps": "step"}
 
 
@@ -122,8 +123,9 @@ def _shared_statements(b: Builder, body: list, data_override: Record | None) -> 
                 b.error("this expression's value is not used", st.span,
                         hint="bind it to a name, or use a setting like early_stop(accuracy)")
             continue
-        if isinstance(st, A.Assign) and st.targets == ["data"] and data_override is not None:
-            b.bind("data", data_override, st.span)
+        if data_override is not None and isinstance(st, A.Assign) and len(st.targets) == 1 \
+                and _reads_a_split(b, st.value):
+            b.bind(st.targets[0], data_override, st.span)  # evaluate: the batch is the eval split's
             continue
         if isinstance(st, (A.State, A.Param, A.Layer, A.Return)):
             keyword = {A.State: "state", A.Param: "param", A.Layer: "layer", A.Return: "return"}[type(st)]
@@ -163,6 +165,12 @@ def names_used(statements: list) -> set[str]:
                     visit(child)
     visit(statements)
     return found
+
+
+def _reads_a_split(b: Builder, node) -> bool:
+    """`digits.train(batch = 64)`: a call of a data source's split."""
+    return (isinstance(node, A.Call) and isinstance(node.func, A.Field)
+            and isinstance(node.func.value, A.Name) and node.func.value.id in b.program.data)
 
 
 def _is_call_of(node, name: str) -> bool:
@@ -282,8 +290,17 @@ def _step(b: Builder, st: A.Step) -> StepPlan:
     if opt is not None and not isinstance(opt, Setting):
         b.error(f"`optimizer` must be an optimizer like adam(lr = 1e-3), got {describe(opt)}", st.span)
         opt = None
+    own = {}
+    for name in STEP_SETTINGS:
+        value = b.scope.values.get(name)
+        if name in b.scope.values and value is not saved.get(name):
+            own[name] = value.value if isinstance(value, Const) else value
+    for s in st.body:
+        if isinstance(s, A.Assign) and s.targets[0] in ("epochs", "steps", "seed", "early_stop"):
+            b.error(f"`{s.targets[0]}` is a setting of the whole train block, not of a step",
+                    s.span, hint="move it out of the `step` block")
     b.scope.values = saved
-    return StepPlan(st.name, loss if loss is not None else -1, opt, over)
+    return StepPlan(st.name, loss if loss is not None else -1, opt, over, own)
 
 
 EVAL_BATCH = 256

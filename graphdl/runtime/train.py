@@ -92,9 +92,12 @@ class Trainer:
         self.params, self.stats = init_params(irs, jax.random.key(self.seed))
         frozen = frozen_names(irs)
         self.subsets = [self._subset(s.over, frozen) for s in plan.steps]
-        self.optimizers = [make_optimizer(s.optimizer, settings.get("schedule"), self.total_steps,
-                                          settings.get("clip_grad_norm"),
-                                          settings.get("weight_decay")) for s in plan.steps]
+        self.optimizers = [
+            make_optimizer(s.optimizer, s.settings.get("schedule", settings.get("schedule")),
+                           self.total_steps,
+                           s.settings.get("clip_grad_norm", settings.get("clip_grad_norm")),
+                           s.settings.get("weight_decay", settings.get("weight_decay")))
+            for s in plan.steps]
         self.opt_states = [tx.init({k: self.params[k] for k in sub})
                            for tx, sub in zip(self.optimizers, self.subsets)]
         self.iteration = jax.jit(self._iteration)
