@@ -23,7 +23,6 @@ from graphdl.parse import ast as A
 from graphdl.passes.build import Builder, Scope
 from graphdl.passes.values import Const, GraphRef, Poison, Record, Tensor, describe
 
-
 STATE_INITIALIZERS = ("zeros", "ones")
 
 
