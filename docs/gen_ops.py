@@ -7,8 +7,8 @@ Each generated section of language.md sits between `<!-- BEGIN GENERATED: NAME -
 `<!-- END GENERATED: NAME -->`; tests/test_docs.py fails when a section differs from what
 this script prints, so the tables cannot go stale: after changing an op, run `--write`.
 
-The one-line descriptions come from each op's `doc` in the registry; for ops registered
-without one, `FALLBACK_DOCS` below says what the op does (better: give the op a `doc`).
+The one-line descriptions are each op's `doc` in the registry (`register(..., doc="...")`
+in graphdl/ops/): an op is one registry entry, its documentation included.
 """
 
 from __future__ import annotations
@@ -30,78 +30,10 @@ SYNTAX_ONLY = {"index": "`x[...]`", "const": "a number literal"}
 
 _OPERATOR_OF = {op: sym for sym, op in OPERATOR_OPS.items()}
 
-FALLBACK_DOCS = {
-    "max_pool": "maximum over each window (default stride = window); with `indices = true` "
-                "also the i32 position of each maximum, for `max_unpool`",
-    "avg_pool": "mean over each window (default stride = window)",
-    "global_avg_pool": "mean over the spatial axes: `[B, ..., C]` -> `[B, C]`",
-    "global_max_pool": "maximum over the spatial axes: `[B, ..., C]` -> `[B, C]`",
-    "embedding": "look integer ids up in a learned `[vocab, dim]` table",
-    "dropout": "in training, zero each element with probability `rate` and scale the rest "
-               "by 1 / (1 - rate); identity in eval",
-    "layer_norm": "normalise over the last axis, with a learned scale and bias",
-    "random_flip": "in training, flip each example along `axis` with probability 1/2; "
-                   "identity in eval",
-    "random_crop": "in training, a random `size` crop of each example; a centre crop in eval",
-    "maximum": "element-wise maximum, broadcasting",
-    "minimum": "element-wise minimum, broadcasting",
-    "where": "`x` where `cond` is true, else `y`, broadcasting",
-    "neg": "`-x`",
-    "abs": "element-wise absolute value",
-    "square": "element-wise square",
-    "sqrt": "element-wise square root",
-    "leaky_relu": "`x` where positive, else `slope * x`",
-    "stop_gradient": "identity forward, zero gradient backward",
-    "clip": "clamp every element to `[lo, hi]`",
-    "softmax": "softmax along `axis`",
-    "log_softmax": "log of the softmax along `axis`, computed stably",
-    "cast": "convert to the dtype named by a string: `cast(x, \"f32\")`",
-    "onehot": "integer labels -> f32 one-hot vectors with `classes` entries (a new last axis)",
-    "sum": "sum over `axis` (every axis when left out); a bool tensor sums to i32",
-    "mean": "mean over `axis` (every axis when left out); an integer or bool tensor gives "
-            "f32; on a distribution, its mean (section 7)",
-    "max": "maximum over `axis` (every axis when left out)",
-    "min": "minimum over `axis` (every axis when left out)",
-    "prod": "product over `axis` (every axis when left out)",
-    "logsumexp": "log of the sum of exp over `axis` (every axis when left out), stably",
-    "argmax": "i32 index of the maximum along `axis` (the axis is removed)",
-    "argmin": "i32 index of the minimum along `axis` (the axis is removed)",
-    "reshape": "a new shape with the same element count (checked symbolically); one `-1` "
-               "is inferred",
-    "flatten": "`[B, ...]` -> `[B, product of the rest]`",
-    "concat": "join a list of tensors along `axis`; the other dims must match",
-    "stack": "stack equal-shaped tensors along a new `axis`",
-    "split": "split `axis` into `sections` equal parts: returns a tuple",
-    "transpose": "permute the axes (reverse them when `perm` is left out)",
-    "expand_dims": "insert an axis of size 1 at `axis`",
-    "squeeze": "remove the size-1 axis `axis`",
-    "index": "static integer indices and slices, NumPy style",
-    "take": "gather along `axis` with an integer tensor `i` (`v[i]` is `take(v, i)`)",
-    "const": "a scalar constant",
-    "zeros": "a tensor of zeros with the given shape",
-    "ones": "a tensor of ones with the given shape",
-    "arange": "i32 vector `[0, 1, ..., n - 1]`",
-}
-
-_UNARY_WORDS = {"exp": "exp", "log": "natural log", "tanh": "tanh", "sigmoid": "logistic sigmoid",
-                "relu": "max(x, 0)", "gelu": "GELU", "softplus": "log(1 + exp(x))",
-                "sin": "sine", "cos": "cosine", "elu": "ELU", "silu": "x * sigmoid(x)",
-                "log_sigmoid": "log(sigmoid(x)), computed stably"}
-
 
 def op_doc(op: Op) -> str:
-    """The one-line description of an op (registry doc first)."""
-    if op.doc:
-        return op.doc
-    if op.name in _OPERATOR_OF:
-        kind = "comparison, gives bool" if op.name in ("eq", "ne", "lt", "le", "gt", "ge") \
-            else "broadcasting"
-        if op.name == "matmul":
-            kind = "matrix product, batched over leading axes"
-        return f"`x {_OPERATOR_OF[op.name]} y`: {kind}"
-    if op.name in _UNARY_WORDS:
-        return f"element-wise {_UNARY_WORDS[op.name]} (float tensors)"
-    return FALLBACK_DOCS.get(op.name, "")
+    """The one-line description of an op: its registry `doc` (tests/test_docs.py requires one)."""
+    return op.doc
 
 
 def gdl_literal(value) -> str:

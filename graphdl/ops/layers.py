@@ -181,7 +181,9 @@ def _argmax_pair(a, b):
 
 
 register("max_pool", "x, window: ints = 2, stride: ints = None, padding: str = \"valid\", "
-         "indices: bool = false", _pool_infer, _max_pool_lower)
+         "indices: bool = false", _pool_infer, _max_pool_lower,
+         doc="maximum over each window (default stride = window); with `indices = true` also "
+             "the i32 position of each maximum, for `max_unpool`")
 
 
 def _avg_pool_lower(ctx, x, window, stride, padding):
@@ -192,7 +194,8 @@ def _avg_pool_lower(ctx, x, window, stride, padding):
 
 
 register("avg_pool", "x, window: ints = 2, stride: ints = None, padding: str = \"valid\"",
-         _pool_infer, _avg_pool_lower)
+         _pool_infer, _avg_pool_lower,
+         doc="mean over each window (default stride = window); padding is not counted")
 
 
 def _unpool_infer(y, idx, window):
@@ -229,9 +232,11 @@ def _global_infer(x):
 
 
 register("global_avg_pool", "x", _global_infer,
-         lambda ctx, x: jnp.mean(x, axis=tuple(range(1, x.ndim - 1))))
+         lambda ctx, x: jnp.mean(x, axis=tuple(range(1, x.ndim - 1))),
+         doc="mean over the spatial axes: `[B, ..., C]` -> `[B, C]`")
 register("global_max_pool", "x", _global_infer,
-         lambda ctx, x: jnp.max(x, axis=tuple(range(1, x.ndim - 1))))
+         lambda ctx, x: jnp.max(x, axis=tuple(range(1, x.ndim - 1))),
+         doc="maximum over the spatial axes: `[B, ..., C]` -> `[B, C]`")
 
 
 def _upsample_infer(x, factor):
@@ -259,7 +264,8 @@ def _embedding_infer(x, vocab, dim):
 
 register("embedding", "x, vocab: int, dim: int", _embedding_infer,
          lambda ctx, x, vocab, dim, w: jnp.take(w, x, axis=0),
-         weights=lambda x, vocab, dim: {"w": Weight((Dim(vocab), Dim(dim)), ("normal", 1.0))})
+         weights=lambda x, vocab, dim: {"w": Weight((Dim(vocab), Dim(dim)), ("normal", 1.0))},
+         doc="look integer ids up in a learned `[vocab, dim]` table (a new last axis)")
 
 
 # -- train-mode behaviour -------------------------------------------------------
@@ -277,7 +283,9 @@ def _dropout_lower(ctx, x, rate):
     return jnp.where(keep, x / (1.0 - rate), 0.0).astype(x.dtype)
 
 
-register("dropout", "x, rate: float = 0.5", _dropout_infer, _dropout_lower, random=True)
+register("dropout", "x, rate: float = 0.5", _dropout_infer, _dropout_lower, random=True,
+         doc="in training, zero each element with probability `rate` (in [0, 1)) and scale "
+             "the rest by 1 / (1 - rate); identity in eval")
 
 
 def _norm_axes(x):
@@ -321,7 +329,9 @@ def _bn_lower(ctx, x, momentum, eps, scale, bias, mean, var):
 
 
 register("batch_norm", "x, momentum: float = 0.9, eps: float = 1e-5", _bn_infer, _bn_lower,
-         weights=_bn_weights, stats=_bn_stats, doc="normalise over all axes but the last")
+         weights=_bn_weights, stats=_bn_stats,
+         doc="normalise over all axes but the last (batch statistics in training, the running "
+             "`mean` and `var` in eval), then a learned `scale` and `bias`")
 
 
 def _ln_lower(ctx, x, eps, scale, bias):
@@ -332,7 +342,8 @@ def _ln_lower(ctx, x, eps, scale, bias):
 
 register("layer_norm", "x, eps: float = 1e-5", _ln_infer, _ln_lower,
          weights=lambda x, eps: {"scale": Weight((x.shape[-1],), ("ones",)),
-                                 "bias": Weight((x.shape[-1],), ("zeros",))})
+                                 "bias": Weight((x.shape[-1],), ("zeros",))},
+         doc="normalise over the last axis, with a learned `scale` and `bias`")
 
 
 # -- augmentation: graph nodes active only in training --------------------------
@@ -373,7 +384,9 @@ def _flip_infer(x, axis):
     return x
 
 
-register("random_flip", "x, axis: int = 2", _flip_infer, _flip_lower, random=True)
+register("random_flip", "x, axis: int = 2", _flip_infer, _flip_lower, random=True,
+         doc="in training, flip each example along `axis` (2: the width of `[B, H, W, C]`) "
+             "with probability 1/2; identity in eval")
 
 
 def _crop_infer(x, size):
@@ -401,7 +414,8 @@ def _crop_lower(ctx, x, size):
     return jax.vmap(one)(x, *starts)
 
 
-register("random_crop", "x, size: ints", _crop_infer, _crop_lower, random=True)
+register("random_crop", "x, size: ints", _crop_infer, _crop_lower, random=True,
+         doc="in training, a random `size` crop of each example; a centre crop in eval")
 
 
 def _noise_lower(ctx, x, std):
@@ -411,4 +425,4 @@ def _noise_lower(ctx, x, std):
 
 
 register("noise", "x, std: float = 0.1", lambda x, std: x, _noise_lower, random=True,
-         doc="add Gaussian noise in training")
+         doc="in training, add Gaussian noise of standard deviation `std`; identity in eval")

@@ -46,11 +46,25 @@ def _arith_rule(verb: str, name: str):
 
 for _name, (_verb, _fn) in ARITHMETIC.items():
     register(_name, "x, y", _arith_rule(_verb, _name),
-             lambda ctx, x, y, _fn=_fn: _fn(x, y))
+             lambda ctx, x, y, _fn=_fn: _fn(x, y),
+             doc={"add": "`x + y`, broadcasting",
+                  "sub": "`x - y`, broadcasting",
+                  "mul": "`x * y`, broadcasting",
+                  "div": "`x / y`, broadcasting; true division (integers give f32)",
+                  "pow": "`x ** y`, broadcasting",
+                  "mod": "`x % y`, broadcasting (the remainder has the sign of `y`)",
+                  "maximum": "element-wise maximum, broadcasting",
+                  "minimum": "element-wise minimum, broadcasting"}[_name])
 
 for _name, _fn in COMPARISONS.items():
     register(_name, "x, y", lambda x, y: T("bool", broadcast(x, y, "compare")),
-             lambda ctx, x, y, _fn=_fn: _fn(x, y))
+             lambda ctx, x, y, _fn=_fn: _fn(x, y),
+             doc={"eq": "`x == y`, broadcasting; gives bool",
+                  "ne": "`x != y`, broadcasting; gives bool",
+                  "lt": "`x < y`, broadcasting; gives bool",
+                  "le": "`x <= y`, broadcasting; gives bool",
+                  "gt": "`x > y`, broadcasting; gives bool",
+                  "ge": "`x >= y`, broadcasting; gives bool"}[_name])
 
 
 def _matmul_infer(x, y):
@@ -68,7 +82,8 @@ def _matmul_infer(x, y):
     return T(promote(x.dtype, y.dtype), out)
 
 
-register("matmul", "x, y", _matmul_infer, lambda ctx, x, y: x @ y)
+register("matmul", "x, y", _matmul_infer, lambda ctx, x, y: x @ y,
+         doc="`x @ y`: matrix product over the last two axes, batched over the leading ones")
 
 
 def _where_infer(cond, x, y):
@@ -76,7 +91,8 @@ def _where_infer(cond, x, y):
     return T(promote(x.dtype, y.dtype), shape)
 
 
-register("where", "cond, x, y", _where_infer, lambda ctx, cond, x, y: jnp.where(cond, x, y))
+register("where", "cond, x, y", _where_infer, lambda ctx, cond, x, y: jnp.where(cond, x, y),
+         doc="`x` where `cond` is true, else `y`, broadcasting")
 
 
 # -- unary element-wise functions ---------------------------------------------
@@ -100,16 +116,32 @@ UNARY_FLOAT = {
     "log_sigmoid": lambda x: jnn.log_sigmoid(x),
 }
 for _name, _fn in UNARY_FLOAT.items():
-    register(_name, "x", _float_same(_name), lambda ctx, x, _fn=_fn: _fn(x))
+    register(_name, "x", _float_same(_name), lambda ctx, x, _fn=_fn: _fn(x),
+             doc={"exp": "element-wise exp (float tensors)",
+                  "log": "element-wise natural log (float tensors)",
+                  "tanh": "element-wise tanh (float tensors)",
+                  "sigmoid": "element-wise logistic sigmoid 1 / (1 + exp(-x)) (float tensors)",
+                  "relu": "element-wise max(x, 0) (float tensors)",
+                  "gelu": "element-wise GELU (float tensors)",
+                  "softplus": "element-wise log(1 + exp(x)) (float tensors)",
+                  "sqrt": "element-wise square root (float tensors)",
+                  "sin": "element-wise sine (float tensors)",
+                  "cos": "element-wise cosine (float tensors)",
+                  "elu": "element-wise ELU (float tensors)",
+                  "silu": "element-wise x * sigmoid(x) (float tensors)",
+                  "log_sigmoid": "element-wise log(sigmoid(x)), computed stably (float tensors)",
+                  }[_name])
 
-register("neg", "x", _same, lambda ctx, x: -x)
-register("abs", "x", _same, lambda ctx, x: jnp.abs(x))
-register("square", "x", _same, lambda ctx, x: jnp.square(x))
+register("neg", "x", _same, lambda ctx, x: -x, doc="`-x`")
+register("abs", "x", _same, lambda ctx, x: jnp.abs(x), doc="element-wise absolute value")
+register("square", "x", _same, lambda ctx, x: jnp.square(x), doc="element-wise square")
 register("leaky_relu", "x, slope: float = 0.01", lambda x, slope: x,
-         lambda ctx, x, slope: jnn.leaky_relu(x, slope))
-register("stop_gradient", "x", _same, lambda ctx, x: lax.stop_gradient(x))
+         lambda ctx, x, slope: jnn.leaky_relu(x, slope),
+         doc="`x` where positive, else `slope * x`")
+register("stop_gradient", "x", _same, lambda ctx, x: lax.stop_gradient(x),
+         doc="identity forward, zero gradient backward")
 register("clip", "x, lo: float, hi: float", lambda x, lo, hi: x,
-         lambda ctx, x, lo, hi: jnp.clip(x, lo, hi))
+         lambda ctx, x, lo, hi: jnp.clip(x, lo, hi), doc="clamp every element to `[lo, hi]`")
 
 
 def _softmax_infer(x, axis):
@@ -119,9 +151,10 @@ def _softmax_infer(x, axis):
 
 
 register("softmax", "x, axis: int = -1", _softmax_infer,
-         lambda ctx, x, axis: jnn.softmax(x, axis=axis))
+         lambda ctx, x, axis: jnn.softmax(x, axis=axis), doc="softmax along `axis`")
 register("log_softmax", "x, axis: int = -1", _softmax_infer,
-         lambda ctx, x, axis: jnn.log_softmax(x, axis=axis))
+         lambda ctx, x, axis: jnn.log_softmax(x, axis=axis),
+         doc="log of the softmax along `axis`, computed stably")
 
 CASTS = {"f32": "float32", "f16": "float16", "bf16": "bfloat16", "f64": "float64",
          "i32": "int32", "i64": "int64", "bool": "bool"}
@@ -135,7 +168,8 @@ def _cast_infer(x, dtype):
 
 
 register("cast", "x, dtype: str", _cast_infer,
-         lambda ctx, x, dtype: x.astype(getattr(jnp, CASTS[dtype])))
+         lambda ctx, x, dtype: x.astype(getattr(jnp, CASTS[dtype])),
+         doc="convert to the dtype named by a string: `cast(x, \"f32\")`")
 
 
 def _onehot_infer(x, classes):
@@ -145,7 +179,8 @@ def _onehot_infer(x, classes):
 
 
 register("onehot", "x, classes: int", _onehot_infer,
-         lambda ctx, x, classes: jnn.one_hot(x, classes))
+         lambda ctx, x, classes: jnn.one_hot(x, classes),
+         doc="integer labels -> f32 one-hot vectors with `classes` entries (a new last axis)")
 
 
 # -- reductions ---------------------------------------------------------------
@@ -178,7 +213,15 @@ for _name, _attr in REDUCTIONS.items():
         if _name == "logsumexp":
             return jax.scipy.special.logsumexp(x, axis=ax, keepdims=keepdims)
         return getattr(jnp, _name)(x, axis=ax, keepdims=keepdims)
-    register(_name, "x, axis: ints = None, keepdims: bool = false", _reduce_rule(_name), _lower)
+    register(_name, "x, axis: ints = None, keepdims: bool = false", _reduce_rule(_name), _lower,
+             doc={"sum": "sum over `axis` (every axis when left out); a bool tensor sums to i32",
+                  "mean": "mean over `axis` (every axis when left out); an integer or bool "
+                          "tensor gives f32; on a distribution, its mean (section 7)",
+                  "max": "maximum over `axis` (every axis when left out)",
+                  "min": "minimum over `axis` (every axis when left out)",
+                  "prod": "product over `axis` (every axis when left out)",
+                  "logsumexp": "log of the sum of exp over `axis` (every axis when left out), "
+                               "stably"}[_name])
 
 
 def _arg_rule(x, axis):
@@ -187,9 +230,11 @@ def _arg_rule(x, axis):
 
 
 register("argmax", "x, axis: int = -1", _arg_rule,
-         lambda ctx, x, axis: jnp.argmax(x, axis=axis).astype(jnp.int32))
+         lambda ctx, x, axis: jnp.argmax(x, axis=axis).astype(jnp.int32),
+         doc="i32 index of the maximum along `axis` (the axis is removed)")
 register("argmin", "x, axis: int = -1", _arg_rule,
-         lambda ctx, x, axis: jnp.argmin(x, axis=axis).astype(jnp.int32))
+         lambda ctx, x, axis: jnp.argmin(x, axis=axis).astype(jnp.int32),
+         doc="i32 index of the minimum along `axis` (the axis is removed)")
 
 
 # -- shape ops ----------------------------------------------------------------
@@ -242,7 +287,9 @@ def _reshape_infer(x, shape):
 
 
 register("reshape", "x, shape: dims", _reshape_infer,
-         lambda ctx, x, shape: jnp.reshape(x, tuple(ctx.size(d) for d in shape)))
+         lambda ctx, x, shape: jnp.reshape(x, tuple(ctx.size(d) for d in shape)),
+         doc="a new shape with the same element count (checked symbolically); one `-1` is "
+             "inferred")
 
 
 def _flatten_infer(x):
@@ -251,7 +298,8 @@ def _flatten_infer(x):
     return T(x.dtype, (x.shape[0], _product(x.shape[1:])))
 
 
-register("flatten", "x", _flatten_infer, lambda ctx, x: jnp.reshape(x, (x.shape[0], -1)))
+register("flatten", "x", _flatten_infer, lambda ctx, x: jnp.reshape(x, (x.shape[0], -1)),
+         doc="`[B, ...]` -> `[B, product of the rest]`")
 
 
 def _concat_infer(xs, axis):
@@ -271,7 +319,8 @@ def _concat_infer(xs, axis):
 
 
 register("concat", "xs: tensors, axis: int = -1", _concat_infer,
-         lambda ctx, xs, axis: jnp.concatenate(xs, axis=axis))
+         lambda ctx, xs, axis: jnp.concatenate(xs, axis=axis),
+         doc="join a list of tensors along `axis`; the other dims must match")
 
 
 def _stack_infer(xs, axis):
@@ -284,7 +333,8 @@ def _stack_infer(xs, axis):
 
 
 register("stack", "xs: tensors, axis: int = 0", _stack_infer,
-         lambda ctx, xs, axis: jnp.stack(xs, axis=axis))
+         lambda ctx, xs, axis: jnp.stack(xs, axis=axis),
+         doc="stack equal-shaped tensors along a new `axis`")
 
 
 def _split_infer(x, sections, axis):
@@ -297,7 +347,8 @@ def _split_infer(x, sections, axis):
 
 
 register("split", "x, sections: int, axis: int = -1", _split_infer,
-         lambda ctx, x, sections, axis: tuple(jnp.split(x, sections, axis=axis)))
+         lambda ctx, x, sections, axis: tuple(jnp.split(x, sections, axis=axis)),
+         doc="split `axis` into `sections` equal parts: returns a tuple")
 
 
 def _transpose_infer(x, perm):
@@ -309,7 +360,8 @@ def _transpose_infer(x, perm):
 
 
 register("transpose", "x, perm: ints = None", _transpose_infer,
-         lambda ctx, x, perm: jnp.transpose(x, perm))
+         lambda ctx, x, perm: jnp.transpose(x, perm),
+         doc="permute the axes (reverse them when `perm` is left out)")
 
 
 def _expand_infer(x, axis):
@@ -318,7 +370,8 @@ def _expand_infer(x, axis):
 
 
 register("expand_dims", "x, axis: int", _expand_infer,
-         lambda ctx, x, axis: jnp.expand_dims(x, axis))
+         lambda ctx, x, axis: jnp.expand_dims(x, axis),
+         doc="insert an axis of size 1 at `axis`")
 
 
 def _squeeze_infer(x, axis):
@@ -328,7 +381,8 @@ def _squeeze_infer(x, axis):
     return T(x.dtype, x.shape[:a] + x.shape[a + 1:])
 
 
-register("squeeze", "x, axis: int", _squeeze_infer, lambda ctx, x, axis: jnp.squeeze(x, axis))
+register("squeeze", "x, axis: int", _squeeze_infer, lambda ctx, x, axis: jnp.squeeze(x, axis),
+         doc="remove the size-1 axis `axis`")
 
 
 # -- indexing (built from the `x[...]` syntax) -----------------------------------
@@ -367,7 +421,8 @@ def _index_lower(ctx, x, subs):
     return x[key]
 
 
-register("index", "x, subs: any", _index_infer, _index_lower)
+register("index", "x, subs: any", _index_infer, _index_lower,
+         doc="static integer indices and slices `start:stop:step`, NumPy style")
 
 
 def _gather_infer(x, i, axis):
@@ -378,7 +433,8 @@ def _gather_infer(x, i, axis):
 
 
 register("take", "x, i, axis: int = 0", _gather_infer,
-         lambda ctx, x, i, axis: jnp.take(x, i, axis=axis))
+         lambda ctx, x, i, axis: jnp.take(x, i, axis=axis),
+         doc="gather along `axis` with an integer tensor `i` (`v[i]` is `take(v, i)`)")
 
 
 def _const_infer(value, dtype):
@@ -386,7 +442,8 @@ def _const_infer(value, dtype):
 
 
 register("const", "value: any, dtype: str = \"f32\"", _const_infer,
-         lambda ctx, value, dtype: jnp.asarray(value, dtype=getattr(jnp, CASTS[dtype])))
+         lambda ctx, value, dtype: jnp.asarray(value, dtype=getattr(jnp, CASTS[dtype])),
+         doc="a scalar constant")
 
 
 def _fill_infer(shape, dtype):
@@ -398,8 +455,10 @@ def _fill(fn):
                                         dtype=getattr(jnp, CASTS[dtype]))
 
 
-register("zeros", "shape: dims, dtype: str = \"f32\"", _fill_infer, _fill(lambda s, dtype: jnp.zeros(s, dtype)))
-register("ones", "shape: dims, dtype: str = \"f32\"", _fill_infer, _fill(lambda s, dtype: jnp.ones(s, dtype)))
+register("zeros", "shape: dims, dtype: str = \"f32\"", _fill_infer, _fill(lambda s, dtype: jnp.zeros(s, dtype)),
+         doc="a tensor of zeros with the given shape")
+register("ones", "shape: dims, dtype: str = \"f32\"", _fill_infer, _fill(lambda s, dtype: jnp.ones(s, dtype)),
+         doc="a tensor of ones with the given shape")
 def _arange_infer(n):
     if isinstance(n, Dim) and not n.is_const():
         return T("i32", (n,))
@@ -409,6 +468,7 @@ def _arange_infer(n):
 
 
 register("arange", "n: int", _arange_infer,
-         lambda ctx, n: jnp.arange(n, dtype=jnp.int32))
+         lambda ctx, n: jnp.arange(n, dtype=jnp.int32),
+         doc="i32 vector `[0, 1, ..., n - 1]`")
 
 PI = math.pi
