@@ -28,12 +28,23 @@ DTYPE_NAMES = {"float32": "f32", "float16": "f16", "bfloat16": "bf16", "float64"
 def load(path: str | Path, **consts) -> Model:
     """Parse and check a .gdl file; constants override graph constants (`H=256`)."""
     path = str(path)
-    return Model(check_program(path, Path(path).read_text(encoding="utf-8"), consts), path)
+    return _checked_model(check_program(path, Path(path).read_text(encoding="utf-8"), consts),
+                          path, consts)
 
 
 def loads(source: str, name: str = "<string>", **consts) -> Model:
     """Like `load`, from source text."""
-    return Model(check_program(name, source, consts), name)
+    return _checked_model(check_program(name, source, consts), name, consts)
+
+
+def _checked_model(checked: Checked, path: str, consts: dict) -> Model:
+    from graphdl.passes.program import unknown_override
+    model = Model(checked, path)
+    for key in consts:
+        problem = unknown_override(checked.program, key)
+        if problem:
+            raise TypeError(f"load(): {problem}")
+    return model
 
 
 def tensor_type(x) -> TensorType:
@@ -53,7 +64,8 @@ class Model:
 
     @property
     def graphs(self) -> list[str]:
-        return list(self.program.graphs)
+        """The graphs (not cells: a cell runs only under scan)."""
+        return [n for n, g in self.program.graphs.items() if g.kind == "graph"]
 
     def ir(self, name: str):
         """The networkx IR of a graph, with symbolic dims."""
@@ -61,7 +73,11 @@ class Model:
         return self.checked.irs[name]
 
     def _require(self, name: str) -> None:
-        if name not in self.program.graphs:
+        gdef = self.program.graphs.get(name)
+        if gdef is not None and gdef.kind == "cell":
+            raise KeyError(f"{name!r} is a cell (one time step); compile a graph that runs it "
+                           f"with scan(xs, {name})")
+        if gdef is None:
             raise KeyError(f"no graph named {name!r}; the graphs are {', '.join(self.graphs)}")
 
     def compile(self, name: str) -> CompiledGraph:
@@ -93,7 +109,12 @@ class Model:
         """Run the file's train block (`train` names one); settings override its own
         (`epochs=5`, `seed=1`). With `out`, write checkpoints and metrics there, like
         `graphdl run --out` (`resume`/`overwrite` as its flags)."""
+        from graphdl.passes.program import TRAIN_SETTINGS
         from graphdl.runtime.train import run_training
+        for key in settings:
+            if key not in TRAIN_SETTINGS:
+                raise TypeError(f"train() has no setting `{key}`; the settings are "
+                                f"{', '.join(TRAIN_SETTINGS)}")
         return run_training(self, train_name=train, out_dir=out, overrides=settings,
                             progress=False, resume=resume, overwrite=overwrite)
 

@@ -1,4 +1,4 @@
-"""The `graphdl` command: check, show, run, bench, export, sample, gradvar.
+"""The `graphdl` command: check, show, run, bench, export.
 
 User errors print as compiler diagnostics and exit 2; `--debug` shows tracebacks.
 """
@@ -52,25 +52,13 @@ def parse_overrides(items: list[str]) -> dict:
     return out
 
 
-TRAIN_SETTINGS = ("epochs", "steps", "seed", "clip_grad_norm", "weight_decay")
-
-
 def validate_overrides(checked, overrides: dict) -> None:
     """Every --set key must name a graph constant or a train setting."""
-    from graphdl.errors import did_you_mean
-    program = checked.program
-    known = set()
-    for g in {**program.std_graphs, **program.graphs}.values():
-        for c in g.consts:
-            known.update({f"{g.name}.{c.name}", c.name})
-    for t in program.trains:
-        for s in TRAIN_SETTINGS:
-            known.update({f"{t.name or 'train'}.{s}", f"train.{s}", s})
+    from graphdl.passes.program import unknown_override
     for key in overrides:
-        if key not in known:
-            near = did_you_mean(key, known)
-            raise CliError(f"--set {key}: no graph constant or train setting is called `{key}`"
-                           + (f"; {near}" if near else ""))
+        problem = unknown_override(checked.program, key)
+        if problem:
+            raise CliError(f"--set {key}: {problem}")
 
 
 def load_checked(path: str, overrides: dict | None = None):

@@ -1232,3 +1232,56 @@ def test_early_stop_assigned_a_constant_is_reported(check):
         }
         """)
     assert [(d.span.line, d.span.col) for d in result.diagnostics] == [(9, 5)]
+
+
+def test_a_parameter_given_twice_under_two_names(check):
+    result = check("""\
+        graph g(l: f32[B, 3], p: f32[B, 3]) -> i32[B] {
+            a ~ categorical(logits = l, probs = p) by reinforce
+            return a
+        }
+        """)
+    assert [(d.span.line, d.span.col, d.message) for d in result.diagnostics] == [
+        (2, 33, "categorical() got `logits` twice (as `probs`)")]
+
+
+def test_nll_takes_integer_labels(check):
+    result = check("""\
+        graph g(logp: f32[B, 3], target: f32[B, 3]) -> f32[B] {
+            return nll(logp, target)
+        }
+        """)
+    assert [(d.span.line, d.message) for d in result.diagnostics] == [
+        (2, "nll takes integer labels, got f32[B, 3]")]
+
+
+def test_a_train_block_reads_one_split(check):
+    result = check("""\
+        graph net(x: f32[B, 64]) -> f32[B, 10] {
+            return x |> dense(10)
+        }
+        data digits = dataset("digits")
+        data ring = gaussian_ring(8, n = 2000)
+        train {
+            data = digits.train(batch = 16)
+            other = ring.train(batch = 8)
+            loss = mean(cross_entropy(net(data.x), data.y)) + mean(other.x)
+            steps = 3
+        }
+        """)
+    assert [(d.span.line, d.message) for d in result.diagnostics] == [
+        (8, "a train block reads one data split; this one already reads digits.train")]
+
+
+def test_over_may_name_a_std_nn_graph(check):
+    result = check("""\
+        data digits = dataset("digits")
+        train {
+            data = digits.train(batch = 16)
+            step fit {
+                loss = mean(cross_entropy(mlp(data.x), data.y))
+                over mlp
+            }
+        }
+        """)
+    assert result.diagnostics == []

@@ -38,7 +38,14 @@ def _nll_lower(ctx, logp, labels):
     return -jnp.take_along_axis(logp, labels[..., None], axis=-1)[..., 0]
 
 
-register("nll", "logp, labels", lambda logp, labels: _ce_infer(logp, labels), _nll_lower,
+def _nll_infer(logp, labels):
+    if labels.dtype not in ("i32", "i64"):
+        raise ShapeError(f"nll takes integer labels, got {labels}", "labels",
+                         hint="for target probabilities use cross_entropy(logits, probs)")
+    return _ce_infer(logp, labels)
+
+
+register("nll", "logp, labels", _nll_infer, _nll_lower,
          doc="negative log-likelihood from log-probabilities and i32 labels")
 
 

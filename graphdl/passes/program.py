@@ -237,6 +237,30 @@ class Program:
         return batch_of(b, split_ref, args, kwargs, span, kw_spans)
 
 
+TRAIN_SETTINGS = ("epochs", "steps", "seed", "clip_grad_norm", "weight_decay")
+
+
+def override_keys(program: Program) -> set[str]:
+    """What `--set K=V` (and `graphdl.load(path, K=V)`) may name."""
+    known = set()
+    for g in {**program.std_graphs, **program.graphs}.values():
+        for c in g.consts:
+            known.update({f"{g.name}.{c.name}", c.name})
+    for t in program.trains:
+        for s in TRAIN_SETTINGS:
+            known.update({f"{t.name or 'train'}.{s}", f"train.{s}", s})
+    return known
+
+
+def unknown_override(program: Program, key: str) -> str | None:
+    """None if `key` names a constant or setting, else what is wrong with it."""
+    known = override_keys(program)
+    if key in known:
+        return None
+    near = did_you_mean(key, known)
+    return f"no graph constant or train setting is called `{key}`" + (f"; {near}" if near else "")
+
+
 def literal(node: A.Node):
     """The Python value of a literal expression, or None."""
     if isinstance(node, (A.Num, A.Str, A.Bool)):

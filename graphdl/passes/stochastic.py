@@ -47,6 +47,9 @@ def make_distribution(b: Builder, family: str, args, kwargs, span, arg_spans, kw
             return b.error(f"{family}() has no parameter `{k}`", kw_spans.get(k, span),
                            hint=f"its parameters are {', '.join(names)}, shape"
                            + (f"; {did_you_mean(k, names)}" if did_you_mean(k, names) else ""))
+        if key in given:
+            return b.error(f"{family}() got `{key}` twice (as `{k}`)", kw_spans.get(k, span),
+                           hint="give the parameter once: logits or probs, loc or mu, ...")
         given[key] = (v, kw_spans.get(k, span))
     for n in names:
         if n not in given:

@@ -82,7 +82,12 @@ def batch_of(b: Builder, split_ref: SplitRef, args, kwargs, span, kw_spans):
     return make_batch(b, split_ref, batch.value, shuffle.value, span)
 
 
-def make_batch(b: Builder, split_ref: SplitRef, batch: int, shuffle: bool, span: Span) -> Record:
+def make_batch(b: Builder, split_ref: SplitRef, batch: int, shuffle: bool, span: Span):
+    if b.g.graph.get("batches"):
+        first = b.g.graph["batches"][0]
+        return b.error(f"a train block reads one data split; this one already reads "
+                       f"{first.source}.{first.split}", span,
+                       hint="combine the sources into one npz, or train in two files")
     fields, inputs = {}, {}
     for name, f in split_ref.source.source.fields.items():
         t = TensorType.make(f.dtype, (batch, *f.shape))
@@ -274,7 +279,7 @@ def _step(b: Builder, st: A.Step) -> StepPlan:
         if isinstance(s, A.Over):
             over = s.names
             for n in s.names:
-                if n not in b.program.graphs:
+                if n not in b.program.graphs and n not in b.program.std_graphs:
                     b.error(f"`over {n}`: no graph named `{n}` in this file", s.span,
                             did_you_mean(n, b.program.graphs))
         elif isinstance(s, (A.Step, A.Evaluate)):

@@ -37,7 +37,7 @@ def add_runtime_commands(sub) -> None:
     p.add_argument("file", metavar="FILE")
     p.add_argument("--graph", metavar="NAME", required=True)
     p.add_argument("--input", action="append", metavar="NAME=SHAPE", default=[],
-                   help="input shape, e.g. x=32,64 (default: symbolic dims kept)")
+                   help="each input's shape, e.g. x=B,64 (a name keeps that dim symbolic)")
     p.add_argument("--out", metavar="FILE")
     p.set_defaults(func=cmd_export)
 
