@@ -384,9 +384,9 @@ def _flip_infer(x, axis):
     return x
 
 
-register("random_flip", "x, axis: int = 2", _flip_infer, _flip_lower, random=True,
-         doc="in training, flip each example along `axis` (2: the width of `[B, H, W, C]`) "
-             "with probability 1/2; identity in eval")
+register("random_flip", "x, axis: int = -2", _flip_infer, _flip_lower, random=True,
+         doc="in training, flip each example along `axis` (-2: the width of `[B, H, W, C]`, "
+             "the length of `[B, L, C]`) with probability 1/2; identity in eval")
 
 
 def _crop_infer(x, size):
