@@ -118,7 +118,9 @@ def test_dim_arithmetic_in_a_signature_is_checked_once_bound(check):
         }
         """)
     (d,) = bad.diagnostics
-    assert d.message == "dim T / 2 is 9 / 2 here, which is not a whole number"
+    assert d.message == ("axis 1 of argument `y` of halve is declared `f32[B, T / 2]`, which "
+                         "makes it 9 / 2: not a whole number")
+    assert any(n.startswith("T = 9, bound at m.gdl:5:") for n in d.notes)
 
 
 def test_constants_are_dims(check):

@@ -239,8 +239,12 @@ class Builder:
                 continue
             expected = d.substitute(env)
             if expected.is_const() and not expected.is_int():
-                self.error(f"dim {d} is {expected} here, which is not a whole number", where,
-                           notes=[f"declared at {decl_span}"],
+                # name the bindings that made it fractional: they point at the call site
+                bound = [f"{k} = {v}, bound at {at}" for k, (v, at) in self.scope.dims.items()
+                         if at is not None and v.is_int()]
+                self.error(f"axis {axis} of {what} is declared {self.program.snippet(decl_span)},"
+                           f" which makes it {expected}: not a whole number", where,
+                           notes=bound[:3] + [f"declared at {decl_span}"],
                            hint="a dim divided by a number must divide exactly")
                 return False
             if expected != a:
