@@ -10,7 +10,7 @@ from graphdl.errors import Span, UserError
 from graphdl.parse import ast as A
 
 MAX_INT_DIGITS = 1000
-ESCAPES = {"\\": "\\", '"': '"', "n": "\n", "t": "\t", "r": "\r", "'": "'"}
+ESCAPES = {"\\": "\\", '"': '"', "n": "\n", "t": "\t", "r": "\r"}
 
 
 def unescape(token: Token, span: Span) -> str:
