@@ -135,6 +135,13 @@ def sample_statement(b: Builder, st: A.Sample) -> None:
     if baseline is not None and not (isinstance(baseline, Setting) and baseline.name == "moving_average"):
         if not isinstance(baseline, Tensor):
             b.error("`baseline` must be moving_average(decay) or a tensor", st.estimator.span)
+        else:
+            per_example = dist.type.shape[:1]
+            if baseline.type.shape not in ((), per_example) or not baseline.type.is_float():
+                b.error(f"a baseline is one value per example ({TensorType('f32', per_example)})"
+                        f", got {baseline.type}", st.estimator.span,
+                        hint="a baseline network ends in dense(1); take its [:, 0]")
+                baseline = None
     attrs = {"family": dist.family, "estimator": est_name, "name": st.target,
              "options": {k: v for k, v in est_args.items() if not isinstance(v, (Tensor, Setting))}}
     if isinstance(baseline, Setting):
