@@ -1285,3 +1285,18 @@ def test_over_may_name_a_std_nn_graph(check):
         }
         """)
     assert result.diagnostics == []
+
+
+def test_a_tensor_baseline_is_one_value_per_example(check):
+    result = check("""\
+        graph g(l: f32[B, 3], base: f32[7, 5]) -> i32[B] {
+            a ~ categorical(logits = l) by reinforce(baseline = base)
+            return a
+        }
+        graph h(l: f32[B, 3], base: f32[B]) -> i32[B] {
+            a ~ categorical(logits = l) by reinforce(baseline = base)
+            return a
+        }
+        """)
+    assert [(d.span.line, d.message) for d in result.diagnostics] == [
+        (2, "a baseline is one value per example (f32[B]), got f32[7, 5]")]
