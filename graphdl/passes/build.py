@@ -192,7 +192,7 @@ class Builder:
         if isinstance(node, A.Name):
             if node.id in self.scope.dims:
                 return self.scope.dims[node.id][0]
-            value = self.scope.values.get(node.id) or self.program.lookup_const(node.id)
+            value = self.scope.values.get(node.id)
             if isinstance(value, Const) and isinstance(value.value, (int, Dim)) \
                     and not isinstance(value.value, bool):
                 return Dim.of(value.value)

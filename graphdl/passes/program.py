@@ -171,9 +171,6 @@ class Program:
             return OpRef(name)
         return None
 
-    def lookup_const(self, name: str):
-        return None
-
     def global_names(self) -> list[str]:
         from graphdl.passes.specials import SPECIALS
         hidden = ("const", "index", "getitem")
