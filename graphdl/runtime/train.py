@@ -211,6 +211,14 @@ def run_training(model, train_name=None, out_dir=None, overrides=None, progress=
     ckpt_every, ckpt_unit = plan.checkpoint or (0, None)
     stopped = False
 
+    def at_boundary(unit: str, epoch: int) -> bool:
+        """Checkpoint and evaluate after an epoch or a step; True when early stopping fires."""
+        count = epoch if unit == "epoch" else step
+        if ckpt_unit == unit and count % ckpt_every == 0:
+            save(trainer, out, step, epoch, model)
+        ran = _evaluate_due(trainer, reporter, result, epoch, step, unit, evaluated)
+        return bool(ran) and early_stop_due(ran)
+
     def early_stop_due(ran: dict) -> bool:
         nonlocal best, bad_evals
         best, bad_evals, done = _early(stop, ran, best, bad_evals)
@@ -226,10 +234,7 @@ def run_training(model, train_name=None, out_dir=None, overrides=None, progress=
                 break
             if epoch != last_epoch:  # `epoch` epochs are complete, after `step` steps
                 last_epoch = epoch
-                if ckpt_unit == "epoch" and epoch % ckpt_every == 0:
-                    save(trainer, out, step, epoch, model)
-                ran = _evaluate_due(trainer, reporter, result, epoch, step, "epoch", evaluated)
-                if ran and early_stop_due(ran):
+                if at_boundary("epoch", epoch):
                     stopped = True
                     break
             key = jax.random.fold_in(key0, step)
@@ -244,10 +249,7 @@ def run_training(model, train_name=None, out_dir=None, overrides=None, progress=
                                      "lower the learning rate or add clip_grad_norm = 1.0")
                 rate = seen / max(time.perf_counter() - tic, 1e-9)
                 reporter.train(step, epoch, dict(zip([s.name for s in plan.steps], values.tolist())), rate)
-            if ckpt_unit == "step" and step % ckpt_every == 0:
-                save(trainer, out, step, epoch, model)
-            ran = _evaluate_due(trainer, reporter, result, epoch, step, "step", evaluated)
-            if ran and early_stop_due(ran):
+            if at_boundary("step", epoch):
                 stopped = True
                 break
         final_epoch = (step - 1) // trainer.per_epoch + 1 if step else 0
