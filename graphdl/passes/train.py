@@ -239,7 +239,6 @@ def build_train(program, tdef: A.TrainDef, diagnostics: list) -> TrainPlan | Non
                     steps.append(StepPlan("train", loss, opt, None))
         elif "loss" in b.scope.values and not isinstance(loss_value, Poison):
             b.error("with `step` blocks, each step has its own `loss`", b.scope.where["loss"])
-        shared_env = dict(b.scope.values)
         checkpoint = None
         for st in tdef.body:
             if isinstance(st, A.Checkpoint):
@@ -257,7 +256,7 @@ def build_train(program, tdef: A.TrainDef, diagnostics: list) -> TrainPlan | Non
     for _k, s in enumerate(steps):
         b.g.graph["outputs"].append(s.loss)
     batches = b.g.graph.get("batches", [])
-    evaluations = [e for e in (_evaluate(program, tdef, st, shared_env, diagnostics)
+    evaluations = [e for e in (_evaluate(program, tdef, st, diagnostics)
                                for st in tdef.body if isinstance(st, A.Evaluate)) if e]
     stop = settings.get("early_stop")
     if stop and not any(stop["metric"] in e.metrics for e in evaluations):
@@ -311,7 +310,7 @@ def _step(b: Builder, st: A.Step) -> StepPlan:
 EVAL_BATCH = 256
 
 
-def _evaluate(program, tdef: A.TrainDef, st: A.Evaluate, shared_env, diagnostics,
+def _evaluate(program, tdef: A.TrainDef, st: A.Evaluate, diagnostics,
               batch: int = EVAL_BATCH) -> EvalPlan | None:
     b = new_builder(program, f"evaluate {program.snippet(st.source.span).strip('`')}", diagnostics)
     with b.in_scope(Scope("", "train")):
@@ -350,6 +349,6 @@ def _evaluate(program, tdef: A.TrainDef, st: A.Evaluate, shared_env, diagnostics
     batches = b.g.graph.get("batches", [])
 
     def rebuild(size: int) -> EvalPlan | None:
-        return _evaluate(program, tdef, st, shared_env, [], size)
+        return _evaluate(program, tdef, st, [], size)
     return EvalPlan(target, every, unit, b.g, batches[0] if batches else None, metrics, st.span,
                     rebuild)
