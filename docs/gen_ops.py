@@ -17,11 +17,11 @@ import re
 import sys
 from pathlib import Path
 
+from graphdl.elaborate.specials import OPTIMIZERS, SCHEDULES
 from graphdl.ops import REGISTRY, Op
 from graphdl.ops.distributions import ESTIMATOR_KEYWORDS, ESTIMATORS, FAMILIES
 from graphdl.ops.math import OPERATOR_OPS
 from graphdl.ops.registry import REQUIRED, parse_signature
-from graphdl.passes.specials import OPTIMIZERS, SCHEDULES
 
 LANGUAGE_MD = Path(__file__).resolve().parent / "language.md"
 

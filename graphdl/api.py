@@ -16,10 +16,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from graphdl.dims import TensorType
+from graphdl.elaborate.check import Checked, build_graph_ir, check_program
 from graphdl.errors import GdlError, UserError
 from graphdl.lower import LowerCtx, init_params, param_specs, run_ir
 from graphdl.lower.evaluate import NeedsKey
-from graphdl.passes.check import Checked, build_graph_ir, check_program
 
 DTYPE_NAMES = {"float32": "f32", "float16": "f16", "bfloat16": "bf16", "float64": "f64",
                "int32": "i32", "int64": "i64", "bool": "bool"}
@@ -38,7 +38,7 @@ def loads(source: str, name: str = "<string>", **consts) -> Model:
 
 
 def _checked_model(checked: Checked, path: str, consts: dict) -> Model:
-    from graphdl.passes.program import unknown_override
+    from graphdl.elaborate.program import unknown_override
     model = Model(checked, path)
     for key in consts:
         problem = unknown_override(checked.program, key)
@@ -109,7 +109,7 @@ class Model:
         """Run the file's train block (`train` names one); settings override its own
         (`epochs=5`, `seed=1`). With `out`, write checkpoints and metrics there, like
         `graphdl run --out` (`resume`/`overwrite` as its flags)."""
-        from graphdl.passes.program import TRAIN_SETTINGS
+        from graphdl.elaborate.program import TRAIN_SETTINGS
         from graphdl.runtime.train import run_training
         for key in settings:
             if key not in TRAIN_SETTINGS:

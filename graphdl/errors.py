@@ -57,6 +57,11 @@ class UserError(Exception):
         self.diagnostic = Diagnostic(message, span, hint, list(notes))
 
 
+class CliError(Exception):
+    """A user error outside any .gdl source (a bad flag value, an unreadable file):
+    printed as `error: ...` with exit status 2."""
+
+
 def source_lines(text: str) -> list[str]:
     """The lines of a source as the parser counts them: only `\n` ends a line."""
     return [line.removesuffix("\r") for line in text.split("\n")]

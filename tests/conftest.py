@@ -6,7 +6,7 @@ import textwrap
 
 import pytest
 
-from graphdl.passes.check import check_program
+from graphdl.elaborate.check import check_program
 
 
 def source(text: str) -> str:

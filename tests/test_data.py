@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from graphdl.runtime import data_mnist
+from graphdl.runtime.data import mnist as data_mnist
 from graphdl.runtime.data import (
     SOURCES,
     DataError,

@@ -20,12 +20,12 @@ from pathlib import Path
 
 import pytest
 
+from graphdl.elaborate.check import check_program
+from graphdl.elaborate.specials import OPTIMIZERS, SCHEDULES, SPECIALS
+from graphdl.elaborate.train import SETTINGS
 from graphdl.errors import render_all
 from graphdl.ops import REGISTRY
 from graphdl.ops.distributions import ESTIMATORS, FAMILIES
-from graphdl.passes.check import check_program
-from graphdl.passes.specials import OPTIMIZERS, SCHEDULES, SPECIALS
-from graphdl.passes.train import SETTINGS
 from graphdl.runtime.data import DATASETS, SOURCES, open_source
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -265,7 +265,7 @@ def test_the_python_snippet_runs(monkeypatch):
 
 def _cli():
     """{command: [its options]} of the real argument parser."""
-    from graphdl.cli import build_parser
+    from graphdl.cli.main import build_parser
     parser = build_parser()
     sub = next(a for a in parser._actions if a.dest == "command")
     return {name: [o for a in p._actions for o in a.option_strings if o not in ("-h", "--help")]
@@ -273,7 +273,7 @@ def _cli():
 
 
 def test_every_command_and_flag_is_documented():
-    from graphdl.cli import build_parser
+    from graphdl.cli.main import build_parser
     section_16 = TEXT[TEXT.index("## 16. "):]
     top = [o for a in build_parser()._actions for o in a.option_strings if o not in ("-h", "--help")]
     assert all(o in README and o in section_16 for o in top), top
@@ -294,7 +294,7 @@ def test_known_problems_of_the_api_and_commands_still_reproduce():
 def test_fixed_api_and_command_problems_stay_fixed():
     """Former section 14 entries: the API checks its keys, cells do not compile, help is true."""
     import graphdl
-    from graphdl.cli import build_parser
+    from graphdl.cli.main import build_parser
     with pytest.raises(TypeError, match="did you mean `H`"):
         graphdl.loads("graph g[H = 2](x: f32[B]) -> f32[B] {\n    return x\n}\n", Hx=3)
     cell = graphdl.loads("cell c(x: f32[B, 3]) -> f32[B, 3] {\n    return x\n}\n")

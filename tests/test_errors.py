@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import pytest
 
+from graphdl.elaborate.check import check_program
 from graphdl.errors import render_all
-from graphdl.passes.check import check_program
 
 # (source, [(line, col, message, hint), ...]) -- every diagnostic of the file, in order
 CASES = [

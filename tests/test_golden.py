@@ -20,10 +20,10 @@ from pathlib import Path
 
 import pytest
 
+from graphdl.elaborate.check import check_program
+from graphdl.elaborate.values import Const, Setting
 from graphdl.errors import render_all
 from graphdl.ir import format_ir
-from graphdl.passes.check import check_program
-from graphdl.passes.values import Const, Setting
 
 GOLDEN = Path(__file__).resolve().parent / "golden"
 UPDATE = os.environ.get("GRAPHDL_UPDATE_GOLDEN") == "1"

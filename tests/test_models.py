@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 import graphdl
-from graphdl.passes.check import check_program
+from graphdl.elaborate.check import check_program
 from graphdl.runtime.train import run_training
 
 MODELS = Path(__file__).resolve().parents[1] / "models"

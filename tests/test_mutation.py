@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
+from graphdl.elaborate.check import check_program
 from graphdl.errors import render_all, source_lines
-from graphdl.passes.check import check_program
 
 ROOT = Path(__file__).resolve().parents[1]
 FILES = sorted([ROOT / "graphdl" / "std" / "nn.gdl", *(ROOT / "tests" / "spec").glob("*.gdl"),

@@ -1,0 +1,1 @@
+"""IR -> IR passes, run in order by `pipeline.run_passes`."""

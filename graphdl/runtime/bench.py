@@ -12,7 +12,7 @@ from graphdl.runtime.train import Trainer, pick_plan, resolve_settings
 
 def bench_file(model, train_name, overrides, steps: int = 50) -> dict:
     t0 = time.perf_counter()
-    from graphdl.passes.check import check_program
+    from graphdl.elaborate.check import check_program
     check_program(model.path, model.program.sources[model.path], overrides)
     front = time.perf_counter() - t0
     plan = pick_plan(model, train_name)

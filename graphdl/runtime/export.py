@@ -7,11 +7,11 @@ import sys
 import jax
 import jax.numpy as jnp
 
-from graphdl.cli import CliError
 from graphdl.dims import TensorType
+from graphdl.elaborate.check import build_graph_ir
+from graphdl.errors import CliError
 from graphdl.lower import LowerCtx, init_params, run_ir
 from graphdl.lower.evaluate import NeedsKey
-from graphdl.passes.check import build_graph_ir
 
 DTYPES = {"f32": jnp.float32, "i32": jnp.int32, "bool": jnp.bool_, "f16": jnp.float16,
           "bf16": jnp.bfloat16, "f64": jnp.float64, "i64": jnp.int64}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import optax
 
-from graphdl.passes.values import Setting
+from graphdl.elaborate.values import Setting
 
 
 def schedule(setting: Setting | None, lr: float, total_steps: int):

@@ -17,10 +17,10 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from graphdl.elaborate.train import TrainPlan
 from graphdl.errors import GdlError, UserError
 from graphdl.lower import LowerCtx, init_params, run_ir
 from graphdl.lower.init import frozen_names
-from graphdl.passes.train import TrainPlan
 from graphdl.runtime.data import batches, num_batches
 from graphdl.runtime.optim import make_optimizer
 from graphdl.runtime.surrogate import surrogate

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+from graphdl.elaborate.build import Builder
+from graphdl.elaborate.values import Const, Poison, Setting
 from graphdl.errors import Span, did_you_mean
 from graphdl.ops.registry import REQUIRED, parse_signature
-from graphdl.passes.build import Builder
-from graphdl.passes.values import Const, Poison, Setting
 
 # name -> signature of the keywords each accepts (optax names the optimizer itself)
 OPTIMIZERS = {
@@ -86,25 +86,25 @@ def _make(kind: str, table: dict, name: str):
 
 
 def _scan(b, args, kwargs, span, arg_spans, kw_spans):
-    from graphdl.passes.cells import scan
+    from graphdl.elaborate.cells import scan
     return scan(b, args, kwargs, span, arg_spans, kw_spans)
 
 
 def _generate(b, args, kwargs, span, arg_spans, kw_spans):
-    from graphdl.passes.cells import generate
+    from graphdl.elaborate.cells import generate
     return generate(b, args, kwargs, span, arg_spans, kw_spans)
 
 
 def _dist(family: str):
     def form(b, args, kwargs, span, arg_spans, kw_spans):
-        from graphdl.passes.stochastic import make_distribution
+        from graphdl.elaborate.stochastic import make_distribution
         return make_distribution(b, family, args, kwargs, span, arg_spans, kw_spans)
     return form
 
 
 def _dist_fn(fn: str):
     def form(b, args, kwargs, span, arg_spans, kw_spans):
-        from graphdl.passes.stochastic import dist_function
+        from graphdl.elaborate.stochastic import dist_function
         return dist_function(b, fn, args, kwargs, span)
     return form
 

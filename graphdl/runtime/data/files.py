@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .data_base import (
+from graphdl.runtime.data.base import (
     DataError,
     Field,
     Source,

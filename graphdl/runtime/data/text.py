@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .data_base import (
+from graphdl.runtime.data.base import (
     DataError,
     Field,
     Source,

@@ -44,7 +44,7 @@ def add_runtime_commands(sub) -> None:
 
 def _model(args):
     from graphdl.api import Model
-    from graphdl.cli import load_checked, parse_overrides
+    from graphdl.cli.main import load_checked, parse_overrides
     overrides = parse_overrides(getattr(args, "set", None))
     checked = load_checked(args.file, overrides)
     return Model(checked, args.file), overrides
@@ -92,7 +92,7 @@ def _load_npy(key: str, path: str):
     """One --input array: a plain .npy file (no pickles), or a one-line CliError."""
     import numpy as np
 
-    from graphdl.cli import CliError
+    from graphdl.errors import CliError
     where = f"--input {key}={path}"
     try:
         with open(path, "rb") as f:
@@ -127,7 +127,7 @@ def _read_inputs(model, name, items) -> list:
     are checked here, each a one-line error naming the file; anything subtler is left
     to the compiler's own diagnostic.
     """
-    from graphdl.cli import CliError
+    from graphdl.errors import CliError
     from graphdl.parse import ast as A
     gdef = model.program.graphs[name]
     arg_names = [a.name for a in gdef.args]

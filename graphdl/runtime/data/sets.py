@@ -1,7 +1,7 @@
 """`dataset(name, ...)`: the named, bundled or generated-locally data sets.
 
 Nothing here touches the network except `dataset("mnist")` without `path`, which lives
-in `data_mnist` and downloads only on the first `arrays()` call.
+in `mnist` and downloads only on the first `arrays()` call.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .data_base import (
+from graphdl.runtime.data.base import (
     DataError,
     Field,
     Source,
@@ -26,7 +26,7 @@ from .data_base import (
     want_split,
     want_str,
 )
-from .data_mnist import open_mnist
+from graphdl.runtime.data.mnist import open_mnist
 
 DEFAULT_SPLIT = (0.8, 0.2)
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from graphdl.elaborate.values import Const, Poison, Tensor
 from graphdl.parse import ast as A
-from graphdl.passes.values import Const, Poison, Tensor
 
 
 def _static_int(b, node: A.Node | None, what: str):

@@ -5,10 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from graphdl.dims import Dim
-from graphdl.errors import Span, did_you_mean
-from graphdl.parse import ast as A
-from graphdl.passes.build import INITIALIZERS, Builder, Scope
-from graphdl.passes.values import (
+from graphdl.elaborate.build import INITIALIZERS, Builder, Scope
+from graphdl.elaborate.values import (
     Const,
     DistV,
     GraphRef,
@@ -23,6 +21,8 @@ from graphdl.passes.values import (
     TupleV,
     describe,
 )
+from graphdl.errors import Span, did_you_mean
+from graphdl.parse import ast as A
 
 MAX_INLINE_DEPTH = 32
 
@@ -43,7 +43,7 @@ def call(b: Builder, node: A.Call):
         return callee
     args = [b.expr(a) for a in node.args]
     if isinstance(callee, Special) and callee.name == "generate":
-        from graphdl.passes.cells import pick_value
+        from graphdl.elaborate.cells import pick_value
         kwargs = {k.name: pick_value(b, k.value) if k.name == "pick" else b.expr(k.value)
                   for k in node.kwargs}
     else:
@@ -65,7 +65,7 @@ def invoke(b: Builder, callee, args, kwargs, span: Span, arg_spans, kw_spans, no
         return Poison()
     if isinstance(callee, OpRef):
         if callee.name == "mean" and args and isinstance(args[0], DistV):
-            from graphdl.passes.stochastic import dist_function
+            from graphdl.elaborate.stochastic import dist_function
             return dist_function(b, "mean", args, kwargs, span)
         return b.apply_op(callee.name, args, kwargs, span, arg_spans, instance, kw_spans)
     if isinstance(callee, GraphRef):
@@ -76,7 +76,7 @@ def invoke(b: Builder, callee, args, kwargs, span: Span, arg_spans, kw_spans, no
                       arg_spans + [callee.span] * len(callee.args), kw_spans, node,
                       callee.instance)
     if isinstance(callee, Special):
-        from graphdl.passes.specials import SPECIALS
+        from graphdl.elaborate.specials import SPECIALS
         return SPECIALS[callee.name](b, args, kwargs, span, arg_spans, kw_spans)
     if isinstance(callee, SplitRef):
         return b.program.batch_of(b, callee, args, kwargs, span, kw_spans)
@@ -212,11 +212,11 @@ def statement(b: Builder, st: A.Node) -> None:
         value = b.expr(st.value)
         assign(b, st.targets, value, st.span)
     elif isinstance(st, A.Sample):
-        from graphdl.passes.stochastic import sample_statement
+        from graphdl.elaborate.stochastic import sample_statement
         b.scope.binding = st.target
         sample_statement(b, st)
     elif isinstance(st, A.State):
-        from graphdl.passes.cells import state_statement
+        from graphdl.elaborate.cells import state_statement
         state_statement(b, st)
     elif isinstance(st, A.Param):
         param_statement(b, st)

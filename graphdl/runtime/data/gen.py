@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .data_base import (
+from graphdl.runtime.data.base import (
     Arrays,
     Field,
     Source,

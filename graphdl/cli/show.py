@@ -47,7 +47,7 @@ def to_dot(ir) -> str:
 
 
 def _graphs(checked, name):
-    from graphdl.cli import CliError
+    from graphdl.errors import CliError
     if name is None:
         return dict(checked.irs)
     if name in checked.irs:
@@ -56,7 +56,7 @@ def _graphs(checked, name):
 
 
 def show(checked, args) -> int:
-    from graphdl.cli import CliError
+    from graphdl.errors import CliError
     graphs = _graphs(checked, args.graph)
     if args.format in ("dot", "svg", "png"):
         if len(graphs) != 1:

@@ -20,14 +20,8 @@ from __future__ import annotations
 from contextlib import contextmanager
 
 from graphdl.dims import DTYPES, Dim, TensorType
-from graphdl.errors import Span, UserError, did_you_mean
-from graphdl.ir.graph import IR, add_node, new_ir
-from graphdl.ops import REGISTRY, ShapeError
-from graphdl.ops.math import OPERATOR_OPS
-from graphdl.ops.registry import check_constant
-from graphdl.parse import ast as A
-from graphdl.passes.folding import describe_value, fold, gdl_literal, is_number, plain
-from graphdl.passes.values import (
+from graphdl.elaborate.folding import describe_value, fold, gdl_literal, is_number, plain
+from graphdl.elaborate.values import (
     Const,
     GraphRef,
     ListV,
@@ -39,6 +33,12 @@ from graphdl.passes.values import (
     TupleV,
     describe,
 )
+from graphdl.errors import Span, UserError, did_you_mean
+from graphdl.ir.graph import IR, add_node, new_ir
+from graphdl.ops import REGISTRY, ShapeError
+from graphdl.ops.math import OPERATOR_OPS
+from graphdl.ops.registry import check_constant
+from graphdl.parse import ast as A
 
 # ops spelled as operators (`+`, `==`): never suggested for a misspelled name
 OPERATOR_NAMES = set(OPERATOR_OPS.values()) | {"neg"}
@@ -66,7 +66,7 @@ class Builder:
     """Elaborates graphs into one IR; collects diagnostics rather than stopping."""
 
     def __init__(self, program, ir: IR, diagnostics: list):
-        self.program = program  # graphdl.passes.program.Program
+        self.program = program  # graphdl.elaborate.program.Program
         self.g = ir
         self.diagnostics = diagnostics
         self.scope = Scope("")
@@ -353,7 +353,7 @@ class Builder:
             return self.error("a list takes one constant index", node.span)
         if not isinstance(base, Tensor):
             return self.error(f"{describe(base)} cannot be indexed", node.span)
-        from graphdl.passes.indexing import index_tensor
+        from graphdl.elaborate.indexing import index_tensor
         return index_tensor(self, base, node)
 
     def bind_consts(self, ref: GraphRef, node: A.Index):
@@ -386,7 +386,7 @@ class Builder:
         return GraphRef(ref.gdef, consts, ref.instance)
 
     def expr_Call(self, node: A.Call):
-        from graphdl.passes.calls import call
+        from graphdl.elaborate.calls import call
         return call(self, node)
 
     # -- ops -----------------------------------------------------------------

@@ -8,6 +8,8 @@
 from __future__ import annotations
 
 from graphdl.dims import Dim, TensorType
+from graphdl.elaborate.build import Builder
+from graphdl.elaborate.values import Const, DistV, Poison, Setting, Tensor, describe
 from graphdl.errors import did_you_mean
 from graphdl.ops.distributions import (
     ALIASES,
@@ -19,8 +21,6 @@ from graphdl.ops.distributions import (
 )
 from graphdl.ops.registry import ShapeError, broadcast
 from graphdl.parse import ast as A
-from graphdl.passes.build import Builder
-from graphdl.passes.values import Const, DistV, Poison, Setting, Tensor, describe
 
 
 def _logits_from_probs(b: Builder, family: str, p: Tensor, span) -> Tensor:

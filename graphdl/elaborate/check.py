@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from graphdl.elaborate.build import Scope, new_builder
+from graphdl.elaborate.calls import bind_consts, check_returns, run_body
+from graphdl.elaborate.cells import check_cell
+from graphdl.elaborate.program import Program
+from graphdl.elaborate.train import TrainPlan, build_train
+from graphdl.elaborate.values import GraphRef, Tensor
 from graphdl.errors import Diagnostic
-from graphdl.passes.build import Scope, new_builder
-from graphdl.passes.calls import bind_consts, check_returns, run_body
-from graphdl.passes.cells import check_cell
-from graphdl.passes.program import Program
-from graphdl.passes.train import TrainPlan, build_train
-from graphdl.passes.values import GraphRef, Tensor
 
 
 @dataclass

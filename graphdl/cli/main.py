@@ -9,13 +9,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from graphdl.errors import GdlError, render_all
+from graphdl.errors import CliError, GdlError, render_all
 
 EXIT_OK, EXIT_RUNTIME, EXIT_USER = 0, 1, 2
-
-
-class CliError(Exception):
-    """A user error found by the CLI itself (bad flag value, unreadable file)."""
 
 
 def read_source(path: str) -> str:
@@ -33,8 +29,8 @@ def read_source(path: str) -> str:
 
 def parse_overrides(items: list[str]) -> dict:
     """`--set mlp.H=256 --set train.epochs=5` -> {"mlp.H": 256, "train.epochs": 5}."""
+    from graphdl.elaborate.program import literal
     from graphdl.parse.parser import parse_source
-    from graphdl.passes.program import literal
     out = {}
     for item in items or []:
         key, sep, raw = item.partition("=")
@@ -54,7 +50,7 @@ def parse_overrides(items: list[str]) -> dict:
 
 def validate_overrides(checked, overrides: dict) -> None:
     """Every --set key must name a graph constant or a train setting."""
-    from graphdl.passes.program import unknown_override
+    from graphdl.elaborate.program import unknown_override
     for key in overrides:
         problem = unknown_override(checked.program, key)
         if problem:
@@ -62,7 +58,7 @@ def validate_overrides(checked, overrides: dict) -> None:
 
 
 def load_checked(path: str, overrides: dict | None = None):
-    from graphdl.passes.check import check_program
+    from graphdl.elaborate.check import check_program
     checked = check_program(path, read_source(path), overrides)
     if any(d.severity == "error" for d in checked.diagnostics):
         raise GdlError(checked.diagnostics, checked.program.sources)
@@ -71,7 +67,7 @@ def load_checked(path: str, overrides: dict | None = None):
 
 
 def cmd_check(args) -> int:
-    from graphdl.passes.check import check_program
+    from graphdl.elaborate.check import check_program
     status = EXIT_OK
     for path in args.files:
         overrides = parse_overrides(args.set)
@@ -89,7 +85,7 @@ def cmd_check(args) -> int:
 
 
 def cmd_show(args) -> int:
-    from graphdl.show import show
+    from graphdl.cli.show import show
     checked = load_checked(args.file, parse_overrides(args.set))
     return show(checked, args)
 
@@ -115,7 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_show)
 
     try:
-        from graphdl.runtime.commands import add_runtime_commands
+        from graphdl.cli.commands import add_runtime_commands
     except ImportError:
         pass
     else:

@@ -17,11 +17,11 @@ from __future__ import annotations
 import networkx as nx
 
 from graphdl.dims import Dim, TensorType
+from graphdl.elaborate.build import Builder, Scope
+from graphdl.elaborate.values import Const, GraphRef, Poison, Record, Tensor, describe
 from graphdl.errors import Span
 from graphdl.ir.graph import add_node, new_ir
 from graphdl.parse import ast as A
-from graphdl.passes.build import Builder, Scope
-from graphdl.passes.values import Const, GraphRef, Poison, Record, Tensor, describe
 
 STATE_INITIALIZERS = ("zeros", "ones")
 
@@ -36,7 +36,7 @@ def state_statement(b: Builder, st: A.State) -> None:
         b.error(f"state `{st.name}` is declared twice", st.span)
         return
     type_ = b.resolve_type(st.type)
-    from graphdl.passes.calls import initializer
+    from graphdl.elaborate.calls import initializer
     init = initializer(b, st.init)
     if init is not None and init[0] not in STATE_INITIALIZERS:
         b.error(f"a state starts from {' or '.join(STATE_INITIALIZERS)}, not `{init[0]}`",
@@ -58,7 +58,7 @@ def build_cell(b: Builder, ref: GraphRef, step_type: TensorType, span: Span, ins
     `symbolic` leaves constants without a value as symbols (checking the cell on its own);
     a call site (`scan(xs, lstm)`) must give them, like any graph call.
     """
-    from graphdl.passes.calls import bind_consts, run_body
+    from graphdl.elaborate.calls import bind_consts, run_body
     gdef = ref.gdef
     body = new_ir(gdef.name)
     saved_g = b.g
@@ -82,7 +82,7 @@ def build_cell(b: Builder, ref: GraphRef, step_type: TensorType, span: Span, ins
             body.graph["inputs"].append(x)
             b.bind(arg.name, Tensor(x, step_type, f"`{arg.name}`, the input of one step"), arg.span)
             results = run_body(b, gdef)
-            from graphdl.passes.calls import check_returns
+            from graphdl.elaborate.calls import check_returns
             out = check_returns(b, gdef, results, span)
             if not isinstance(out, Tensor):
                 if not isinstance(out, Poison):
@@ -121,7 +121,7 @@ def check_delays(b: Builder, ir, span: Span) -> None:
 
 
 def scan(b: Builder, args, kwargs, span, arg_spans, kw_spans):
-    from graphdl.passes.specials import bind_special
+    from graphdl.elaborate.specials import bind_special
     bound = bind_special(b, "scan", "xs, cell, axis = 1, init = None, reverse = false, unroll = 1",
                          args, kwargs, span, arg_spans, kw_spans)
     if bound is None:
@@ -211,7 +211,7 @@ def generate(b: Builder, args, kwargs, span, arg_spans, kw_spans):
     over the vocabulary (f32[B, V]); each step's pick is the next input. The result is
     `{out: i32[B, N], state: {...}}`, a `generate` node with the cell's `body` like scan.
     """
-    from graphdl.passes.specials import bind_special
+    from graphdl.elaborate.specials import bind_special
     bound = bind_special(b, "generate", "cell, init = None, start, steps, pick = \"argmax\"",
                          args, kwargs, span, arg_spans, kw_spans)
     if bound is None:
@@ -280,7 +280,7 @@ def check_cell(b: Builder, ref: GraphRef) -> None:
         return
     scope = Scope(ref.gdef.name, "cell")
     with b.in_scope(scope):
-        from graphdl.passes.calls import bind_consts
+        from graphdl.elaborate.calls import bind_consts
         bind_consts(b, ref, ref.gdef.span, symbolic=True)
         step = b.resolve_type(arg.type)
     if step is not None:

@@ -10,11 +10,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from graphdl.dims import TensorType
+from graphdl.elaborate.build import Builder, Scope, new_builder
+from graphdl.elaborate.calls import statement
+from graphdl.elaborate.values import Const, Poison, Record, Setting, SplitRef, Tensor, describe
 from graphdl.errors import Span, did_you_mean
 from graphdl.parse import ast as A
-from graphdl.passes.build import Builder, Scope, new_builder
-from graphdl.passes.calls import statement
-from graphdl.passes.values import Const, Poison, Record, Setting, SplitRef, Tensor, describe
 
 SETTINGS = {"epochs", "steps", "seed", "clip_grad_norm", "schedule", "weight_decay",
             "optimizer", "loss", "early_stop", "data"}
@@ -69,7 +69,7 @@ def batch_of(b: Builder, split_ref: SplitRef, args, kwargs, span, kw_spans):
     """`digits.train(batch = 64, shuffle = true)` -> a record of input nodes."""
     if b.scope.kind != "train":
         return b.error("data is read in a train block; graphs take it as arguments", span)
-    from graphdl.passes.specials import bind_special
+    from graphdl.elaborate.specials import bind_special
     bound = bind_special(b, f"{split_ref.source.name}.{split_ref.split}",
                          "batch = 32, shuffle = false", args, kwargs, span, [], kw_spans)
     if bound is None:

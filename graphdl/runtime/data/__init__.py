@@ -13,8 +13,8 @@ seed fixes the split. A source with its own train/test split (mnist, mnist1d, an
 with x_train/x_test) keeps it: two fractions then divide its training part into train
 and val, and its test part is never touched.
 
-The sources themselves live in `data_sets` (dataset), `data_mnist`, `data_files` (npz,
-csv), `data_gen` (generated tasks) and `data_text` (text, parallel).
+The sources themselves live in `sets` (dataset), `mnist`, `files` (npz,
+csv), `gen` (generated tasks) and `text` (text, parallel).
 """
 
 from __future__ import annotations
@@ -25,11 +25,11 @@ from pathlib import Path
 
 import numpy as np
 
-from .data_base import DataError, Field, Source, did_you_mean
-from .data_files import open_csv, open_npz
-from .data_gen import open_adding, open_copy, open_gaussian_ring, open_reverse
-from .data_sets import DATASETS, open_dataset
-from .data_text import open_parallel, open_text
+from graphdl.runtime.data.base import DataError, Field, Source, did_you_mean
+from graphdl.runtime.data.files import open_csv, open_npz
+from graphdl.runtime.data.gen import open_adding, open_copy, open_gaussian_ring, open_reverse
+from graphdl.runtime.data.sets import DATASETS, open_dataset
+from graphdl.runtime.data.text import open_parallel, open_text
 
 __all__ = [
     "DATASETS",

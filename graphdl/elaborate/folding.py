@@ -10,8 +10,8 @@ a constant that would grow past MAX_INT_BITS is an error before it is computed.
 from __future__ import annotations
 
 from graphdl.dims import Dim
+from graphdl.elaborate.values import Const, describe
 from graphdl.parse import ast as A
-from graphdl.passes.values import Const, describe
 
 
 def is_number(v) -> bool:

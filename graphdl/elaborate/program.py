@@ -11,12 +11,12 @@ import functools
 from importlib import resources
 from pathlib import Path
 
+from graphdl.elaborate.values import GraphRef, OpRef, SourceRef
 from graphdl.errors import Diagnostic, Span, UserError, did_you_mean
 from graphdl.ops import REGISTRY
 from graphdl.parse import ast as A
 from graphdl.parse import parse_source
 from graphdl.parse.parser import normalize_source
-from graphdl.passes.values import GraphRef, OpRef, SourceRef
 
 STD_MODULES = {"std.nn": "nn.gdl"}
 
@@ -157,8 +157,8 @@ class Program:
         return out
 
     def lookup_global(self, name: str, trained: bool):
-        from graphdl.passes.calls import Special
-        from graphdl.passes.specials import SPECIALS
+        from graphdl.elaborate.calls import Special
+        from graphdl.elaborate.specials import SPECIALS
         gdef = self.graphs.get(name) or self.std_graphs.get(name)
         if gdef is not None:
             instance = name if trained and gdef.kind == "graph" else None
@@ -172,7 +172,7 @@ class Program:
         return None
 
     def global_names(self) -> list[str]:
-        from graphdl.passes.specials import SPECIALS
+        from graphdl.elaborate.specials import SPECIALS
         hidden = ("const", "index", "getitem")
         return [*self.graphs, *self.std_graphs, *self.data, *SPECIALS,
                 *(n for n in REGISTRY if n not in hidden)]
@@ -230,7 +230,7 @@ class Program:
             self.data[name] = SourceRef(name, source, item.span)
 
     def batch_of(self, b, split_ref, args, kwargs, span, kw_spans):
-        from graphdl.passes.train import batch_of
+        from graphdl.elaborate.train import batch_of
         return batch_of(b, split_ref, args, kwargs, span, kw_spans)
 
 

@@ -1,0 +1,5 @@
+"""The `graphdl` command line: check, show, run, bench, export."""
+
+from graphdl.cli.main import main
+
+__all__ = ["main"]
