@@ -19,7 +19,8 @@ from pathlib import Path
 
 from graphdl.elaborate.specials import OPTIMIZERS, SCHEDULES
 from graphdl.ops import REGISTRY, Op
-from graphdl.ops.distributions import ESTIMATOR_KEYWORDS, ESTIMATORS, FAMILIES
+from graphdl.ops.distributions import FAMILIES
+from graphdl.ops.estimators import ESTIMATORS, admitted, default_estimator
 from graphdl.ops.math import OPERATOR_OPS
 from graphdl.ops.registry import REQUIRED, parse_signature
 
@@ -120,15 +121,15 @@ def distributions_table() -> str:
         sample = f"`{fam.sample_dtype}`, the parameters' broadcast shape"
         if fam.drop_last:
             sample += " without its last (class) axis"
-        ests = ", ".join(f"`{e}`" for e in fam.estimators)
-        if fam.continuous:
-            ests += " (default `reparam`)"
+        ests = ", ".join(f"`{e}`" for e in admitted(fam))
+        if default_estimator(fam):
+            ests += f" (default `{default_estimator(fam)}`)"
         params = ", ".join(f"`{p}`" for p in fam.params)
         out.append(f"| `{fam.name}` | {params} | {sample} | {ests} |")
     out += ["", "| estimator | keywords | what it is |", "|---|---|---|"]
-    for name, doc in ESTIMATORS.items():
-        kws = ", ".join(f"`{k}`" for k in ESTIMATOR_KEYWORDS[name]) or "none"
-        out.append(f"| `{name}` | {kws} | {doc} |")
+    for name, est in ESTIMATORS.items():
+        kws = ", ".join(f"`{k}`" for k in est.keywords) or "none"
+        out.append(f"| `{name}` | {kws} | {est.description} |")
     return "\n".join(out) + "\n"
 
 

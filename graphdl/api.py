@@ -15,14 +15,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from graphdl.dims import TensorType
+from graphdl.dims import FROM_NUMPY, TensorType
 from graphdl.elaborate.check import Checked, build_graph_ir, check_program
 from graphdl.errors import GdlError, UserError
 from graphdl.lower import LowerCtx, init_params, param_specs, run_ir
 from graphdl.lower.evaluate import NeedsKey
-
-DTYPE_NAMES = {"float32": "f32", "float16": "f16", "bfloat16": "bf16", "float64": "f64",
-               "int32": "i32", "int64": "i64", "bool": "bool"}
 
 
 def load(path: str | Path, **consts) -> Model:
@@ -48,7 +45,7 @@ def _checked_model(checked: Checked, path: str, consts: dict) -> Model:
 
 
 def tensor_type(x) -> TensorType:
-    dtype = DTYPE_NAMES.get(str(jnp.result_type(x)))
+    dtype = FROM_NUMPY.get(str(jnp.result_type(x)))
     if dtype is None:
         raise TypeError(f"unsupported input dtype {jnp.result_type(x)}")
     return TensorType.make(dtype, tuple(np.shape(x)))

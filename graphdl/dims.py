@@ -144,9 +144,34 @@ class Dim:
 
 Shape = tuple[Dim, ...]
 
-DTYPES = ("f32", "f16", "bf16", "f64", "i32", "i64", "bool")
-FLOAT_DTYPES = ("f32", "f16", "bf16", "f64")
-INT_DTYPES = ("i32", "i64")
+
+@dataclass(frozen=True)
+class DType:
+    """A GDL dtype: its spelling in .gdl, the numpy/jax name, and its kind."""
+
+    name: str  # "f32"
+    numpy: str  # "float32"; "bfloat16" is ml_dtypes' (jax imports it), so resolve it
+    #             with jnp.dtype(name) at the use site: this module must not import jax
+    kind: str  # "float", "int" or "bool"
+
+
+# The one dtype table; its order is the order messages list dtypes in ("dtypes are ...").
+DTYPE_TABLE: dict[str, DType] = {d.name: d for d in (
+    DType("f32", "float32", "float"), DType("f16", "float16", "float"),
+    DType("bf16", "bfloat16", "float"), DType("f64", "float64", "float"),
+    DType("i32", "int32", "int"), DType("i64", "int64", "int"),
+    DType("bool", "bool", "bool"),
+)}
+DTYPES = tuple(DTYPE_TABLE)
+FLOAT_DTYPES = tuple(n for n, d in DTYPE_TABLE.items() if d.kind == "float")
+INT_DTYPES = tuple(n for n, d in DTYPE_TABLE.items() if d.kind == "int")
+# numpy/jax dtype name -> GDL name: `FROM_NUMPY.get(str(array.dtype))`
+FROM_NUMPY: dict[str, str] = {d.numpy: d.name for d in DTYPE_TABLE.values()}
+
+
+def numpy_name(dtype: str) -> str:
+    """The numpy/jax name of a GDL dtype ("f32" -> "float32"); KeyError for an unknown one."""
+    return DTYPE_TABLE[dtype].numpy
 
 
 @dataclass(frozen=True)

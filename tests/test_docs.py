@@ -25,7 +25,8 @@ from graphdl.elaborate.specials import OPTIMIZERS, SCHEDULES, SPECIALS
 from graphdl.elaborate.train import SETTINGS
 from graphdl.errors import render_all
 from graphdl.ops import REGISTRY
-from graphdl.ops.distributions import ESTIMATORS, FAMILIES
+from graphdl.ops.distributions import FAMILIES
+from graphdl.ops.estimators import ESTIMATORS
 from graphdl.runtime.data import DATASETS, SOURCES, open_source
 
 ROOT = Path(__file__).resolve().parents[1]

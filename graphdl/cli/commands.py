@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from graphdl.dims import numpy_name
 from graphdl.errors import GdlError, UserError
 
 
@@ -84,8 +85,6 @@ def _pick_graph(model, name):
 
 
 NPY_MAGIC = b"\x93NUMPY"
-NP_DTYPES = {"f32": "float32", "i32": "int32", "bool": "bool", "f16": "float16",
-             "f64": "float64", "i64": "int64", "bf16": "bfloat16"}
 
 
 def _load_npy(key: str, path: str):
@@ -167,7 +166,7 @@ def _read_inputs(model, name, items) -> list:
                     raise CliError(f"{where} has shape {x.shape}, but {declared}, and "
                                    f"{dim.id} is {first} from {src}")
                 bound.setdefault(dim.id, (size, where))
-        dt = NP_DTYPES[want.dtype]
+        dt = numpy_name(want.dtype)
         same_kind = (x.dtype.kind == "f" and dt.startswith(("float", "bfloat"))) or \
             (x.dtype.kind in "iu" and dt.startswith("int")) or (x.dtype.kind == "b" and dt == "bool")
         if not same_kind:

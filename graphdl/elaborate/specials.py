@@ -5,6 +5,7 @@ from __future__ import annotations
 from graphdl.elaborate.build import Builder
 from graphdl.elaborate.values import Const, Poison, Setting
 from graphdl.errors import Span, did_you_mean
+from graphdl.ops.distributions import FAMILIES
 from graphdl.ops.registry import REQUIRED, parse_signature
 
 # name -> signature of the keywords each accepts (optax names the optimizer itself)
@@ -113,7 +114,7 @@ SPECIALS = {"scan": _scan, "generate": _generate}
 SPECIALS.update({n: _make("optimizer", OPTIMIZERS, n) for n in OPTIMIZERS})
 SPECIALS.update({n: _make("schedule", SCHEDULES, n) for n in SCHEDULES})
 SPECIALS.update({n: _make("setting", SETTINGS_FORMS, n) for n in SETTINGS_FORMS})
-for _family in ("normal", "uniform", "bernoulli", "categorical", "onehot_categorical"):
+for _family in FAMILIES:  # one form per family in the table
     SPECIALS[_family] = _dist(_family)
 for _fn in ("log_prob", "entropy", "kl"):
     SPECIALS[_fn] = _dist_fn(_fn)

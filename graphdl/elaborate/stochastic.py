@@ -11,22 +11,22 @@ from graphdl.dims import Dim, TensorType
 from graphdl.elaborate.build import Builder
 from graphdl.elaborate.values import Const, DistV, Poison, Setting, Tensor, describe
 from graphdl.errors import did_you_mean
-from graphdl.ops.distributions import (
-    ALIASES,
-    ANALYTIC_KL,
-    ESTIMATOR_KEYWORDS,
+from graphdl.ops.distributions import FAMILIES, analytic_kl, per_draw_shape
+from graphdl.ops.estimators import (
     ESTIMATORS,
-    FAMILIES,
+    admitted,
+    default_estimator,
     estimator_error,
+    estimator_hint,
 )
 from graphdl.ops.registry import ShapeError, broadcast
 from graphdl.parse import ast as A
 
 
-def _logits_from_probs(b: Builder, family: str, p: Tensor, span) -> Tensor:
-    """`probs = p` is stored as logits: log p (categorical) or log p - log(1 - p) (bernoulli)."""
+def _logits_from_probs(b: Builder, rule: str | None, p: Tensor, span) -> Tensor:
+    """`probs = p` is stored as logits: log p (rule "log") or log p - log(1 - p) ("logit")."""
     log_p = b.apply_op("log", [p], {}, span, [span])
-    if family != "bernoulli":
+    if rule != "logit":
         return log_p
     one_minus = b.apply_op("sub", [Const(1.0), p], {}, span, [span, span])
     return b.apply_op("sub", [log_p, b.apply_op("log", [one_minus], {}, span, [span])], {},
@@ -42,7 +42,7 @@ def make_distribution(b: Builder, family: str, args, kwargs, span, arg_spans, kw
         return b.error(f"{family}() takes {len(names)} parameters ({', '.join(names)})", span)
     given = dict(zip(names, zip(args, arg_spans)))
     for k, v in kwargs.items():
-        key = ALIASES.get(k, k)
+        key = fam.aliases.get(k, k)
         if key not in names:
             return b.error(f"{family}() has no parameter `{k}`", kw_spans.get(k, span),
                            hint=f"its parameters are {', '.join(names)}, shape"
@@ -62,7 +62,7 @@ def make_distribution(b: Builder, family: str, args, kwargs, span, arg_spans, kw
         if not isinstance(v, Tensor):
             return b.error(f"parameter `{n}` of {family}() must be a tensor, got {describe(v)}", s)
         if n == "logits" and "probs" in kwargs and "logits" not in kwargs:
-            v = _logits_from_probs(b, family, v, s)
+            v = _logits_from_probs(b, fam.probs, v, s)
         params[n] = v
     try:
         event = params[fam.event_from].type
@@ -105,8 +105,8 @@ def sample_statement(b: Builder, st: A.Sample) -> None:
         if st.estimator.args:
             b.error(f"estimator `{est_name}` takes keyword arguments only", st.estimator.span)
         for kw in st.estimator.kwargs:
-            if kw.name not in ESTIMATOR_KEYWORDS[est_name]:
-                allowed = ESTIMATOR_KEYWORDS[est_name]
+            if kw.name not in ESTIMATORS[est_name].keywords:
+                allowed = ESTIMATORS[est_name].keywords
                 b.error(f"estimator `{est_name}` has no keyword `{kw.name}`", kw.span,
                         hint=(f"its keywords are {', '.join(allowed)}" if allowed
                               else f"`{est_name}` takes no keywords"))
@@ -118,15 +118,15 @@ def sample_statement(b: Builder, st: A.Sample) -> None:
                 b.bind(st.target, Poison(), st.span)
                 return
             est_args[kw.name] = value.value if isinstance(value, Const) else value
-    elif fam.continuous:
-        est_name = "reparam"
+    elif default_estimator(fam) is not None:
+        est_name = default_estimator(fam)
     else:
         b.error(f"{dist.family} is discrete, so `{st.target} ~ {dist.family}(...)` needs an "
                 "estimator", st.dist.span,
-                hint=estimator_error(fam, "reparam")[1].replace("use ", "add ", 1))
+                hint=estimator_hint(fam).replace("use ", "add ", 1))
         b.bind(st.target, Poison(), st.span)
         return
-    if est_name not in fam.estimators:
+    if est_name not in admitted(fam):
         msg, hint = estimator_error(fam, est_name)
         b.error(msg, est_span, hint)
         b.bind(st.target, Poison(), st.span)
@@ -176,11 +176,6 @@ def _option_problem(name: str, value) -> str | None:
     return None
 
 
-def _event_shape(family: str, sample_shape: tuple) -> tuple:
-    """The shape of one value per draw: a one-hot sample's class axis is reduced."""
-    return sample_shape[:-1] if family == "onehot_categorical" else sample_shape
-
-
 def dist_function(b: Builder, fn: str, args, kwargs, span):
     want = {"log_prob": 2, "entropy": 1, "mean": 1, "kl": 2}[fn]
     if len(args) != want or kwargs:
@@ -199,13 +194,12 @@ def dist_function(b: Builder, fn: str, args, kwargs, span):
             return b.error(f"log_prob() needs a value to score, got {describe(x)}", span)
         inputs.append(x)
         names.append("x")
-        shape = x.type.shape[:-1] if dist.family == "onehot_categorical" else x.type.shape
-        out = TensorType("f32", shape)
+        out = TensorType("f32", per_draw_shape(FAMILIES[dist.family], x.type.shape))
     elif fn == "kl":
         q = args[1]
         if not isinstance(q, DistV):
             return b.error(f"kl() compares two distributions, got {describe(q)}", span)
-        if (dist.family, q.family) not in ANALYTIC_KL:
+        if analytic_kl(dist.family, q.family) is None:
             return b.error(f"kl({dist.family}, {q.family}) has no analytic form here", span,
                            hint="estimate it with log_prob(p, z) - log_prob(q, z) on a sample z")
         inputs += list(q.params.values())
@@ -215,10 +209,10 @@ def dist_function(b: Builder, fn: str, args, kwargs, span):
             shape = broadcast(TensorType("f32", dist.type.shape), TensorType("f32", q.type.shape))
         except ShapeError as err:
             return b.error(f"kl(): {err.message}", span, err.hint)
-        out = TensorType("f32", _event_shape(dist.family, shape))
-    elif fn == "mean":
-        out = dist.type if dist.family != "categorical" else TensorType("i32", dist.type.shape)
+        out = TensorType("f32", per_draw_shape(FAMILIES[dist.family], shape))
+    elif fn == "mean":  # the sample's type: a categorical's mean is its most likely index
+        out = dist.type
     else:  # entropy: one value per draw, the class axis of a one-hot reduced
-        out = TensorType("f32", _event_shape(dist.family, dist.type.shape))
+        out = TensorType("f32", per_draw_shape(FAMILIES[dist.family], dist.type.shape))
     nid = b.node(f"dist_{fn}", inputs, names, attrs, out, span)
     return Tensor(nid, out, f"the result of {fn}() at {span.short()}")

@@ -12,8 +12,8 @@ from jax import lax
 
 from graphdl.dims import Dim
 from graphdl.errors import GdlError, UserError
+from graphdl.lower.stochastic import lower_dist, lower_sample
 from graphdl.ops import REGISTRY
-from graphdl.ops import distributions as D
 
 
 class LowerCtx:
@@ -141,50 +141,6 @@ def lower_scan(ctx: LowerCtx, nid: int, n: dict, env: dict):
     if has_score and ctx.train:
         ctx.score_terms.append((jnp.sum(logps), {"scan": nid}))
     return (jnp.moveaxis(ys, 0, axis), *[final[name] for name in states])
-
-
-def lower_sample(ctx: LowerCtx, n: dict, kwargs: dict):
-    attrs = n["attrs"]
-    family, estimator = attrs["family"], attrs["estimator"]
-    p = {k: v for k, v in kwargs.items() if k != "baseline"}
-    shape = tuple(ctx.size(d) for d in n["shape"])
-    if not ctx.train and ctx.stochastic == "mean":
-        return D.mean(family, p).astype(jnp.float32 if family != "categorical" else jnp.int32)
-    if family in ("normal", "uniform") and estimator == "reparam":
-        return D.sample(family, ctx.key(), p, shape)
-    if estimator == "gumbel_softmax":
-        options = attrs["options"]
-        g = jax.random.gumbel(ctx.key(), p["logits"].shape)
-        soft = jax.nn.softmax((p["logits"] + g) / options.get("temperature", 1.0), axis=-1)
-        if not options.get("hard", False):
-            return soft
-        hard = jax.nn.one_hot(jnp.argmax(soft, -1), soft.shape[-1])
-        return soft + lax.stop_gradient(hard - soft)
-    if estimator == "straight_through":
-        if family == "bernoulli":
-            probs = jax.nn.sigmoid(p["logits"])
-            hard = jax.random.bernoulli(ctx.key(), probs, shape).astype(jnp.float32)
-            return probs + lax.stop_gradient(hard - probs)
-        probs = jax.nn.softmax(p["logits"], axis=-1)
-        hard = D.sample(family, ctx.key(), p, shape)
-        return probs + lax.stop_gradient(hard - probs)
-    value = lax.stop_gradient(D.sample(family, ctx.key(), p, shape))
-    ctx.score_terms.append((D.log_prob(family, p, value), attrs))
-    return value
-
-
-def lower_dist(n: dict, kwargs: dict):
-    fn = n["op"][len("dist_"):]
-    p = {k[2:]: v for k, v in kwargs.items() if k.startswith("p.")}
-    family = n["attrs"]["family"]
-    if fn == "log_prob":
-        return D.log_prob(family, p, kwargs["x"])
-    if fn == "entropy":
-        return D.entropy(family, p)
-    if fn == "mean":
-        return D.mean(family, p)
-    q = {k[2:]: v for k, v in kwargs.items() if k.startswith("q.")}
-    return D.kl(family, p, n["attrs"]["q_family"], q)
 
 
 def run_ir(ir, ctx: LowerCtx, inputs: dict, states: dict | None = None) -> dict:

@@ -9,11 +9,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from graphdl.dims import TensorType
+from graphdl.dims import TensorType, numpy_name
 from graphdl.errors import GdlError, UserError
 
-DTYPES = {"f32": jnp.float32, "f16": jnp.float16, "bf16": jnp.bfloat16, "f64": jnp.float64,
-          "i32": jnp.int32, "i64": jnp.int64, "bool": jnp.bool_}
+
+def _jax_dtype(dtype: str):
+    return jnp.dtype(numpy_name(dtype))
 
 
 def param_specs(irs) -> dict[str, dict]:
@@ -85,7 +86,7 @@ def init_params(irs, key) -> tuple[dict, dict]:
     for name, spec in specs.items():
         if spec["init"][0] == "load":  # reads a file: not inside jit
             try:
-                value = _initialize(spec["init"], None, shapes[name], DTYPES[spec["type"].dtype])
+                value = _initialize(spec["init"], None, shapes[name], _jax_dtype(spec["type"].dtype))
             except (OSError, KeyError) as err:
                 why = err.args[0] if isinstance(err, KeyError) else err
                 raise GdlError([UserError(f"cannot initialise `{name}`: {why}",
@@ -115,7 +116,7 @@ def init_params(irs, key) -> tuple[dict, dict]:
 
 def _init_fn(layout):
     def make(key, crcs):
-        return [_initialize(init, jax.random.fold_in(key, crcs[i]), shape, DTYPES[dtype])
+        return [_initialize(init, jax.random.fold_in(key, crcs[i]), shape, _jax_dtype(dtype))
                 for i, (init, shape, dtype) in enumerate(layout)]
     return make
 

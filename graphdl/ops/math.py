@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from graphdl.dims import Dim, TensorType, promote
+from graphdl.dims import DTYPES, Dim, TensorType, numpy_name, promote
 from graphdl.errors import did_you_mean
 from graphdl.ops._jax import jax, jnn, jnp, lax
 from graphdl.ops.registry import (
@@ -156,19 +156,17 @@ register("log_softmax", "x, axis: int = -1", _softmax_infer,
          lambda ctx, x, axis: jnn.log_softmax(x, axis=axis),
          doc="log of the softmax along `axis`, computed stably")
 
-CASTS = {"f32": "float32", "f16": "float16", "bf16": "bfloat16", "f64": "float64",
-         "i32": "int32", "i64": "int64", "bool": "bool"}
 
 
 def _cast_infer(x, dtype):
-    if dtype not in CASTS:
+    if dtype not in DTYPES:
         raise ShapeError(f"unknown dtype \"{dtype}\"", "dtype",
-                         hint=did_you_mean(dtype, CASTS) or f"dtypes are {', '.join(CASTS)}")
+                         hint=did_you_mean(dtype, DTYPES) or f"dtypes are {', '.join(DTYPES)}")
     return T(dtype, x.shape)
 
 
 register("cast", "x, dtype: str", _cast_infer,
-         lambda ctx, x, dtype: x.astype(getattr(jnp, CASTS[dtype])),
+         lambda ctx, x, dtype: x.astype(jnp.dtype(numpy_name(dtype))),
          doc="convert to the dtype named by a string: `cast(x, \"f32\")`")
 
 
@@ -442,7 +440,7 @@ def _const_infer(value, dtype):
 
 
 register("const", "value: any, dtype: str = \"f32\"", _const_infer,
-         lambda ctx, value, dtype: jnp.asarray(value, dtype=getattr(jnp, CASTS[dtype])),
+         lambda ctx, value, dtype: jnp.asarray(value, dtype=jnp.dtype(numpy_name(dtype))),
          doc="a scalar constant")
 
 
@@ -452,7 +450,7 @@ def _fill_infer(shape, dtype):
 
 def _fill(fn):
     return lambda ctx, shape, dtype: fn(tuple(ctx.size(d) for d in shape),
-                                        dtype=getattr(jnp, CASTS[dtype]))
+                                        dtype=jnp.dtype(numpy_name(dtype)))
 
 
 register("zeros", "shape: dims, dtype: str = \"f32\"", _fill_infer, _fill(lambda s, dtype: jnp.zeros(s, dtype)),

@@ -7,14 +7,11 @@ import sys
 import jax
 import jax.numpy as jnp
 
-from graphdl.dims import TensorType
+from graphdl.dims import FROM_NUMPY, TensorType, numpy_name
 from graphdl.elaborate.check import build_graph_ir
 from graphdl.errors import CliError
 from graphdl.lower import LowerCtx, init_params, run_ir
 from graphdl.lower.evaluate import NeedsKey
-
-DTYPES = {"f32": jnp.float32, "i32": jnp.int32, "bool": jnp.bool_, "f16": jnp.float16,
-          "bf16": jnp.bfloat16, "f64": jnp.float64, "i64": jnp.int64}
 
 
 def export_graph(model, name: str, shapes: list[str]) -> bytes:
@@ -50,7 +47,7 @@ def exported_graph(model, name: str, shapes: list[str]):
             raise CliError(f"--input {a.name}: {len(given[a.name])} dims given, but `{a.name}` "
                            f"has rank {len(a.type.dims)}")
         shape = jax.export.symbolic_shape(",".join(given[a.name]), scope=scope)
-        specs.append(jax.ShapeDtypeStruct(shape, DTYPES[a.type.dtype]))
+        specs.append(jax.ShapeDtypeStruct(shape, jnp.dtype(numpy_name(a.type.dtype))))
     # parameters need concrete shapes: build once with every symbolic dim set to 2
     concrete = {a.name: TensorType.make(a.type.dtype, tuple(int(p) if p.isdigit() else 2
                                                             for p in given[a.name]))
@@ -93,7 +90,6 @@ def exported_graph(model, name: str, shapes: list[str]):
 
 def _ir_for(model, name, inputs):
     """The IR for traced inputs whose dims may be jax symbolic dims (kept as symbols)."""
-    from graphdl.api import DTYPE_NAMES
     from graphdl.dims import Dim, TensorType
     program = model.program
     saved, program.diagnostics = program.diagnostics, []
@@ -101,7 +97,7 @@ def _ir_for(model, name, inputs):
         types = {}
         for a, x in zip(program.graphs[name].args, inputs):
             dims = tuple(Dim(d) if isinstance(d, int) else Dim(str(d)) for d in x.shape)
-            types[a.name] = TensorType(DTYPE_NAMES[str(x.dtype)], dims)
+            types[a.name] = TensorType(FROM_NUMPY[str(x.dtype)], dims)
         ir = build_graph_ir(program, name, types)
         if program.diagnostics:
             raise CliError("cannot export with symbolic dims: "

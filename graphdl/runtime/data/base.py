@@ -13,12 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-#: numpy dtype of each GDL dtype a source may produce.
-NP_DTYPES: dict[str, np.dtype] = {
-    "f32": np.dtype(np.float32),
-    "i32": np.dtype(np.int32),
-    "bool": np.dtype(np.bool_),
-}
+from graphdl.dims import numpy_name
 
 #: Tolerance on the sum of split fractions (they are written as decimals in a .gdl file).
 SPLIT_TOLERANCE = 1e-6
@@ -121,7 +116,7 @@ class Source:
                 raise DataError(f"{self.describe}: split '{split}' is empty or ragged")
             for name, spec in self.fields.items():
                 arr = arrays[name]
-                if arr.shape[1:] != spec.shape or arr.dtype != NP_DTYPES[spec.dtype]:
+                if arr.shape[1:] != spec.shape or arr.dtype != np.dtype(numpy_name(spec.dtype)):
                     raise DataError(
                         f"{self.describe}: field '{name}' of split '{split}' is "
                         f"{arr.dtype}{list(arr.shape[1:])}, expected {spec}"
@@ -227,7 +222,7 @@ def to_gdl(arr: np.ndarray, what: str, arg: str | None = None) -> np.ndarray:
     dtype = gdl_dtype(arr.dtype, what, arg)
     if dtype == "i32":
         _check_int32_range(arr, what, arg)
-    return arr.astype(NP_DTYPES[dtype], copy=False)
+    return arr.astype(numpy_name(dtype), copy=False)
 
 
 def gdl_dtype(dtype: np.dtype, what: str, arg: str | None = None) -> str:

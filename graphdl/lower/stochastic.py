@@ -1,0 +1,54 @@
+"""Lowering of stochastic nodes (`sample`) and distribution functions (`dist_*`).
+
+Both dispatch through the tables in graphdl/ops: the family entry gives the JAX
+functions, the estimator entry gives how a sample is drawn and whether it adds a
+score-function term. No family or estimator is named here, so a new table entry
+lowers without an edit to this file.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import jax.numpy as jnp
+
+from graphdl.dims import numpy_name
+from graphdl.ops.distributions import FAMILIES, analytic_kl
+from graphdl.ops.estimators import ESTIMATORS
+
+if TYPE_CHECKING:  # evaluate.py imports this module; the context is only a type here
+    from graphdl.lower.evaluate import LowerCtx
+
+
+def lower_sample(ctx: LowerCtx, n: dict, kwargs: dict):
+    """A `sample` node's value; a score-function estimator also records its log p."""
+    attrs = n["attrs"]
+    family = FAMILIES[attrs["family"]]
+    p = {k: v for k, v in kwargs.items() if k != "baseline"}
+    shape = tuple(ctx.size(d) for d in n["shape"])
+    if not ctx.train and ctx.stochastic == "mean":
+        # eval with stochastic="mean": the distribution's mean, typed like a sample; no key
+        return family.mean(p).astype(jnp.dtype(numpy_name(family.sample_dtype)))
+    estimator = ESTIMATORS[attrs["estimator"]]
+    value, score = estimator.lower(ctx.key(), family, p, shape, attrs["options"])
+    if score is not None:
+        ctx.score_terms.append((score, attrs))
+    return value
+
+
+def lower_dist(n: dict, kwargs: dict):
+    """`log_prob`, `entropy`, `mean` or `kl` of a distribution (IR ops `dist_*`)."""
+    fn = n["op"][len("dist_"):]
+    p = {k[2:]: v for k, v in kwargs.items() if k.startswith("p.")}
+    family = FAMILIES[n["attrs"]["family"]]
+    if fn == "log_prob":
+        return family.log_prob(p, kwargs["x"])
+    if fn == "entropy":
+        return family.entropy(p)
+    if fn == "mean":
+        return family.mean(p)
+    q = {k[2:]: v for k, v in kwargs.items() if k.startswith("q.")}
+    kl = analytic_kl(family.name, n["attrs"]["q_family"])
+    if kl is None:  # the elaboration refuses these; an IR built by hand may not
+        raise KeyError((family.name, n["attrs"]["q_family"]))
+    return kl(p, q)

@@ -1,0 +1,101 @@
+"""Gradient estimators for `z ~ dist by ESTIMATOR`: one `Estimator` entry each in `ESTIMATORS`.
+
+An entry says which keywords the estimator takes, which families it applies to (a
+predicate on the family's flags, so a new family needs no edit here), and how it lowers:
+`lower(key, family, params, shape, options) -> (value, score)`, where `score` is the
+log-probability the surrogate loss turns into a score-function gradient (graphdl/runtime/
+surrogate.py), or None when gradients flow through the value itself.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from graphdl.dims import FLOAT_DTYPES
+from graphdl.ops._jax import jax, jnn, jnp, lax
+from graphdl.ops.distributions import Family, Params
+
+
+@dataclass(frozen=True)
+class Estimator:
+    name: str
+    description: str
+    keywords: tuple[str, ...]  # the keyword options it accepts: `by reinforce(baseline = b)`
+    applies: Callable[[Family], bool]
+    lower: Callable  # (key, family, params, shape, options) -> (value, score or None)
+    score_function: bool  # whether `lower` gives a score term for the surrogate loss
+    default: bool = False  # chosen when `~` names no estimator and it applies
+    requires: str | None = None  # "needs ..." in the error when it does not apply
+
+
+def _reparam(key, family: Family, p: Params, shape, options: dict):
+    return family.sample(key, p, shape), None
+
+
+def _score_function(key, family: Family, p: Params, shape, options: dict):
+    # the sample carries no gradient; the surrogate adds cost * grad log p(sample)
+    value = lax.stop_gradient(family.sample(key, p, shape))
+    return value, family.log_prob(p, value)
+
+
+def _gumbel_softmax(key, family: Family, p: Params, shape, options: dict):
+    g = jax.random.gumbel(key, p["logits"].shape)
+    soft = jnn.softmax((p["logits"] + g) / options.get("temperature", 1.0), axis=-1)
+    if not options.get("hard", False):
+        return soft, None
+    hard = jnn.one_hot(jnp.argmax(soft, -1), soft.shape[-1])
+    return soft + lax.stop_gradient(hard - soft), None
+
+
+def _straight_through(key, family: Family, p: Params, shape, options: dict):
+    # the hard sample's value, the mean's gradient (the mean has the sample's type here)
+    probs = family.mean(p)
+    hard = family.sample(key, p, shape)
+    return probs + lax.stop_gradient(hard - probs), None
+
+
+ESTIMATORS: dict[str, Estimator] = {e.name: e for e in (
+    Estimator("reparam", "reparameterization: the sample is a differentiable function of the "
+              "parameters", (), lambda f: f.reparameterizable, _reparam, score_function=False,
+              default=True, requires="a continuous distribution"),
+    Estimator("reinforce", "score function (REINFORCE): cost * grad log p, unbiased, high "
+              "variance", ("baseline",), lambda f: True, _score_function, score_function=True),
+    # lowered like reinforce for now: the exact sum over values is not implemented yet
+    Estimator("enumerate", "exact sum over the values of a small discrete distribution", (),
+              lambda f: not f.continuous, _score_function, score_function=True),
+    Estimator("gumbel_softmax", "relaxed one-hot sample, biased by design (temperature)",
+              ("temperature", "hard"), lambda f: f.one_hot and f.params == ("logits",),
+              _gumbel_softmax, score_function=False),
+    # a float sample of a discrete family: its mean is a relaxed sample of the same type
+    Estimator("straight_through", "hard sample forward, identity gradient backward, biased "
+              "by design", (), lambda f: not f.continuous and f.sample_dtype in FLOAT_DTYPES,
+              _straight_through, score_function=False),
+)}
+
+
+def admitted(family: Family) -> tuple[str, ...]:
+    """The estimators that apply to `family`, in table order."""
+    return tuple(name for name, e in ESTIMATORS.items() if e.applies(family))
+
+
+def default_estimator(family: Family) -> str | None:
+    """The estimator `~` uses without `by`, or None when the author must choose one."""
+    return next((name for name, e in ESTIMATORS.items() if e.default and e.applies(family)),
+                None)
+
+
+def estimator_hint(family: Family) -> str:
+    """Which estimators to use instead, for a message about `family`."""
+    return family.hint or f"{family.name} admits {', '.join(admitted(family))}"
+
+
+def estimator_error(family: Family, estimator: str) -> tuple[str, str]:
+    """The message and hint for an estimator that cannot apply to a family."""
+    kind = "continuous" if family.continuous else "discrete"
+    requires = ESTIMATORS[estimator].requires
+    if requires:
+        msg = f"`{estimator}` needs {requires}, but {family.name} is {kind}"
+    else:
+        msg = f"`{estimator}` does not apply to {family.name} ({kind})"
+    return msg, estimator_hint(family)
