@@ -11,6 +11,7 @@ import numpy as np
 
 from graphdl.dims import TensorType
 from graphdl.errors import GdlError, UserError
+from graphdl.ir.graph import nodes
 
 DTYPES = {"f32": jnp.float32, "f16": jnp.float16, "bf16": jnp.bfloat16, "f64": jnp.float64,
           "i32": jnp.int32, "i64": jnp.int64, "bool": jnp.bool_}
@@ -21,17 +22,16 @@ def param_specs(irs) -> dict[str, dict]:
     out: dict[str, dict] = {}
 
     def visit(ir):
-        for nid in ir.nodes:
-            n = ir.nodes[nid]
-            if n["op"] in ("param", "stat"):
-                name = n["attrs"]["name"]
-                if name in out and out[name]["type"] != n["type"]:
+        for _, n in nodes(ir):
+            if n.op in ("param", "stat"):
+                name = n.attrs["name"]
+                if name in out and out[name]["type"] != n.type:
                     raise GdlError([UserError(
-                        f"parameter `{name}` is {n['type']} here but {out[name]['type']} "
-                        "elsewhere", n["span"]).diagnostic])
-                out[name] = {**n["attrs"], "type": n["type"], "kind": n["op"], "span": n["span"]}
-            if "body" in n["attrs"]:
-                visit(n["attrs"]["body"])
+                        f"parameter `{name}` is {n.type} here but {out[name]['type']} "
+                        "elsewhere", n.span).diagnostic])
+                out[name] = {**n.attrs, "type": n.type, "kind": n.op, "span": n.span}
+            if "body" in n.attrs:
+                visit(n.attrs["body"])
     for ir in irs:
         visit(ir)
     return out
