@@ -222,28 +222,35 @@ def _check_loop(nid: int, n: Node, bad) -> None:
         bad(nid, f"{n.op} needs its sequence (or start tokens) as the first input")
 
 
-def _check_op(nid: int, n: Node, op: Op, operand_types: dict, bad) -> None:
-    """Operands and attributes against the signature; weights; the shape rule's type."""
+def rule_arguments(op: Op, n: Node, operand_types: dict) -> tuple[dict, list[str]]:
+    """The keyword arguments of `op.infer` for node `n` (operand types by argument name,
+    attributes), and what is missing. `operand_types`: argument name -> type."""
     types: dict = {}
-    ok = True
+    missing: list[str] = []
     for a in op.args:
         if a.kind == "tensor":
             if a.name in operand_types:
                 types[a.name] = operand_types[a.name]
             elif a.required:
-                bad(nid, f"{op.name} is missing its tensor argument `{a.name}`")
-                ok = False
+                missing.append(f"{op.name} is missing its tensor argument `{a.name}`")
         elif a.kind == "tensors":
             items = [t for k, t in operand_types.items() if k.startswith(a.name + ".")]
             if not items and a.required:
-                bad(nid, f"{op.name} is missing its tensor list `{a.name}`")
-                ok = False
+                missing.append(f"{op.name} is missing its tensor list `{a.name}`")
             types[a.name] = items
         elif a.name in n.attrs:
             types[a.name] = n.attrs[a.name]
         else:
-            bad(nid, f"{op.name} is missing its attribute `{a.name}`")
-            ok = False
+            missing.append(f"{op.name} is missing its attribute `{a.name}`")
+    return types, missing
+
+
+def _check_op(nid: int, n: Node, op: Op, operand_types: dict, bad) -> None:
+    """Operands and attributes against the signature; weights; the shape rule's type."""
+    types, missing = rule_arguments(op, n, operand_types)
+    for message in missing:
+        bad(nid, message)
+    ok = not missing
     consts = {a.name for a in op.args if a.kind not in TENSOR_KINDS}
     for k in n.attrs:
         if k not in consts:
