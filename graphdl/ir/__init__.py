@@ -7,6 +7,7 @@ from graphdl.ir.graph import (
     add_node,
     clone,
     dataflow,
+    is_delay,
     new_ir,
     node,
     nodes,
@@ -20,5 +21,5 @@ from graphdl.ir.printer import format_ir, format_node
 from graphdl.ir.verify import check_ir, verify
 
 __all__ = ["IR", "IRError", "Node", "STRUCTURAL_OPS", "add_delay", "add_node", "check_ir",
-           "clone", "dataflow", "format_ir", "format_node", "new_ir", "node", "nodes", "order",
+           "clone", "dataflow", "format_ir", "format_node", "is_delay", "new_ir", "node", "nodes", "order",
            "remove_node", "replace_uses", "users", "verify"]
