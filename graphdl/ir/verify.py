@@ -117,7 +117,7 @@ def _check_graph(g: IR, found: list[Problem]) -> None:
         bad(cycle[0][0], f"a cycle without a delay edge: {path}")
     for n in records.values():
         body = n.attrs.get("body")
-        if body is not None:
+        if isinstance(body, nx.DiGraph):  # (a body that is no IR is reported by _check_loop)
             _check_graph(body, found)
     if isinstance(g.graph.get("cell_body"), nx.DiGraph):
         _check_graph(g.graph["cell_body"], found)
