@@ -65,7 +65,7 @@ class Model:
         return [n for n, g in self.program.graphs.items() if g.kind == "graph"]
 
     def ir(self, name: str):
-        """The networkx IR of a graph, with symbolic dims."""
+        """The IR of a graph (networkx, one `graphdl.ir.Node` per node), with symbolic dims."""
         self._require(name)
         return self.checked.irs[name]
 

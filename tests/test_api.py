@@ -18,6 +18,7 @@ import pytest
 
 import graphdl
 from graphdl.errors import GdlError, Span
+from graphdl.ir import Node, node, nodes
 
 REPO = Path(__file__).resolve().parents[1]
 RNG = np.random.default_rng(0)
@@ -143,20 +144,19 @@ def test_unknown_graph_name_lists_the_graphs(model):
 def test_ir_is_networkx_with_op_shape_dtype_span(model):
     ir = model.ir("cnn")
     assert isinstance(ir, nx.DiGraph)
-    ops = [d["op"] for _, d in ir.nodes(data=True)]
+    ops = [n.op for _, n in nodes(ir)]
     for op in ("input", "param", "conv", "batch_norm", "max_pool", "flatten", "dense"):
         assert op in ops
     assert nx.is_directed_acyclic_graph(ir)
-    for _, d in ir.nodes(data=True):
-        assert {"op", "shape", "dtype", "span"} <= set(d)
-        assert isinstance(d["span"], Span)
-    (pool,) = [d for _, d in ir.nodes(data=True) if d["op"] == "max_pool"]
-    assert [str(s) for s in pool["shape"]] == ["B", "4", "4", "4"]
-    assert pool["dtype"] == "f32"
-    assert pool["span"].line == 6  # line 6 of SOURCE: the first `h = ...` of cnn
-    (dense,) = [d for _, d in ir.nodes(data=True) if d["op"] == "dense"]
-    assert [str(s) for s in dense["shape"]] == ["B", "10"]
-    assert ir.graph["outputs"] and ir.nodes[ir.graph["outputs"][0]]["op"] == "dense"
+    for _, n in nodes(ir):
+        assert isinstance(n, Node) and isinstance(n.span, Span)
+    (pool,) = [n for _, n in nodes(ir) if n.op == "max_pool"]
+    assert [str(s) for s in pool.shape] == ["B", "4", "4", "4"]
+    assert pool.dtype == "f32"
+    assert pool.span.line == 6  # line 6 of SOURCE: the first `h = ...` of cnn
+    (dense,) = [n for _, n in nodes(ir) if n.op == "dense"]
+    assert [str(s) for s in dense.shape] == ["B", "10"]
+    assert ir.graph["outputs"] and node(ir, ir.graph["outputs"][0]).op == "dense"
 
 
 # -- compile / init / call ------------------------------------------------------------------

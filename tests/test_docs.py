@@ -24,6 +24,7 @@ from graphdl.elaborate.check import check_program
 from graphdl.elaborate.specials import OPTIMIZERS, SCHEDULES, SPECIALS
 from graphdl.elaborate.train import SETTINGS
 from graphdl.errors import render_all
+from graphdl.ir import node
 from graphdl.ops import REGISTRY
 from graphdl.ops.distributions import FAMILIES
 from graphdl.ops.estimators import ESTIMATORS
@@ -126,7 +127,7 @@ def _run_repro(source: str) -> str:
             ir = model.ir(name)
             inputs = []
             for nid in ir.graph["inputs"]:
-                t = ir.nodes[nid]["type"]
+                t = node(ir, nid).type
                 shape = [int(d.substitute({s: 2 for s in d.symbols()})) for d in t.shape]
                 inputs.append(np.zeros(shape, NP_DTYPES[t.dtype]))
             fn = model.compile(name)

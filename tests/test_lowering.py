@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 
 from graphdl.api import loads
+from graphdl.ir import nodes
 from graphdl.ops import REGISTRY
 
 RNG = np.random.default_rng(1234)
@@ -506,7 +507,7 @@ def _tree_close(got, want, tol, what):
 
 def _setup(c: Case):
     model = loads(c.src)
-    present = {d["op"] for _, d in model.ir("g").nodes(data=True)}
+    present = {n.op for _, n in nodes(model.ir("g"))}
     missing = [op for op in c.ops if op not in present]
     assert not missing, f"{c.id}: ops {missing} not in the IR (has {sorted(present)})"
     fn = model.compile("g")

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from graphdl.errors import render_all
+from graphdl.ir import node, nodes
 
 SPEC = Path(__file__).resolve().parent / "spec"
 
@@ -25,7 +26,7 @@ def checked_ok(check, text):
 def out_types(check, text, graph="g") -> list[str]:
     result = checked_ok(check, text)
     ir = result.irs[graph]
-    return [str(ir.nodes[o]["type"]) for o in ir.graph["outputs"]]
+    return [str(node(ir, o).type) for o in ir.graph["outputs"]]
 
 
 def typeof(check, args: str, expression: str, lines: str = "") -> str:
@@ -38,15 +39,14 @@ def typeof(check, args: str, expression: str, lines: str = "") -> str:
 def params(result, graph="g") -> dict[str, str]:
     ir = result.irs[graph]
     out = {}
-    for nid in ir.nodes:
-        node = ir.nodes[nid]
-        if node["op"] in ("param", "stat"):
-            out[node["attrs"]["name"]] = str(node["type"])
-        body = node["attrs"].get("body")
+    for _, n in nodes(ir):
+        if n.op in ("param", "stat"):
+            out[n.attrs["name"]] = str(n.type)
+        body = n.attrs.get("body")
         if body is not None:
             for sub in body.nodes:
-                if body.nodes[sub]["op"] in ("param", "stat"):
-                    out[body.nodes[sub]["attrs"]["name"]] = str(body.nodes[sub]["type"])
+                if node(body, sub).op in ("param", "stat"):
+                    out[node(body, sub).attrs["name"]] = str(node(body, sub).type)
     return out
 
 
@@ -230,7 +230,7 @@ def test_tuple_return_and_unpack(check):
         """
     result = checked_ok(check, text)
     enc = result.irs["encoder"]
-    assert [str(enc.nodes[o]["type"]) for o in enc.graph["outputs"]] == ["f32[B, 8]", "f32[B, 8]"]
+    assert [str(node(enc, o).type) for o in enc.graph["outputs"]] == ["f32[B, 8]", "f32[B, 8]"]
 
 
 def test_pipe_and_call_spellings_give_the_same_ir(check):
@@ -274,7 +274,7 @@ def test_layer_sharing_gives_one_parameter_set(check):
     assert sorted(params(result)) == ["g.block.out.dense.b", "g.block.out.dense.w",
                                       "g.shared.b", "g.shared.w"]
     ir = result.irs["g"]
-    dense_weights = [ir.nodes[n]["inputs"][1] for n in ir.nodes if ir.nodes[n]["op"] == "dense"]
+    dense_weights = [node(ir, n).inputs[1] for n in ir.nodes if node(ir, n).op == "dense"]
     assert len(dense_weights) == 4 and len(set(dense_weights)) == 2
 
 
@@ -302,31 +302,31 @@ def test_param_statement_and_frozen(check):
         }
         """)
     ir = result.irs["g"]
-    nodes = {ir.nodes[n]["attrs"]["name"]: ir.nodes[n] for n in ir.nodes
-             if ir.nodes[n]["op"] == "param"}
-    assert nodes["g.W"]["attrs"]["frozen"] is True and nodes["g.b"]["attrs"]["frozen"] is False
-    assert nodes["g.W"]["attrs"]["init"] == ("glorot",)
+    params = {node(ir, n).attrs["name"]: node(ir, n) for n in ir.nodes
+             if node(ir, n).op == "param"}
+    assert params["g.W"].attrs["frozen"] is True and params["g.b"].attrs["frozen"] is False
+    assert params["g.W"].attrs["init"] == ("glorot",)
 
 
 def test_a_trained_graph_is_one_instance_in_train_and_evaluate(check):
     result = checked_ok(check, (SPEC / "mlp.gdl").read_text())
     (plan,) = result.trains
-    train_params = {plan.ir.nodes[n]["attrs"]["name"]: str(plan.ir.nodes[n]["type"])
-                    for n in plan.ir.nodes if plan.ir.nodes[n]["op"] == "param"}
+    train_params = {node(plan.ir, n).attrs["name"]: str(node(plan.ir, n).type)
+                    for n in plan.ir.nodes if node(plan.ir, n).op == "param"}
     assert train_params == {"mlp.out.dense.w": "f32[64, 128]", "mlp.out.dense.b": "f32[128]",
                             "mlp.out.dense_1.w": "f32[128, 10]", "mlp.out.dense_1.b": "f32[10]"}
     (evaluation,) = plan.evaluations
     eval_ir = evaluation.ir
-    names = [eval_ir.nodes[n]["attrs"]["name"] for n in eval_ir.nodes
-             if eval_ir.nodes[n]["op"] == "param"]
+    names = [node(eval_ir, n).attrs["name"] for n in eval_ir.nodes
+             if node(eval_ir, n).op == "param"]
     assert sorted(names) == sorted(train_params)  # the two mlp(...) calls share
 
 
 def test_gan_discriminator_calls_share_one_instance(check):
     result = checked_ok(check, (SPEC / "gan.gdl").read_text())
     (plan,) = result.trains
-    names = [plan.ir.nodes[n]["attrs"]["name"] for n in plan.ir.nodes
-             if plan.ir.nodes[n]["op"] == "param"]
+    names = [node(plan.ir, n).attrs["name"] for n in plan.ir.nodes
+             if node(plan.ir, n).op == "param"]
     assert len(names) == len(set(names)) == 8
     assert {n.split(".")[0] for n in names} == {"generator", "discriminator"}
     assert [s.name for s in plan.steps] == ["discriminator", "generator"]
@@ -337,14 +337,14 @@ def test_gan_discriminator_calls_share_one_instance(check):
 def test_scan_result_types(check):
     result = checked_ok(check, (SPEC / "lstm.gdl").read_text())
     ir = result.irs["classify"]
-    (scan,) = [n for n in ir.nodes if ir.nodes[n]["op"] == "scan"]
-    assert [str(t) for t in ir.nodes[scan]["type"]] == [
+    (scan,) = [n for n in ir.nodes if node(ir, n).op == "scan"]
+    assert [str(t) for t in node(ir, scan).type] == [
         "f32[B, T, 128]", "f32[B, 128]", "f32[B, 128]"]
-    assert ir.nodes[scan]["attrs"]["states"] == ["h", "c"]
-    body = ir.nodes[scan]["attrs"]["body"]
+    assert node(ir, scan).attrs["states"] == ["h", "c"]
+    body = node(ir, scan).attrs["body"]
     assert [(a, b) for a, b, d in body.edges(data=True) if d.get("delay")]  # state edges
     (out,) = ir.graph["outputs"]
-    assert str(ir.nodes[out]["type"]) == "f32[B, 10]"
+    assert str(node(ir, out).type) == "f32[B, 10]"
     assert "classify.run.lstm.f.dense.w" in params(result, "classify")
 
 
@@ -377,7 +377,7 @@ def test_a_cell_checked_on_its_own(check):
     body = result.irs["lstm"].graph["cell_body"]
     assert set(body.graph["states"]) == {"h", "c"}
     (out,) = body.graph["outputs"]
-    assert str(body.nodes[out]["type"]) == "f32[B, H]"
+    assert str(node(body, out).type) == "f32[B, H]"
 
 
 GENERATE = """\
@@ -414,12 +414,12 @@ def test_generate_node_keeps_the_cell_body(check):
     }
     """)
     ir = result.irs["g"]
-    (node,) = [ir.nodes[n] for n in ir.nodes if ir.nodes[n]["op"] == "generate"]
-    assert node["attrs"]["steps"] == 5 and node["attrs"]["pick"] == ["beam", 3]
-    assert node["attrs"]["vocab"] == 50 and node["attrs"]["states"] == ["h"]
-    body = node["attrs"]["body"]
+    (gen,) = [n for _, n in nodes(ir) if n.op == "generate"]
+    assert gen.attrs["steps"] == 5 and gen.attrs["pick"] == ["beam", 3]
+    assert gen.attrs["vocab"] == 50 and gen.attrs["states"] == ["h"]
+    body = gen.attrs["body"]
     (out,) = body.graph["outputs"]
-    assert str(body.nodes[out]["type"]) == "f32[B, 50]"
+    assert str(node(body, out).type) == "f32[B, 50]"
     assert "g.out.dec.out.dense.w" in params(result)
 
 
@@ -427,8 +427,8 @@ def test_generate_node_keeps_the_cell_body(check):
 def test_sample_types_of_each_estimator(check):
     result = checked_ok(check, (SPEC / "stochastic.gdl").read_text())
     ir = result.irs["stochastic"]
-    samples = {ir.nodes[n]["attrs"]["name"] + ":" + ir.nodes[n]["attrs"]["estimator"]:
-               str(ir.nodes[n]["type"]) for n in ir.nodes if ir.nodes[n]["op"] == "sample"}
+    samples = {node(ir, n).attrs["name"] + ":" + node(ir, n).attrs["estimator"]:
+               str(node(ir, n).type) for n in ir.nodes if node(ir, n).op == "sample"}
     assert samples == {"z:reparam": "f32[B, 4]", "a:reinforce": "i32[B]",
                        "g:gumbel_softmax": "f32[B, 4]", "b:straight_through": "f32[B, 4]"}
     assert len(ir.graph["stochastic"]) == 5
@@ -457,11 +457,11 @@ def test_sample_with_an_explicit_shape(check):
 def test_check_binds_dims_from_the_data_source(check):
     result = checked_ok(check, (SPEC / "mlp.gdl").read_text())
     (plan,) = result.trains
-    inputs = {plan.ir.nodes[n]["attrs"]["name"]: str(plan.ir.nodes[n]["type"])
+    inputs = {node(plan.ir, n).attrs["name"]: str(node(plan.ir, n).type)
               for n in plan.ir.graph["inputs"]}
     assert inputs["data.x"] == "f32[64, 64]" and inputs["data.y"] == "i32[64]"
     (loss,) = plan.ir.graph["outputs"]
-    assert str(plan.ir.nodes[loss]["type"]) == "f32[]"
+    assert str(node(plan.ir, loss).type) == "f32[]"
     assert plan.batch.batch == 64 and plan.batch.shuffle is True
 
 

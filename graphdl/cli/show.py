@@ -7,21 +7,20 @@ import subprocess
 from math import prod
 
 from graphdl.dims import TensorType
-from graphdl.ir import format_ir
+from graphdl.ir import format_ir, nodes
 
 
 def param_rows(ir) -> list[tuple[str, str, str]]:
     """(name, type, count) for each parameter node of an IR, in name order."""
     rows = []
-    for nid in ir.nodes:
-        n = ir.nodes[nid]
-        if n["op"] in ("param", "stat"):
-            t: TensorType = n["type"]
+    for _, n in nodes(ir):
+        if n.op in ("param", "stat"):
+            t: TensorType = n.type
             conc = t.concrete()
             count = str(prod(conc)) if conc is not None else "?"
-            kind = "" if n["op"] == "param" else " (stat)"
-            rows.append((n["attrs"]["name"] + kind, str(t), count))
-        body = n["attrs"].get("body")
+            kind = "" if n.op == "param" else " (stat)"
+            rows.append((n.attrs["name"] + kind, str(t), count))
+        body = n.attrs.get("body")
         if body is not None:
             rows.extend(param_rows(body))
     body = ir.graph.get("cell_body")
@@ -32,12 +31,11 @@ def param_rows(ir) -> list[tuple[str, str, str]]:
 
 def to_dot(ir) -> str:
     lines = [f'digraph "{ir.graph["name"]}" {{', "  rankdir=TB; node [shape=box, fontname=monospace];"]
-    for nid in ir.nodes:
-        n = ir.nodes[nid]
-        label = f"{n['op']}\\n{n['type']}" if n["type"] is not None else n["op"]
-        if n["op"] in ("param", "stat", "input"):
-            label = f"{n['attrs']['name']}\\n{n['type']}"
-        shape = "ellipse" if n["op"] in ("param", "stat") else "box"
+    for nid, n in nodes(ir):
+        label = f"{n.op}\\n{n.type}" if n.type is not None else n.op
+        if n.op in ("param", "stat", "input"):
+            label = f"{n.attrs['name']}\\n{n.type}"
+        shape = "ellipse" if n.op in ("param", "stat") else "box"
         lines.append(f'  n{nid} [label="{label}", shape={shape}];')
     for a, b, d in ir.edges(data=True):
         style = " [style=dashed]" if d.get("delay") else ""
@@ -81,13 +79,12 @@ def show(checked, args) -> int:
             continue
         if not args.params:
             print(f"graph {name}")
-            for nid in ir.nodes:
-                n = ir.nodes[nid]
-                if n["op"] in ("param", "stat"):
+            for _, n in nodes(ir):
+                if n.op in ("param", "stat"):
                     continue
-                where = f"  {n['span'].line}:{n['span'].col}" if n["span"] else ""
-                label = n["attrs"].get("name", "") if n["op"] == "input" else ""
-                print(f"  {n['op']:<16} {label:<10} {str(n['type']) if n['type'] is not None else '':<24}{where}")
+                where = f"  {n.span.line}:{n.span.col}" if n.span else ""
+                label = n.attrs.get("name", "") if n.op == "input" else ""
+                print(f"  {n.op:<16} {label:<10} {str(n.type) if n.type is not None else '':<24}{where}")
         rows = param_rows(ir)
         total = sum(int(c) for _, _, c in rows if c != "?" and "(stat)" not in _)
         print(f"parameters of {name}: {len(rows)} tensors, {total:,} values"

@@ -34,7 +34,7 @@ from graphdl.elaborate.values import (
     describe,
 )
 from graphdl.errors import Span, UserError, did_you_mean
-from graphdl.ir.graph import IR, add_node, new_ir
+from graphdl.ir.graph import IR, add_node, new_ir, node
 from graphdl.ops import REGISTRY, ShapeError
 from graphdl.ops.math import OPERATOR_OPS
 from graphdl.ops.registry import check_constant
@@ -138,10 +138,10 @@ class Builder:
         """A parameter (or statistic) by its full name; a second use shares the first."""
         existing = self.g.graph.setdefault("params_by_name", {}).get(name)
         if existing is not None:
-            node = self.g.nodes[existing]
-            if node["type"] != type_:
+            before = node(self.g, existing).type
+            if before != type_:
                 return self.error(f"the shared layer `{name}` is used with {type_} here but "
-                                  f"{node['type']} before", span,
+                                  f"{before} before", span,
                                   hint="a shared layer keeps one parameter shape")
             return Tensor(existing, type_, f"parameter `{name}`")
         nid = self.node(kind, [], [], {"name": name, "init": init, "frozen": frozen}, type_, span)

@@ -20,7 +20,7 @@ from graphdl.dims import Dim, TensorType
 from graphdl.elaborate.build import Builder, Scope
 from graphdl.elaborate.values import Const, GraphRef, Poison, Record, Tensor, describe
 from graphdl.errors import Span
-from graphdl.ir.graph import add_node, new_ir
+from graphdl.ir.graph import add_delay, add_node, dataflow, new_ir, node
 from graphdl.parse import ast as A
 
 STATE_INITIALIZERS = ("zeros", "ones")
@@ -95,14 +95,14 @@ def build_cell(b: Builder, ref: GraphRef, step_type: TensorType, span: Span, ins
                     return None
                 if not isinstance(nxt, Tensor):
                     b.error(f"state `{name}` must be assigned a tensor "
-                            f"{body.nodes[sid]['type']}, got {describe(nxt)}",
+                            f"{node(body, sid).type}, got {describe(nxt)}",
                             scope.where.get(name, gdef.span))
                     return None
-                if nxt.type != body.nodes[sid]["type"]:
-                    b.error(f"state `{name}` is {body.nodes[sid]['type']} but its next value is "
+                if nxt.type != node(body, sid).type:
+                    b.error(f"state `{name}` is {node(body, sid).type} but its next value is "
                             f"{nxt.type}", scope.where.get(name, gdef.span))
                     return None
-                body.add_edge(nxt.node, sid, delay=1)
+                add_delay(body, nxt.node, sid)
                 states[name] = (sid, nxt.node)
             body.graph["outputs"] = [out.node]
             body.graph["states"] = states
@@ -114,8 +114,7 @@ def build_cell(b: Builder, ref: GraphRef, step_type: TensorType, span: Span, ins
 
 def check_delays(b: Builder, ir, span: Span) -> None:
     """Every cycle of an IR must pass through a delayed (state) edge."""
-    undelayed = nx.DiGraph((u, v) for u, v, d in ir.edges(data=True) if not d.get("delay"))
-    if not nx.is_directed_acyclic_graph(undelayed):
+    if not nx.is_directed_acyclic_graph(dataflow(ir)):
         b.error("this cell has a cycle without a state delay", span,
                 hint="a value that depends on itself must be a `state`")
 
@@ -179,7 +178,7 @@ def _initial_states(b: Builder, ref: GraphRef, body, states: dict, init, span: S
             b.error(f"{ref.gdef.name} has no state `{name}`", span,
                     hint=f"its states are {', '.join(states) or 'none'}")
             return None
-        want = body.nodes[states[name][0]]["type"]
+        want = node(body, states[name][0]).type
         if not isinstance(value, Tensor) or value.type != want:
             got = value.type if isinstance(value, Tensor) else describe(value)
             b.error(f"initial state `{name}` is {got}, but {ref.gdef.name} declares {want}", span)
@@ -190,7 +189,7 @@ def _initial_states(b: Builder, ref: GraphRef, body, states: dict, init, span: S
 
 def _loop_node(b: Builder, op: str, inputs, arg_names, attrs, out_type, body, states, span):
     """A scan-like node: results (stacked outputs, *final states), read as a record."""
-    state_types = {n: body.nodes[sid]["type"] for n, (sid, _) in states.items()}
+    state_types = {n: node(body, sid).type for n, (sid, _) in states.items()}
     nid = b.node(op, inputs, arg_names, attrs, (out_type, *state_types.values()), span)
     out = Tensor(add_node(b.g, "getitem", [nid], ["x"], {"index": 0}, out_type, span,
                           b.scope.instance), out_type, f"the outputs of {op} at {span.short()}")

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import networkx as nx
+
 from graphdl.dims import TensorType
-from graphdl.ir.graph import IR
+from graphdl.ir.graph import IR, IRError, node, order
 
 
 def _type(t) -> str:
@@ -28,21 +30,37 @@ def _attr(v) -> str:
     return str(v)
 
 
-def format_ir(g: IR, indent: str = "") -> str:
+def format_node(g: IR, nid: int) -> str:
     """`%3 = dense(%1, w=%2, units=10) : f32[B, 10]  @ mlp.out  # 4:17`"""
+    if "node" not in g.nodes[nid]:  # a bare networkx node: only a broken IR has one
+        return f"%{nid} = ?"
+    n = node(g, nid)
+    operands = [f"%{i}" if a in ("", f"_{k}") else f"{a}=%{i}"
+                for k, (i, a) in enumerate(zip(n.inputs, n.args))]
+    attrs = [f"{k}={_attr(v)}" for k, v in n.attrs.items() if k != "body"]
+    where = f"  @ {n.scope}" if n.scope else ""
+    loc = f"  # {n.span.line}:{n.span.col}" if n.span else ""
+    return f"%{nid} = {n.op}({', '.join(operands + attrs)}) : {_type(n.type)}{where}{loc}"
+
+
+def printing_order(g: IR) -> list[int]:
+    # a broken IR (a cycle without delay) is still printed, in id order, so the
+    # verifier can show it
+    try:
+        return order(g)
+    except (IRError, nx.NetworkXException):
+        return sorted(g.nodes)
+
+
+def format_ir(g: IR, indent: str = "") -> str:
+    """The IR, one node per line in execution order, bodies indented under their node."""
     lines = [f"{indent}ir {g.graph['name']}("
              + ", ".join(f"%{i}" for i in g.graph["inputs"]) + ")"]
-    for nid in sorted(g.nodes):
-        n = g.nodes[nid]
-        operands = [f"%{i}" if a in ("", f"_{k}") else f"{a}=%{i}"
-                    for k, (i, a) in enumerate(zip(n["inputs"], n["args"]))]
-        attrs = [f"{k}={_attr(v)}" for k, v in n["attrs"].items() if k != "body"]
-        where = f"  @ {n['scope']}" if n["scope"] else ""
-        loc = f"  # {n['span'].line}:{n['span'].col}" if n["span"] else ""
-        lines.append(f"{indent}  %{nid} = {n['op']}({', '.join(operands + attrs)}) : "
-                     f"{_type(n['type'])}{where}{loc}")
-        if "body" in n["attrs"]:
-            lines.append(format_ir(n["attrs"]["body"], indent + "    "))
+    for nid in printing_order(g):
+        lines.append(indent + "  " + format_node(g, nid))
+        body = g.nodes[nid]["node"].attrs.get("body") if "node" in g.nodes[nid] else None
+        if body is not None:
+            lines.append(format_ir(body, indent + "    "))
     if "cell_body" in g.graph:  # a cell checked on its own: its one-step body
         lines.append(format_ir(g.graph["cell_body"], indent + "    "))
     delayed = [(a, b) for a, b, d in g.edges(data=True) if d.get("delay")]

@@ -1,4 +1,4 @@
-"""Walk an IR in creation (= topological) order and compute each node with JAX.
+"""Walk an IR in execution order (`graphdl.ir.order`) and compute each node with JAX.
 
 The walk happens once, while `jax.jit` traces; the compiled function holds only the
 JAX operations, so a graph runs as fast as the same JAX written by hand.
@@ -12,6 +12,8 @@ from jax import lax
 
 from graphdl.dims import Dim
 from graphdl.errors import GdlError, UserError
+from graphdl.ir.graph import IR, node, nodes, order
+from graphdl.ir.node import Node
 from graphdl.lower.stochastic import lower_dist, lower_sample
 from graphdl.ops import REGISTRY
 
@@ -78,9 +80,9 @@ class NeedsKey(Exception):
     """A random op ran without a key."""
 
 
-def _operands(n: dict, env: dict) -> dict:
+def _operands(n: Node, env: dict) -> dict:
     kwargs: dict = {}
-    for src, name in zip(n["inputs"], n["args"]):
+    for src, name in n.operands():
         value = env[src]
         if "." in name and name.split(".", 1)[0] in ("xs",):  # a list argument: xs.0, xs.1
             kwargs.setdefault(name.split(".", 1)[0], []).append(value)
@@ -98,26 +100,24 @@ def _initial(init: tuple, shape, dtype):
     raise ValueError(f"a state must start from zeros or ones here, not {name}")
 
 
-def lower_scan(ctx: LowerCtx, nid: int, n: dict, env: dict):
-    attrs = n["attrs"]
+def lower_scan(ctx: LowerCtx, nid: int, n: Node, env: dict):
+    attrs = n.attrs
     body, axis, states = attrs["body"], attrs["axis"], attrs["states"]
-    given = {name.split(".", 1)[1]: env[src] for src, name in zip(n["inputs"], n["args"])
+    given = {name.split(".", 1)[1]: env[src] for src, name in n.operands()
              if name.startswith("init.")}
-    xs = jnp.moveaxis(env[n["inputs"][0]], axis, 0)
+    xs = jnp.moveaxis(env[n.inputs[0]], axis, 0)
     init = {}
     for name in states:
-        sid = body.graph["states"][name][0]
-        snode = body.nodes[sid]
-        shape = tuple(ctx.size(d) for d in snode["shape"])
-        init[name] = given.get(name, _initial(snode["attrs"]["init"], shape, jnp.float32))
-    x_name = body.nodes[body.graph["inputs"][0]]["attrs"]["name"]
+        snode = node(body, body.graph["states"][name][0])
+        shape = tuple(ctx.size(d) for d in snode.shape)
+        init[name] = given.get(name, _initial(snode.attrs["init"], shape, jnp.float32))
+    x_name = node(body, body.graph["inputs"][0]).attrs["name"]
     base = ctx.base_key
     steps = jnp.arange(xs.shape[0])
     # statistics the body updates (batch norm in a cell) ride in the carry, step to step
-    stat_names = sorted({body.nodes[i]["attrs"]["name"] for i in body.nodes
-                         if body.nodes[i]["op"] == "stat"})
+    stat_names = sorted({b.attrs["name"] for _, b in nodes(body) if b.op == "stat"})
     stats0 = {name: ctx.stats[name] for name in stat_names}
-    has_score = any(body.nodes[i]["op"] == "sample" for i in body.nodes)
+    has_score = any(b.op == "sample" for _, b in nodes(body))
 
     def step(carry, inp):
         state, stats = carry
@@ -143,30 +143,29 @@ def lower_scan(ctx: LowerCtx, nid: int, n: dict, env: dict):
     return (jnp.moveaxis(ys, 0, axis), *[final[name] for name in states])
 
 
-def run_ir(ir, ctx: LowerCtx, inputs: dict, states: dict | None = None) -> dict:
+def run_ir(ir: IR, ctx: LowerCtx, inputs: dict, states: dict | None = None) -> dict:
     """Values of every node of `ir`, keyed by node id; inputs by name."""
     env: dict = {}
-    for nid in sorted(ir.nodes):
-        n = ir.nodes[nid]
+    for nid in order(ir):
+        n = node(ir, nid)
         ctx.node_id, ctx._draws = nid, 0
         try:
-            ctx.stat_names = {arg: ir.nodes[src]["attrs"]["name"]
-                              for src, arg in zip(n["inputs"], n["args"])
-                              if ir.nodes[src]["op"] == "stat"}
+            ctx.stat_names = {arg: node(ir, src).attrs["name"] for src, arg in n.operands()
+                              if node(ir, src).op == "stat"}
             env[nid] = _lower_node(ctx, nid, n, env, inputs, states)
         except (NeedsKey, GdlError):
             raise
         except Exception as err:  # re-raise with the node's .gdl span
-            raise GdlError([UserError(f"while computing {n['op']}(): {type(err).__name__}: {err}",
-                                      n["span"]).diagnostic]) from err
+            raise GdlError([UserError(f"while computing {n.op}(): {type(err).__name__}: {err}",
+                                      n.span).diagnostic]) from err
     return env
 
 
-def _lower_node(ctx: LowerCtx, nid: int, n: dict, env: dict, inputs: dict, states):
-    op = n["op"]
-    attrs = n["attrs"]
+def _lower_node(ctx: LowerCtx, nid: int, n: Node, env: dict, inputs: dict, states):
+    op = n.op
+    attrs = n.attrs
     if op == "input":
-        ctx.bind_dims(n["shape"], inputs[attrs["name"]])
+        ctx.bind_dims(n.shape, inputs[attrs["name"]])
         return inputs[attrs["name"]]
     if op == "param":
         return ctx.params[attrs["name"]]
@@ -175,10 +174,10 @@ def _lower_node(ctx: LowerCtx, nid: int, n: dict, env: dict, inputs: dict, state
     if op == "state":
         return states[attrs["name"]]
     if op == "getitem":
-        return env[n["inputs"][0]][attrs["index"]]
+        return env[n.inputs[0]][attrs["index"]]
     if op == "generate":
         raise GdlError([UserError("generate(...) is checked but cannot run yet in this version",
-                                  n["span"], hint="decode with scan over a teacher-forced "
+                                  n.span, hint="decode with scan over a teacher-forced "
                                                   "sequence for now").diagnostic])
     if op == "scan":
         return lower_scan(ctx, nid, n, env)

@@ -11,6 +11,7 @@ import numpy as np
 
 from graphdl.dims import TensorType, numpy_name
 from graphdl.errors import GdlError, UserError
+from graphdl.ir.graph import nodes
 
 
 def _jax_dtype(dtype: str):
@@ -22,17 +23,16 @@ def param_specs(irs) -> dict[str, dict]:
     out: dict[str, dict] = {}
 
     def visit(ir):
-        for nid in ir.nodes:
-            n = ir.nodes[nid]
-            if n["op"] in ("param", "stat"):
-                name = n["attrs"]["name"]
-                if name in out and out[name]["type"] != n["type"]:
+        for _, n in nodes(ir):
+            if n.op in ("param", "stat"):
+                name = n.attrs["name"]
+                if name in out and out[name]["type"] != n.type:
                     raise GdlError([UserError(
-                        f"parameter `{name}` is {n['type']} here but {out[name]['type']} "
-                        "elsewhere", n["span"]).diagnostic])
-                out[name] = {**n["attrs"], "type": n["type"], "kind": n["op"], "span": n["span"]}
-            if "body" in n["attrs"]:
-                visit(n["attrs"]["body"])
+                        f"parameter `{name}` is {n.type} here but {out[name]['type']} "
+                        "elsewhere", n.span).diagnostic])
+                out[name] = {**n.attrs, "type": n.type, "kind": n.op, "span": n.span}
+            if "body" in n.attrs:
+                visit(n.attrs["body"])
     for ir in irs:
         visit(ir)
     return out

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 import jax.numpy as jnp
 
 from graphdl.dims import numpy_name
+from graphdl.ir.node import Node
 from graphdl.ops.distributions import FAMILIES, analytic_kl
 from graphdl.ops.estimators import ESTIMATORS
 
@@ -20,12 +21,12 @@ if TYPE_CHECKING:  # evaluate.py imports this module; the context is only a type
     from graphdl.lower.evaluate import LowerCtx
 
 
-def lower_sample(ctx: LowerCtx, n: dict, kwargs: dict):
+def lower_sample(ctx: LowerCtx, n: Node, kwargs: dict):
     """A `sample` node's value; a score-function estimator also records its log p."""
-    attrs = n["attrs"]
+    attrs = n.attrs
     family = FAMILIES[attrs["family"]]
     p = {k: v for k, v in kwargs.items() if k != "baseline"}
-    shape = tuple(ctx.size(d) for d in n["shape"])
+    shape = tuple(ctx.size(d) for d in n.shape)
     if not ctx.train and ctx.stochastic == "mean":
         # eval with stochastic="mean": the distribution's mean, typed like a sample; no key
         return family.mean(p).astype(jnp.dtype(numpy_name(family.sample_dtype)))
@@ -36,11 +37,11 @@ def lower_sample(ctx: LowerCtx, n: dict, kwargs: dict):
     return value
 
 
-def lower_dist(n: dict, kwargs: dict):
+def lower_dist(n: Node, kwargs: dict):
     """`log_prob`, `entropy`, `mean` or `kl` of a distribution (IR ops `dist_*`)."""
-    fn = n["op"][len("dist_"):]
+    fn = n.op[len("dist_"):]
     p = {k[2:]: v for k, v in kwargs.items() if k.startswith("p.")}
-    family = FAMILIES[n["attrs"]["family"]]
+    family = FAMILIES[n.attrs["family"]]
     if fn == "log_prob":
         return family.log_prob(p, kwargs["x"])
     if fn == "entropy":
@@ -48,7 +49,7 @@ def lower_dist(n: dict, kwargs: dict):
     if fn == "mean":
         return family.mean(p)
     q = {k[2:]: v for k, v in kwargs.items() if k.startswith("q.")}
-    kl = analytic_kl(family.name, n["attrs"]["q_family"])
+    kl = analytic_kl(family.name, n.attrs["q_family"])
     if kl is None:  # the elaboration refuses these; an IR built by hand may not
-        raise KeyError((family.name, n["attrs"]["q_family"]))
+        raise KeyError((family.name, n.attrs["q_family"]))
     return kl(p, q)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from graphdl.dims import Dim, TensorType
+from graphdl.dims import Dim, TensorType, promote
 from graphdl.ops._jax import jax, jnp, lax
 from graphdl.ops.registry import (
     ShapeError,
@@ -20,12 +20,22 @@ from graphdl.ops.registry import (
 T = TensorType
 
 
+def _with_weights(x: TensorType, weights: dict[str, Weight]) -> str:
+    """The result dtype of a layer: its input's dtype promoted with its weights' (f32), as
+    the lowering computes it (bf16 @ f32 is f32 in JAX)."""
+    dtype = x.dtype
+    for w in weights.values():
+        dtype = promote(dtype, w.dtype)
+    return dtype
+
+
 # -- dense --------------------------------------------------------------------
 def _dense_infer(x, units, bias):
     require_float(x, "dense")
     if x.rank < 1:
         raise ShapeError(f"dense needs a tensor with a feature axis, got {x}", "x")
-    return T(x.dtype, x.shape[:-1] + (as_size(units, "units"),))
+    size = as_size(units, "units")
+    return T(_with_weights(x, _dense_weights(x, units, bias)), x.shape[:-1] + (size,))
 
 
 def _dense_weights(x, units, bias):
@@ -75,7 +85,9 @@ def _conv_infer(x, filters, kernel, stride, padding, dilation, bias):
     n = _spatial(x, "conv")
     ks, ss, ds = as_ints(kernel, "kernel", n), as_ints(stride, "stride", n), as_ints(dilation, "dilation", n)
     sp = tuple(_conv_out(x.shape[1 + i], ks[i], ss[i], padding, ds[i]) for i in range(n))
-    return T(x.dtype, (x.shape[0],) + sp + (as_size(filters, "filters"),))
+    size = as_size(filters, "filters")
+    dtype = _with_weights(x, _conv_weights(x, filters, kernel, stride, padding, dilation, bias))
+    return T(dtype, (x.shape[0],) + sp + (size,))
 
 
 def _conv_weights(x, filters, kernel, stride, padding, dilation, bias):
@@ -91,8 +103,15 @@ def _dimension_numbers(n):
     return ("NHC", "HIO", "NHC") if n == 1 else ("NHWC", "HWIO", "NHWC")
 
 
+def _common(x, w):
+    """x and w in one dtype (lax convolutions take no mixed dtypes): bf16 x, f32 w -> f32."""
+    dtype = jnp.promote_types(x.dtype, w.dtype)
+    return x.astype(dtype), w.astype(dtype)
+
+
 def _conv_lower(ctx, x, filters, kernel, stride, padding, dilation, bias, w, b=None):
     n = x.ndim - 2
+    x, w = _common(x, w)
     y = lax.conv_general_dilated(
         x, w, window_strides=as_ints(stride, "stride", n), padding=padding.upper(),
         rhs_dilation=as_ints(dilation, "dilation", n),
@@ -118,7 +137,9 @@ def _tconv_infer(x, filters, kernel, stride, padding, bias):
             sp.append(size * ss[i] + max(ks[i] - ss[i], 0))
         else:
             raise ShapeError(f"padding must be \"same\" or \"valid\", got {padding!r}", "padding")
-    return T(x.dtype, (x.shape[0], *sp, as_size(filters, "filters")))
+    size = as_size(filters, "filters")
+    dtype = _with_weights(x, _tconv_weights(x, filters, kernel, stride, padding, bias))
+    return T(dtype, (x.shape[0], *sp, size))
 
 
 def _tconv_weights(x, filters, kernel, stride, padding, bias):
@@ -131,6 +152,7 @@ def _tconv_weights(x, filters, kernel, stride, padding, bias):
 
 def _tconv_lower(ctx, x, filters, kernel, stride, padding, bias, w, b=None):
     n = x.ndim - 2
+    x, w = _common(x, w)
     y = lax.conv_transpose(x, w, as_ints(stride, "stride", n), padding.upper(),
                            dimension_numbers=_dimension_numbers(n))
     return y + b if b is not None else y
@@ -169,7 +191,9 @@ def _max_pool_lower(ctx, x, window, stride, padding, indices):
     spatial = x.shape[1:-1]
     flat = jnp.arange(math.prod(spatial), dtype=jnp.int32).reshape(spatial)
     flat = jnp.broadcast_to(flat[None, ..., None], x.shape)
-    _, idx = lax.reduce_window((lax.stop_gradient(x), flat), (-jnp.inf, jnp.int32(-1)),
+    # tuple operands take init values of their exact dtypes (a bare -inf is f32)
+    lowest = jnp.asarray(-jnp.inf, x.dtype)
+    _, idx = lax.reduce_window((lax.stop_gradient(x), flat), (lowest, jnp.int32(-1)),
                                _argmax_pair, dims, strides, padding.upper())
     return y, idx
 
@@ -300,13 +324,17 @@ def _feature_axis(x, op):
 def _bn_infer(x, momentum, eps):
     require_float(x, "batch_norm")
     _feature_axis(x, "batch_norm")
-    return x
+    return T(_with_weights(x, _bn_weights(x, momentum, eps)), x.shape)
 
 
 def _ln_infer(x, eps):
     require_float(x, "layer_norm")
     _feature_axis(x, "layer_norm")
-    return x
+    return T(_with_weights(x, _ln_weights(x, eps)), x.shape)
+
+
+def _ln_weights(x, eps):
+    return {"scale": Weight((x.shape[-1],), ("ones",)), "bias": Weight((x.shape[-1],), ("zeros",))}
 
 
 def _bn_stats(x, momentum, eps):
@@ -341,8 +369,7 @@ def _ln_lower(ctx, x, eps, scale, bias):
 
 
 register("layer_norm", "x, eps: float = 1e-5", _ln_infer, _ln_lower,
-         weights=lambda x, eps: {"scale": Weight((x.shape[-1],), ("ones",)),
-                                 "bias": Weight((x.shape[-1],), ("zeros",))},
+         weights=_ln_weights,
          doc="normalise over the last axis, with a learned `scale` and `bias`")
 
 
