@@ -13,9 +13,10 @@ import numpy as np
 import pytest
 
 from graphdl.api import loads
-from graphdl.dims import numpy_name
+from graphdl.dims import TensorType, numpy_name
 from graphdl.elaborate import specials
 from graphdl.elaborate.check import check_program
+from graphdl.ir import Node, nodes
 from graphdl.lower import LowerCtx
 from graphdl.lower.stochastic import lower_sample
 from graphdl.ops.distributions import FAMILIES, Family, per_draw_shape
@@ -119,9 +120,9 @@ PAIRS = [(e, f) for e in ESTIMATORS for f in FAMILIES if ESTIMATORS[e].applies(F
 
 def _lower(fam: Family, est: str, params: dict, options: dict | None = None):
     ctx = LowerCtx({}, {}, jax.random.key(5), train=True)
-    node = {"attrs": {"family": fam.name, "estimator": est, "name": "z",
-                      "options": options or {}},
-            "shape": _sample_shape(fam)}
+    node = Node("sample", [], [], {"family": fam.name, "estimator": est, "name": "z",
+                                   "options": options or {}},
+                TensorType.make(fam.sample_dtype, _sample_shape(fam)))
     return lower_sample(ctx, node, params), ctx.score_terms
 
 
@@ -199,8 +200,8 @@ def test_new_family_takes_reparam_by_its_flag(laplace):
 def test_new_family_end_to_end(laplace):
     model = loads("graph g(m: f32[B, 3], s: f32[B, 3]) {\n    z ~ laplace(m, exp(s))\n"
                   "    return z, log_prob(laplace(loc = m, scale = exp(s)), z)\n}\n")
-    (sample,) = [d for _, d in model.ir("g").nodes(data=True) if d["op"] == "sample"]
-    assert sample["attrs"]["estimator"] == "reparam"
+    (sample,) = [n for _, n in nodes(model.ir("g")) if n.op == "sample"]
+    assert sample.attrs["estimator"] == "reparam"
     fn = model.compile("g")
     variables = fn.init(jax.random.key(0), A, B)
     z, logp = fn(variables, A, B, key=jax.random.key(1), train=True)[0]
