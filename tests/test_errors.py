@@ -11,6 +11,7 @@ import pytest
 
 from graphdl.elaborate.check import check_program
 from graphdl.errors import render_all
+from graphdl.runtime.data import SOURCES
 
 # (source, [(line, col, message, hint), ...]) -- every diagnostic of the file, in order
 CASES = [
@@ -214,8 +215,8 @@ CASES = [
         data digits = dataset("digits", seeds = 1)
         """,
         [
-            (1, 33, "unknown argument 'seeds' to dataset(name, split, seed, path, n)",
-             "did you mean 'seed'?"),
+            (1, 33, 'dataset() has no keyword `seeds`',
+             'its keywords are name, split, seed, path, n; did you mean `seed`?'),
         ],
         id="bad_data_kw",
     ),
@@ -865,7 +866,7 @@ CASES = [
         """,
         [
             (5, 12, 'generate() is missing its argument `start`',
-             None),
+             'its signature is generate(cell, init = none, start, steps, pick = "argmax")'),
         ],
         id="generate_missing",
     ),
@@ -1166,7 +1167,7 @@ def test_import_cycle(tmp_path):
     a, b = tmp_path / "a.gdl", tmp_path / "b.gdl"
     a.write_text('use "b.gdl"\ngraph fa(x: f32[B]) -> f32[B] {\n    return x\n}\n')
     b.write_text('use "a.gdl"\ngraph fb(x: f32[B]) -> f32[B] {\n    return x\n}\n')
-    result = check_program(str(a), a.read_text())
+    result = check_program(str(a), a.read_text(), sources=SOURCES)
     (d,) = result.diagnostics
     assert d.message == "import cycle: a.gdl is already being imported"
     assert d.hint == "a.gdl -> b.gdl -> a.gdl"
@@ -1189,7 +1190,7 @@ def test_error_inside_an_imported_file_names_that_file(tmp_path):
     (tmp_path / "lib.gdl").write_text("graph f(x: f32[B]) -> f32[B] {\n    return relux(x)\n}\n")
     main = tmp_path / "main.gdl"
     main.write_text('use "lib.gdl"\ngraph g(x: f32[B]) -> f32[B] {\n    return f(x)\n}\n')
-    result = check_program(str(main), main.read_text())
+    result = check_program(str(main), main.read_text(), sources=SOURCES)
     spans = [(d.span.file, d.span.line, d.span.col, d.message) for d in result.diagnostics]
     assert (str(tmp_path / "lib.gdl"), 2, 12, "unknown operation `relux`") in spans
     text = render_all(result.diagnostics, result.program.sources)
