@@ -20,18 +20,19 @@ from graphdl.elaborate.check import Checked, build_graph_ir, check_program
 from graphdl.errors import GdlError, UserError
 from graphdl.lower import LowerCtx, init_params, param_specs, run_ir
 from graphdl.lower.evaluate import NeedsKey
+from graphdl.runtime.data import SOURCES
 
 
 def load(path: str | Path, **consts) -> Model:
     """Parse and check a .gdl file; constants override graph constants (`H=256`)."""
     path = str(path)
-    return _checked_model(check_program(path, Path(path).read_text(encoding="utf-8"), consts),
-                          path, consts)
+    return _checked_model(check_program(path, Path(path).read_text(encoding="utf-8"), consts,
+                                        SOURCES), path, consts)
 
 
 def loads(source: str, name: str = "<string>", **consts) -> Model:
     """Like `load`, from source text."""
-    return _checked_model(check_program(name, source, consts), name, consts)
+    return _checked_model(check_program(name, source, consts, SOURCES), name, consts)
 
 
 def _checked_model(checked: Checked, path: str, consts: dict) -> Model:
@@ -133,13 +134,9 @@ class CompiledGraph:
                 raise TypeError(f"{self.name} takes {len(self.arg_names)} inputs "
                                 f"({', '.join(self.arg_names)}), got {len(inputs)}")
             program = self.model.program
-            saved, program.diagnostics = program.diagnostics, []
-            program.concrete = True
-            try:
-                ir = build_graph_ir(program, self.name, dict(zip(self.arg_names, sig)))
-                diagnostics = program.diagnostics
-            finally:
-                program.diagnostics, program.concrete = saved, False
+            diagnostics: list = []
+            ir = build_graph_ir(program, self.name, dict(zip(self.arg_names, sig)), diagnostics,
+                                concrete=True)
             if diagnostics:
                 raise GdlError(diagnostics, program.sources)
             self._cache[sig] = (ir, jax.jit(self._run, static_argnames=("train", "stochastic")))

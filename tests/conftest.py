@@ -7,6 +7,7 @@ import textwrap
 import pytest
 
 from graphdl.elaborate.check import check_program
+from graphdl.runtime.data import SOURCES
 
 
 def source(text: str) -> str:
@@ -23,6 +24,6 @@ def check(tmp_path, monkeypatch):
     def run(text: str, name: str = "m.gdl"):
         text = source(text)
         (tmp_path / name).write_text(text, encoding="utf-8")
-        return check_program(name, text)
+        return check_program(name, text, sources=SOURCES)
 
     return run

@@ -66,7 +66,7 @@ KNOWN = [(n, s) for n, s in BLOCKS if kind(s) == "known"]
 
 
 def _check(line: int, source: str):
-    return check_program(f"<language.md:{line}>", source)
+    return check_program(f"<language.md:{line}>", source, sources=SOURCES)
 
 
 def test_the_extraction_finds_the_blocks():
@@ -238,7 +238,7 @@ README_PYTHON = fenced_blocks(README, "python")
 
 @pytest.mark.parametrize("line,source", README_GDL, ids=[f"readme{n}" for n, _ in README_GDL])
 def test_readme_example_checks(line, source):
-    checked = check_program(f"<README.md:{line}>", source)
+    checked = check_program(f"<README.md:{line}>", source, sources=SOURCES)
     assert not checked.diagnostics, render_all(checked.diagnostics, checked.program.sources)
 
 

@@ -11,6 +11,7 @@ import pytest
 
 from graphdl.elaborate.check import check_program
 from graphdl.errors import render_all
+from graphdl.runtime.data import SOURCES
 
 # (source, [(line, col, message, hint), ...]) -- every diagnostic of the file, in order
 CASES = [
@@ -214,8 +215,8 @@ CASES = [
         data digits = dataset("digits", seeds = 1)
         """,
         [
-            (1, 33, "unknown argument 'seeds' to dataset(name, split, seed, path, n)",
-             "did you mean 'seed'?"),
+            (1, 33, 'dataset() has no keyword `seeds`',
+             'its keywords are name, split, seed, path, n; did you mean `seed`?'),
         ],
         id="bad_data_kw",
     ),
@@ -865,7 +866,7 @@ CASES = [
         """,
         [
             (5, 12, 'generate() is missing its argument `start`',
-             None),
+             'its signature is generate(cell, init = none, start, steps, pick = "argmax")'),
         ],
         id="generate_missing",
     ),
@@ -1166,7 +1167,7 @@ def test_import_cycle(tmp_path):
     a, b = tmp_path / "a.gdl", tmp_path / "b.gdl"
     a.write_text('use "b.gdl"\ngraph fa(x: f32[B]) -> f32[B] {\n    return x\n}\n')
     b.write_text('use "a.gdl"\ngraph fb(x: f32[B]) -> f32[B] {\n    return x\n}\n')
-    result = check_program(str(a), a.read_text())
+    result = check_program(str(a), a.read_text(), sources=SOURCES)
     (d,) = result.diagnostics
     assert d.message == "import cycle: a.gdl is already being imported"
     assert d.hint == "a.gdl -> b.gdl -> a.gdl"
@@ -1189,7 +1190,7 @@ def test_error_inside_an_imported_file_names_that_file(tmp_path):
     (tmp_path / "lib.gdl").write_text("graph f(x: f32[B]) -> f32[B] {\n    return relux(x)\n}\n")
     main = tmp_path / "main.gdl"
     main.write_text('use "lib.gdl"\ngraph g(x: f32[B]) -> f32[B] {\n    return f(x)\n}\n')
-    result = check_program(str(main), main.read_text())
+    result = check_program(str(main), main.read_text(), sources=SOURCES)
     spans = [(d.span.file, d.span.line, d.span.col, d.message) for d in result.diagnostics]
     assert (str(tmp_path / "lib.gdl"), 2, 12, "unknown operation `relux`") in spans
     text = render_all(result.diagnostics, result.program.sources)
@@ -1300,3 +1301,125 @@ def test_a_tensor_baseline_is_one_value_per_example(check):
         """)
     assert [(d.span.line, d.message) for d in result.diagnostics] == [
         (2, "a baseline is one value per example (f32[B]), got f32[7, 5]")]
+
+
+# One binder (graphdl/elaborate/binding.py) words every call's argument errors the same
+# way, whatever is called, and puts the caret on the argument at fault.
+BINDER_CASES = [
+    pytest.param(
+        """\
+        graph f(x: f32[B, D]) -> f32[B, D] {
+            return x
+        }
+        graph g(x: f32[B, D]) -> f32[B, D] {
+            return f(x, x)
+        }
+        """,
+        (5, 17, "f() takes at most 1 argument, got 2", "its signature is f(x)"),
+        id="graph_too_many"),
+    pytest.param(
+        """\
+        graph f(x: f32[B, D]) -> f32[B, D] {
+            return x
+        }
+        graph g(x: f32[B, D]) -> f32[B, D] {
+            return f(x, xs = x)
+        }
+        """,
+        (5, 17, "f() has no keyword `xs`", "its keywords are x; did you mean `x`?"),
+        id="graph_keyword"),
+    pytest.param(
+        """\
+        graph g(x: f32[B, D]) -> f32[B, D] {
+            return dense(x, 4, units = 4)
+        }
+        """,
+        (2, 24, "dense() got `units` twice",
+         "`units` is also given by position; its signature is "
+         "dense(x, units: int, bias: bool = true)"),
+        id="op_twice"),
+    pytest.param(
+        """\
+        cell c(x: f32[B, D]) -> f32[B, D] {
+            return x
+        }
+        graph g(xs: f32[B, T, D]) -> f32[B, T, D] {
+            return scan(xs, c, 1, 2, 3, 4, 5).out
+        }
+        """,
+        (5, 36, "scan() takes at most 6 arguments, got 7",
+         "its signature is scan(xs, cell, axis = 1, init = none, reverse = false, unroll = 1)"),
+        id="form_too_many"),
+    pytest.param(
+        """\
+        graph g(x: f32[B, 2]) -> f32[B, 2] {
+            param W: f32[2, 2] = normal(0.1, 2)
+            return x @ W
+        }
+        """,
+        (2, 38, "normal() takes at most 1 argument, got 2", "its signature is normal(std = 1.0)"),
+        id="initializer_too_many"),
+    pytest.param(
+        """\
+        graph g(x: f32[B, 2]) -> f32[B, 2] {
+            param W: f32[2, 2] = zeros(1)
+            return x @ W
+        }
+        """,
+        (2, 32, "zeros() takes no arguments, got 1", "its signature is zeros()"),
+        id="initializer_no_arguments"),
+    pytest.param(
+        """\
+        data digits = dataset("digits")
+        train {
+            data = digits.train(64, true, 3)
+            loss = mean(cross_entropy(flatten(data.x) |> dense(10), data.y))
+            optimizer = adam()
+        }
+        """,
+        (3, 35, "digits.train() takes at most 2 arguments, got 3",
+         "its signature is digits.train(batch = 32, shuffle = false)"),
+        id="split_too_many"),
+    pytest.param(
+        """\
+        data digits = dataset("digits")
+        train {
+            data = digits.train(batch = 32)
+            loss = mean(cross_entropy(flatten(data.x) |> dense(10), data.y))
+            optimizer = adam()
+            evaluate on digits.test {
+                accuracy = mean(argmax(flatten(data.x) |> dense(10), -1) == data.y)
+            }
+            early_stop(accuracy, patiense = 3)
+        }
+        """,
+        (9, 26, "early_stop() has no keyword `patiense`",
+         "its keywords are metric, patience, mode; did you mean `patience`?"),
+        id="early_stop_keyword"),
+    pytest.param(
+        """\
+        data digits = dataset("digits", [0.8, 0.3])
+        """,
+        (1, 33, "the fractions in 'split' sum to 1.1, not 1",
+         "e.g. split = [0.8, 0.2] or [0.7, 0.1, 0.2]"),
+        id="data_positional_caret"),
+    pytest.param(
+        """\
+        data digits = dataset()
+        """,
+        (1, 15, "dataset() is missing its argument `name`",
+         "its signature is dataset(name, split = none, seed = 0, path = none, n = none)"),
+        id="data_missing"),
+]
+
+
+@pytest.mark.parametrize("text, expected", BINDER_CASES)
+def test_binder_error(check, text, expected):
+    result = check(text)
+    assert [(d.span.line, d.span.col, d.message, d.hint) for d in result.diagnostics] == [expected]
+
+
+def test_a_data_line_without_data_sources_is_a_located_error():
+    result = check_program("<m.gdl>", 'data digits = dataset("digits")\n')
+    assert [(d.span.line, d.span.col, d.message) for d in result.diagnostics] == [
+        (1, 1, "no data sources are available here")]

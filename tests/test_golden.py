@@ -24,6 +24,7 @@ from graphdl.elaborate.check import check_program
 from graphdl.elaborate.values import Const, Setting
 from graphdl.errors import render_all
 from graphdl.ir import format_ir
+from graphdl.runtime.data import SOURCES
 
 GOLDEN = Path(__file__).resolve().parent / "golden"
 UPDATE = os.environ.get("GRAPHDL_UPDATE_GOLDEN") == "1"
@@ -97,7 +98,7 @@ def render(checked) -> str:
 
 def check_case(name: str):
     path = GOLDEN / f"{name}.gdl"
-    return check_program(str(path), path.read_text(encoding="utf-8"))
+    return check_program(str(path), path.read_text(encoding="utf-8"), sources=SOURCES)
 
 
 # -- tests -----------------------------------------------------------------------------
@@ -144,6 +145,6 @@ def test_render_is_deterministic():
 def test_a_changed_shape_is_caught(tmp_path):
     """The comparison is strict: one changed size changes the text."""
     source = (GOLDEN / "mlp.gdl").read_text(encoding="utf-8").replace("H = 32", "H = 33")
-    changed = check_program(str(tmp_path / "mlp.gdl"), source)
+    changed = check_program(str(tmp_path / "mlp.gdl"), source, sources=SOURCES)
     assert not changed.diagnostics
     assert render(changed) != (GOLDEN / "mlp.ir").read_text(encoding="utf-8")

@@ -16,6 +16,7 @@ import pytest
 
 import graphdl
 from graphdl.elaborate.check import check_program
+from graphdl.runtime.data import SOURCES
 from graphdl.runtime.train import run_training
 
 MODELS = Path(__file__).resolve().parents[1] / "models"
@@ -39,7 +40,7 @@ def test_models_folder_is_not_empty():
 
 @pytest.mark.parametrize("path", FILES, ids=lambda p: p.name)
 def test_model_checks_clean(path):
-    checked = check_program(str(path), path.read_text(encoding="utf-8"))
+    checked = check_program(str(path), path.read_text(encoding="utf-8"), sources=SOURCES)
     assert checked.diagnostics == []
     assert checked.trains, f"{path.name} has no train block"
 

@@ -20,6 +20,7 @@ import pytest
 
 from graphdl.elaborate.check import check_program
 from graphdl.errors import render_all, source_lines
+from graphdl.runtime.data import SOURCES as DATA_SOURCES
 
 ROOT = Path(__file__).resolve().parents[1]
 FILES = sorted([ROOT / "graphdl" / "std" / "nn.gdl", *(ROOT / "tests" / "spec").glob("*.gdl"),
@@ -107,7 +108,7 @@ def mutants(seed: int, count: int):
 def problems(path: Path, text: str) -> list[str]:
     """What is wrong with the front end's answer on one input (empty when all is well)."""
     try:
-        checked = check_program(str(path), text)
+        checked = check_program(str(path), text, sources=DATA_SOURCES)
         rendered = render_all(checked.diagnostics, checked.program.sources)
     except Exception as err:  # noqa: BLE001 - the point of the test
         return [f"raised {type(err).__name__}: {err}"]
@@ -136,7 +137,7 @@ def run_mutants(seed: int, count: int) -> None:
 
 def test_the_shipped_files_check_clean():
     for path, text in SOURCES.items():
-        checked = check_program(str(path), text)
+        checked = check_program(str(path), text, sources=DATA_SOURCES)
         assert not checked.diagnostics, (path, [d.message for d in checked.diagnostics])
     assert len(FILES) >= 5
 

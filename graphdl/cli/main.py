@@ -59,7 +59,8 @@ def validate_overrides(checked, overrides: dict) -> None:
 
 def load_checked(path: str, overrides: dict | None = None):
     from graphdl.elaborate.check import check_program
-    checked = check_program(path, read_source(path), overrides)
+    from graphdl.runtime.data import SOURCES
+    checked = check_program(path, read_source(path), overrides, SOURCES)
     if any(d.severity == "error" for d in checked.diagnostics):
         raise GdlError(checked.diagnostics, checked.program.sources)
     validate_overrides(checked, overrides or {})
@@ -68,10 +69,11 @@ def load_checked(path: str, overrides: dict | None = None):
 
 def cmd_check(args) -> int:
     from graphdl.elaborate.check import check_program
+    from graphdl.runtime.data import SOURCES
     status = EXIT_OK
     for path in args.files:
         overrides = parse_overrides(args.set)
-        checked = check_program(path, read_source(path), overrides)
+        checked = check_program(path, read_source(path), overrides, SOURCES)
         if not checked.diagnostics:
             validate_overrides(checked, overrides)
         if checked.diagnostics:

@@ -20,14 +20,20 @@ from __future__ import annotations
 from contextlib import contextmanager
 
 from graphdl.dims import DTYPES, Dim, TensorType
-from graphdl.elaborate.folding import describe_value, fold, gdl_literal, is_number, plain
+from graphdl.elaborate.binding import bind, signature_text
+from graphdl.elaborate.folding import describe_value, fold, is_number, plain
+from graphdl.elaborate.indexing import graph_constants, index_tensor
 from graphdl.elaborate.values import (
     Const,
+    DistV,
     GraphRef,
     ListV,
+    OpRef,
+    Partial,
     Poison,
     Record,
     SourceRef,
+    Special,
     SplitRef,
     Tensor,
     TupleV,
@@ -42,9 +48,6 @@ from graphdl.parse import ast as A
 
 # ops spelled as operators (`+`, `==`): never suggested for a misspelled name
 OPERATOR_NAMES = set(OPERATOR_OPS.values()) | {"neg"}
-
-INITIALIZERS = {"zeros": (), "ones": (), "normal": ("std",), "uniform": ("a", "b"),
-                "glorot": (), "he": (), "orthogonal": (), "load": ("file", "key")}
 
 
 class Scope:
@@ -65,10 +68,13 @@ class Scope:
 class Builder:
     """Elaborates graphs into one IR; collects diagnostics rather than stopping."""
 
-    def __init__(self, program, ir: IR, diagnostics: list):
+    def __init__(self, program, ir: IR, diagnostics: list, concrete: bool = False):
         self.program = program  # graphdl.elaborate.program.Program
+        self.forms = program.forms  # how calls and statements reach cells, stochastic, train
         self.g = ir
         self.diagnostics = diagnostics
+        # building for concrete argument types (a compiled call), not checking with symbols
+        self.concrete = concrete
         self.scope = Scope("")
         self.depth = 0
 
@@ -341,7 +347,7 @@ class Builder:
         if isinstance(base, Poison):
             return base
         if isinstance(base, GraphRef):  # lstm[128], mlp[H = 256]
-            return self.bind_consts(base, node)
+            return graph_constants(self, base, node)
         if isinstance(base, (ListV, TupleV)) or (isinstance(base, Const) and isinstance(base.value, list)):
             items = base.value if isinstance(base, Const) else base.items
             if len(node.subs) == 1 and isinstance(node.subs[0], A.Num):
@@ -353,70 +359,63 @@ class Builder:
             return self.error("a list takes one constant index", node.span)
         if not isinstance(base, Tensor):
             return self.error(f"{describe(base)} cannot be indexed", node.span)
-        from graphdl.elaborate.indexing import index_tensor
         return index_tensor(self, base, node)
 
-    def bind_consts(self, ref: GraphRef, node: A.Index):
-        consts = dict(ref.consts)
-        names = [c.name for c in ref.gdef.consts]
-        given: set[str] = set()
-        for i, sub in enumerate(node.subs):
-            if isinstance(sub, A.Keyword):
-                if sub.name not in names:
-                    return self.error(f"{ref.gdef.name} has no constant `{sub.name}`", sub.span,
-                                      did_you_mean(sub.name, names) or
-                                      f"its constants are {', '.join(names) or 'none'}")
-                key, vnode = sub.name, sub.value
-            else:
-                if i >= len(names):
-                    return self.error(f"{ref.gdef.name} takes {len(names)} constant(s), got "
-                                      f"{len(node.subs)}", sub.span,
-                                      hint=f"its constants are {', '.join(names) or 'none'}")
-                key, vnode = names[i], sub
-            if key in given:
-                return self.error(f"constant `{key}` of {ref.gdef.name} is given twice", sub.span)
-            given.add(key)
-            value = self.expr(vnode)
-            if isinstance(value, Poison):
-                return value
-            if not isinstance(value, Const):
-                return self.error(f"constant `{key}` of {ref.gdef.name} must be known at compile "
-                                  f"time, got {describe(value)}", vnode.span)
-            consts[key] = value.value
-        return GraphRef(ref.gdef, consts, ref.instance)
-
+    # -- calls ---------------------------------------------------------------
     def expr_Call(self, node: A.Call):
-        from graphdl.elaborate.calls import call
-        return call(self, node)
+        if isinstance(node.func, A.Name):
+            callee = self.lookup(node.func.id, node.func.span, called=True)
+        else:
+            callee = self.expr(node.func)
+        if isinstance(callee, Poison):
+            return callee
+        args = [self.expr(a) for a in node.args]
+        readers = self.forms.syntax_keywords if isinstance(callee, Special) else {}
+        kwargs = {}
+        for k in node.kwargs:
+            reader = readers.get((callee.name, k.name)) if readers else None
+            kwargs[k.name] = reader(self, k.value) if reader else self.expr(k.value)
+        kw_spans = {k.name: k.span for k in node.kwargs}
+        if len(kw_spans) != len(node.kwargs):
+            seen = set()
+            for k in node.kwargs:
+                if k.name in seen:
+                    return self.error(f"keyword `{k.name}` is given twice", k.span)
+                seen.add(k.name)
+        arg_spans = [a.span for a in node.args]
+        return self.invoke(callee, args, kwargs, node.stage or node.span, arg_spans, kw_spans)
+
+    def invoke(self, callee, args, kwargs, span: Span, arg_spans, kw_spans,
+               instance: str | None = None):
+        """Call an op directly; anything else through the forms table."""
+        if any(isinstance(v, Poison) for v in [*args, *kwargs.values()]):
+            return Poison()
+        if isinstance(callee, OpRef):
+            special = self.forms.distribution_ops.get(callee.name)
+            if special is not None and args and isinstance(args[0], DistV):
+                return special(self, args, kwargs, span, arg_spans, kw_spans)
+            return self.apply_op(callee.name, args, kwargs, span, arg_spans, instance, kw_spans)
+        if isinstance(callee, Partial):
+            merged = {**callee.kwargs, **kwargs}
+            return self.invoke(callee.callee, [*args, *callee.args], merged, span,
+                               arg_spans + [callee.span] * len(callee.args), kw_spans,
+                               callee.instance)
+        if isinstance(callee, Special):
+            return self.forms.calls[callee.name](self, args, kwargs, span, arg_spans, kw_spans)
+        form = self.forms.callees.get(type(callee))
+        if form is not None:  # a graph, a data split
+            return form(self, callee, args, kwargs, span, arg_spans, kw_spans, instance)
+        return self.error(f"{describe(callee)} cannot be called", span)
 
     # -- ops -----------------------------------------------------------------
     def apply_op(self, name: str, args: list, kwargs: dict, span: Span, arg_spans: list,
                  instance: str | None = None, kw_spans: dict | None = None):
         """Bind arguments to an op's signature, infer the result, add the node."""
         op = REGISTRY[name]
-        kw_spans = kw_spans or {}
-        bound: dict[str, object] = {}
-        spans: dict[str, Span] = {}
-        if len(args) > len(op.args):
-            return self.error(f"{name}() takes at most {len(op.args)} arguments, got {len(args)}",
-                              arg_spans[len(op.args)] if len(arg_spans) > len(op.args) else span,
-                              hint=f"its signature is {signature_text(op)}")
-        for a, v, s in zip(op.args, args, arg_spans + [span] * len(args)):
-            bound[a.name], spans[a.name] = v, s
-        for k, v in kwargs.items():
-            if k not in op.keywords:
-                near = did_you_mean(k, op.keywords)
-                hint = f"its keywords are {', '.join(op.keywords)}" + (f"; {near}" if near else "")
-                return self.error(f"{name}() has no keyword `{k}`", kw_spans.get(k, span), hint)
-            if k in bound:
-                return self.error(f"{name}() got `{k}` twice", kw_spans.get(k, span))
-            bound[k], spans[k] = v, kw_spans.get(k, span)
-        for a in op.args:
-            if a.name not in bound:
-                if a.required:
-                    return self.error(f"{name}() is missing its argument `{a.name}`", span,
-                                      hint=f"its signature is {signature_text(op)}")
-                bound[a.name] = Const(a.default)
+        bound = bind(self, name, op.args, args, kwargs, span, arg_spans, kw_spans)
+        if bound is None:
+            return Poison()
+        spans = bound.spans
         if any(isinstance(v, Poison) for v in bound.values()):
             return Poison()
         types: dict[str, object] = {}
@@ -451,7 +450,7 @@ class Builder:
                 problem = check_constant(op, a, value)
                 if problem:
                     return self.error(problem, spans.get(a.name, span),
-                                      hint=f"its signature is {signature_text(op)}")
+                                      hint=f"its signature is {signature_text(name, op.args)}")
                 types[a.name] = attrs[a.name] = value
         try:
             result = op.infer(**types)
@@ -489,16 +488,5 @@ class Builder:
         return Tensor(nid, result, f"the result of {name}() at {span.short()}")
 
 
-def signature_text(op) -> str:
-    from graphdl.ops.registry import REQUIRED
-    parts = []
-    for a in op.args:
-        text = a.name if a.kind == "tensor" else f"{a.name}: {a.kind}"
-        if a.default is not REQUIRED:
-            text += f" = {gdl_literal(a.default) if a.default is not None else 'none'}"
-        parts.append(text)
-    return f"{op.name}({', '.join(parts)})"
-
-
-def new_builder(program, name: str, diagnostics: list) -> Builder:
-    return Builder(program, new_ir(name), diagnostics)
+def new_builder(program, name: str, diagnostics: list, concrete: bool = False) -> Builder:
+    return Builder(program, new_ir(name), diagnostics, concrete)

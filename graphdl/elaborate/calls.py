@@ -1,22 +1,21 @@
-"""Calls and statements: ops, inlined graphs, shared layers, special forms."""
+"""Graph calls and statements: inlined graphs, `=`, `param`, `layer`, initializers.
+
+A call of a graph is inlined: its body runs in a new `Scope` whose parameter prefix is
+the call site's (`mlp.h.dense.w`). Statements other than `=` are looked up in the forms
+table (`b.forms.statements`), since `~` and `state` live in higher modules.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from graphdl.dims import Dim
-from graphdl.elaborate.build import INITIALIZERS, Builder, Scope
+from graphdl.elaborate.binding import Arg, bind, signature
+from graphdl.elaborate.build import Builder, Scope
 from graphdl.elaborate.values import (
     Const,
-    DistV,
     GraphRef,
-    ListV,
     OpRef,
     Partial,
     Poison,
-    Record,
-    Setting,
-    SplitRef,
     Tensor,
     TupleV,
     describe,
@@ -26,73 +25,24 @@ from graphdl.parse import ast as A
 
 MAX_INLINE_DEPTH = 32
 
-
-@dataclass
-class Special:
-    """A built-in form that is not a plain op: scan, distributions, optimizers, ..."""
-
-    name: str
+# name -> signature; the defaults are those of graphdl.lower.init, shown in hints
+INITIALIZERS = {name: signature(sig) for name, sig in {
+    "zeros": "", "ones": "", "normal": "std = 1.0", "uniform": "a = -0.05, b = 0.05",
+    "glorot": "", "he": "", "orthogonal": "", "load": "file, key"}.items()}
 
 
-def call(b: Builder, node: A.Call):
-    if isinstance(node.func, A.Name):
-        callee = b.lookup(node.func.id, node.func.span, called=True)
-    else:
-        callee = b.expr(node.func)
-    if isinstance(callee, Poison):
-        return callee
-    args = [b.expr(a) for a in node.args]
-    if isinstance(callee, Special) and callee.name == "generate":
-        from graphdl.elaborate.cells import pick_value
-        kwargs = {k.name: pick_value(b, k.value) if k.name == "pick" else b.expr(k.value)
-                  for k in node.kwargs}
-    else:
-        kwargs = {k.name: b.expr(k.value) for k in node.kwargs}
-    kw_spans = {k.name: k.span for k in node.kwargs}
-    if len(kw_spans) != len(node.kwargs):
-        seen = set()
-        for k in node.kwargs:
-            if k.name in seen:
-                return b.error(f"keyword `{k.name}` is given twice", k.span)
-            seen.add(k.name)
-    arg_spans = [a.span for a in node.args]
-    return invoke(b, callee, args, kwargs, node.stage or node.span, arg_spans, kw_spans, node)
-
-
-def invoke(b: Builder, callee, args, kwargs, span: Span, arg_spans, kw_spans, node=None,
-           instance: str | None = None):
-    if any(isinstance(v, Poison) for v in [*args, *kwargs.values()]):
-        return Poison()
-    if isinstance(callee, OpRef):
-        if callee.name == "mean" and args and isinstance(args[0], DistV):
-            from graphdl.elaborate.stochastic import dist_function
-            return dist_function(b, "mean", args, kwargs, span)
-        return b.apply_op(callee.name, args, kwargs, span, arg_spans, instance, kw_spans)
-    if isinstance(callee, GraphRef):
-        return inline_graph(b, callee, args, kwargs, span, arg_spans, instance or callee.instance)
-    if isinstance(callee, Partial):
-        merged = {**callee.kwargs, **kwargs}
-        return invoke(b, callee.callee, [*args, *callee.args], merged, span,
-                      arg_spans + [callee.span] * len(callee.args), kw_spans, node,
-                      callee.instance)
-    if isinstance(callee, Special):
-        from graphdl.elaborate.specials import SPECIALS
-        return SPECIALS[callee.name](b, args, kwargs, span, arg_spans, kw_spans)
-    if isinstance(callee, SplitRef):
-        return b.program.batch_of(b, callee, args, kwargs, span, kw_spans)
-    return b.error(f"{describe(callee)} cannot be called", span)
-
-
-def inline_graph(b: Builder, ref: GraphRef, args, kwargs, span: Span, arg_spans,
+def inline_graph(b: Builder, ref: GraphRef, args, kwargs, span: Span, arg_spans, kw_spans,
                  instance: str | None):
+    """`mlp(x)`: the graph's body, built in place (the forms table's call of a GraphRef)."""
     gdef = ref.gdef
+    instance = instance or ref.instance
     if gdef.kind == "cell":
         return b.error(f"`{gdef.name}` is a cell (one time step); run it over a sequence with "
                        f"scan(xs, {gdef.name})", span)
     if b.depth >= MAX_INLINE_DEPTH:
         return b.error(f"graph `{gdef.name}` calls itself (directly or through other graphs)",
                        span, hint="graphs are inlined, so they cannot be recursive")
-    bound = bind_args(b, gdef, args, kwargs, span, arg_spans)
+    bound = bind_args(b, gdef, args, kwargs, span, arg_spans, kw_spans)
     if bound is None:
         return Poison()
     prefix = instance or b.call_prefix(gdef.name, None)
@@ -118,24 +68,16 @@ def inline_graph(b: Builder, ref: GraphRef, args, kwargs, span: Span, arg_spans,
         b.depth -= 1
 
 
-def bind_args(b: Builder, gdef: A.GraphDef, args, kwargs, span, arg_spans):
-    names = [a.name for a in gdef.args]
-    if len(args) > len(names):
-        b.error(f"{gdef.name} takes {len(names)} argument(s), got {len(args)}", span,
-                hint=f"its arguments are {', '.join(names) or 'none'}")
+def bind_args(b: Builder, gdef: A.GraphDef, args, kwargs, span: Span, arg_spans,
+              kw_spans) -> list[tuple[Tensor, Span]] | None:
+    """A graph's arguments, each a tensor, with where it is written."""
+    bound = bind(b, gdef.name, [Arg(a.name) for a in gdef.args], args, kwargs, span, arg_spans,
+                 kw_spans)
+    if bound is None:
         return None
-    values = dict(zip(names, zip(args, arg_spans + [span] * len(args))))
-    for k, v in kwargs.items():
-        if k not in names:
-            b.error(f"{gdef.name} has no argument `{k}`", span, did_you_mean(k, names))
-            return None
-        values[k] = (v, span)
     out = []
-    for n in names:
-        if n not in values:
-            b.error(f"{gdef.name} is missing its argument `{n}`", span)
-            return None
-        v, s = values[n]
+    for n, v in bound.items():
+        s = bound.span(n)
         if isinstance(v, Const) and isinstance(v.value, (int, float)):
             v = b.const_tensor(v.value, s)
         if not isinstance(v, Tensor):
@@ -211,17 +153,10 @@ def statement(b: Builder, st: A.Node) -> None:
         b.scope.binding = st.targets[0]
         value = b.expr(st.value)
         assign(b, st.targets, value, st.span)
-    elif isinstance(st, A.Sample):
-        from graphdl.elaborate.stochastic import sample_statement
-        b.scope.binding = st.target
-        sample_statement(b, st)
-    elif isinstance(st, A.State):
-        from graphdl.elaborate.cells import state_statement
-        state_statement(b, st)
-    elif isinstance(st, A.Param):
-        param_statement(b, st)
-    elif isinstance(st, A.Layer):
-        layer_statement(b, st)
+    elif type(st) in b.forms.statements:  # `~`, `state`, `param`, `layer`
+        if isinstance(st, A.Sample):
+            b.scope.binding = st.target
+        b.forms.statements[type(st)](b, st)
     else:
         keyword = {A.Step: "step", A.Evaluate: "evaluate", A.Over: "over",
                    A.Checkpoint: "checkpoint"}.get(type(st))
@@ -253,27 +188,35 @@ def assign(b: Builder, targets: list[str], value, span: Span) -> None:
 
 
 def initializer(b: Builder, node: A.Node) -> tuple | None:
-    """`glorot`, `normal(0.02)`, `load("w.safetensors", "key")` -> ("normal", 0.02)."""
+    """`glorot`, `normal(0.02)`, `load("w.safetensors", "key")` -> ("normal", 0.02).
+
+    A bare name or a call without arguments is (name,): the runtime's defaults apply.
+    """
     if isinstance(node, A.Name) and node.id in INITIALIZERS:
-        if INITIALIZERS[node.id] and node.id not in ("normal", "uniform"):
-            b.error(f"initializer `{node.id}` needs arguments", node.span)
+        if any(a.required for a in INITIALIZERS[node.id]):
+            b.error(f"initializer `{node.id}` needs arguments", node.span,
+                    hint=f"write {_initializer_text(node.id)}")
             return None
         return (node.id,)
     if isinstance(node, A.Call) and isinstance(node.func, A.Name) and node.func.id in INITIALIZERS:
         name = node.func.id
-        values = []
-        for a in node.args:
-            v = b.expr(a)
-            if not isinstance(v, Const):
-                b.error(f"arguments of initializer `{name}` must be constants", a.span)
+        args = [b.expr(a) for a in node.args]
+        kwargs = {k.name: b.expr(k.value) for k in node.kwargs}
+        for v, vnode in zip([*args, *kwargs.values()], [*node.args, *(k.value for k in node.kwargs)]):
+            if isinstance(v, Poison):
                 return None
-            values.append(v.value)
-        if node.kwargs:
-            b.error(f"initializer `{name}` takes positional arguments only", node.kwargs[0].span,
-                    hint=f"write {name}({', '.join(INITIALIZERS[name])})")
+            if not isinstance(v, Const):
+                b.error(f"arguments of initializer `{name}` must be constants", vnode.span)
+                return None
+        bound = bind(b, name, INITIALIZERS[name], args, kwargs, node.span,
+                     [a.span for a in node.args], {k.name: k.span for k in node.kwargs})
+        if bound is None:
             return None
+        if not args and not kwargs:
+            return (name,)
+        values = [v.value for v in bound.values()]
         if name == "load":
-            if len(values) != 2 or not all(isinstance(v, str) for v in values):
+            if not all(isinstance(v, str) for v in values):
                 b.error('load needs a file and a key: load("file.safetensors", "key")', node.span)
                 return None
             path = b.program.resolve_path(values[0], node.span)
@@ -282,24 +225,18 @@ def initializer(b: Builder, node: A.Node) -> tuple | None:
             except (OSError, ValueError):
                 found = False
             if not found:
-                b.error(f"cannot find the file {values[0]} ({path})", node.args[0].span,
+                b.error(f"cannot find the file {values[0]} ({path})", bound.span("file"),
                         hint="a path in a .gdl file is relative to that file")
                 return None
             values[0] = str(path)
             return (name, *values)
-        params = INITIALIZERS[name]
-        if len(values) not in ((0, len(params)) if name == "uniform" else range(len(params) + 1)):
-            takes = f"{len(params)} argument(s)" if params else "no arguments"
-            b.error(f"initializer `{name}` takes {takes}, got {len(values)}", node.span,
-                    hint=f"write {name}({', '.join(params)})" if params else f"write {name}")
-            return None
         if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
             b.error(f"the arguments of initializer `{name}` must be numbers", node.span)
             return None
-        if name == "normal" and values and values[0] < 0:
-            b.error(f"the std of normal() must be >= 0, got {values[0]}", node.args[0].span)
+        if name == "normal" and values[0] < 0:
+            b.error(f"the std of normal() must be >= 0, got {values[0]}", bound.span("std"))
             return None
-        if name == "uniform" and values and not values[0] < values[1]:
+        if name == "uniform" and not values[0] < values[1]:
             b.error(f"uniform(a, b) needs a < b, got {values[0]} and {values[1]}", node.span)
             return None
         return (name, *values)
@@ -309,6 +246,10 @@ def initializer(b: Builder, node: A.Node) -> tuple | None:
     b.error(f"unknown initializer {shown}", node.span,
             did_you_mean(name, INITIALIZERS) or f"initializers are {', '.join(INITIALIZERS)}")
     return None
+
+
+def _initializer_text(name: str) -> str:
+    return name + (f"({', '.join(a.name for a in INITIALIZERS[name])})" if INITIALIZERS[name] else "")
 
 
 def declare(b: Builder, name: str, what: str, span: Span) -> bool:
@@ -332,7 +273,7 @@ def param_statement(b: Builder, st: A.Param) -> None:
         return
     if any(not d.is_int() for d in type_.shape) and b.scope.kind != "check":
         unknown = [str(d) for d in type_.shape if not d.is_int()]
-        if b.program.concrete:
+        if b.concrete:
             b.error(f"the shape of param `{st.name}` must be known; {', '.join(unknown)} "
                     "is not bound here", st.type.span)
     name = f"{b.scope.instance}.{st.name}" if b.scope.instance else st.name
@@ -369,5 +310,5 @@ def layer_statement(b: Builder, st: A.Layer) -> None:
     b.bind(st.name, value, st.span)
 
 
-__all__ = ["Special", "call", "invoke", "statement", "run_body", "bind_consts", "Record",
-           "ListV", "DistV", "Setting"]
+__all__ = ["INITIALIZERS", "bind_args", "bind_consts", "check_returns", "initializer",
+           "inline_graph", "layer_statement", "param_statement", "run_body", "statement"]

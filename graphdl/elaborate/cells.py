@@ -17,7 +17,9 @@ from __future__ import annotations
 import networkx as nx
 
 from graphdl.dims import Dim, TensorType
+from graphdl.elaborate.binding import bind, signature
 from graphdl.elaborate.build import Builder, Scope
+from graphdl.elaborate.calls import bind_consts, check_returns, initializer, run_body
 from graphdl.elaborate.values import Const, GraphRef, Poison, Record, Tensor, describe
 from graphdl.errors import Span
 from graphdl.ir.graph import add_delay, add_node, dataflow, new_ir, node
@@ -36,7 +38,6 @@ def state_statement(b: Builder, st: A.State) -> None:
         b.error(f"state `{st.name}` is declared twice", st.span)
         return
     type_ = b.resolve_type(st.type)
-    from graphdl.elaborate.calls import initializer
     init = initializer(b, st.init)
     if init is not None and init[0] not in STATE_INITIALIZERS:
         b.error(f"a state starts from {' or '.join(STATE_INITIALIZERS)}, not `{init[0]}`",
@@ -58,7 +59,6 @@ def build_cell(b: Builder, ref: GraphRef, step_type: TensorType, span: Span, ins
     `symbolic` leaves constants without a value as symbols (checking the cell on its own);
     a call site (`scan(xs, lstm)`) must give them, like any graph call.
     """
-    from graphdl.elaborate.calls import bind_consts, run_body
     gdef = ref.gdef
     body = new_ir(gdef.name)
     saved_g = b.g
@@ -66,7 +66,7 @@ def build_cell(b: Builder, ref: GraphRef, step_type: TensorType, span: Span, ins
     scope = Scope(instance, "cell")
     try:
         with b.in_scope(scope):
-            if not bind_consts(b, ref, span, symbolic=symbolic and not b.program.concrete):
+            if not bind_consts(b, ref, span, symbolic=symbolic and not b.concrete):
                 return None
             if len(gdef.args) != 1:
                 b.error(f"a cell takes one input per step; `{gdef.name}` declares "
@@ -82,7 +82,6 @@ def build_cell(b: Builder, ref: GraphRef, step_type: TensorType, span: Span, ins
             body.graph["inputs"].append(x)
             b.bind(arg.name, Tensor(x, step_type, f"`{arg.name}`, the input of one step"), arg.span)
             results = run_body(b, gdef)
-            from graphdl.elaborate.calls import check_returns
             out = check_returns(b, gdef, results, span)
             if not isinstance(out, Tensor):
                 if not isinstance(out, Poison):
@@ -119,10 +118,11 @@ def check_delays(b: Builder, ir, span: Span) -> None:
                 hint="a value that depends on itself must be a `state`")
 
 
+SCAN = signature("xs, cell, axis = 1, init = none, reverse = false, unroll = 1")
+
+
 def scan(b: Builder, args, kwargs, span, arg_spans, kw_spans):
-    from graphdl.elaborate.specials import bind_special
-    bound = bind_special(b, "scan", "xs, cell, axis = 1, init = None, reverse = false, unroll = 1",
-                         args, kwargs, span, arg_spans, kw_spans)
+    bound = bind(b, "scan", SCAN, args, kwargs, span, arg_spans, kw_spans)
     if bound is None:
         return Poison()
     xs, ref = bound["xs"], bound["cell"]
@@ -201,6 +201,7 @@ def _loop_node(b: Builder, op: str, inputs, arg_names, attrs, out_type, body, st
 
 
 PICKS = ("argmax", "sample", "beam")
+GENERATE = signature("cell, init = none, start, steps, pick = \"argmax\"")
 
 
 def generate(b: Builder, args, kwargs, span, arg_spans, kw_spans):
@@ -210,9 +211,7 @@ def generate(b: Builder, args, kwargs, span, arg_spans, kw_spans):
     over the vocabulary (f32[B, V]); each step's pick is the next input. The result is
     `{out: i32[B, N], state: {...}}`, a `generate` node with the cell's `body` like scan.
     """
-    from graphdl.elaborate.specials import bind_special
-    bound = bind_special(b, "generate", "cell, init = None, start, steps, pick = \"argmax\"",
-                         args, kwargs, span, arg_spans, kw_spans)
+    bound = bind(b, "generate", GENERATE, args, kwargs, span, arg_spans, kw_spans)
     if bound is None:
         return Poison()
     ref, start, steps, pick = bound["cell"], bound["start"], bound["steps"], bound["pick"]
@@ -279,7 +278,6 @@ def check_cell(b: Builder, ref: GraphRef) -> None:
         return
     scope = Scope(ref.gdef.name, "cell")
     with b.in_scope(scope):
-        from graphdl.elaborate.calls import bind_consts
         bind_consts(b, ref, ref.gdef.span, symbolic=True)
         step = b.resolve_type(arg.type)
     if step is not None:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from graphdl.elaborate.build import Scope, new_builder
 from graphdl.elaborate.calls import bind_consts, check_returns, run_body
 from graphdl.elaborate.cells import check_cell
-from graphdl.elaborate.program import Program
+from graphdl.elaborate.program import Program, SourceKind
+from graphdl.elaborate.specials import FORMS
 from graphdl.elaborate.train import TrainPlan, build_train
 from graphdl.elaborate.values import GraphRef, Tensor
 from graphdl.errors import Diagnostic
@@ -24,11 +26,16 @@ class Checked:
         return self.program.diagnostics
 
 
-def build_graph_ir(program: Program, name: str, arg_types: dict | None = None):
-    """The IR of graph `name`: with symbolic dims, or for concrete argument types."""
+def build_graph_ir(program: Program, name: str, arg_types: dict | None,
+                   diagnostics: list[Diagnostic], concrete: bool = False):
+    """The IR of graph `name`: with symbolic dims, or for concrete argument types.
+
+    Errors go to `diagnostics` (the program's own while checking, a fresh list for a
+    compiled call); `concrete` requires every parameter shape to be known.
+    """
     gdef = program.graphs.get(name) or program.std_graphs[name]
     ref = GraphRef(gdef, program.consts_for(gdef), None)
-    b = new_builder(program, name, program.diagnostics)
+    b = new_builder(program, name, diagnostics, concrete)
     if gdef.kind == "cell":
         check_cell(b, ref)
         return b.g
@@ -59,14 +66,17 @@ def build_graph_ir(program: Program, name: str, arg_types: dict | None = None):
     return b.g
 
 
-def check_program(path: str, text: str, overrides: dict | None = None) -> Checked:
-    program = Program(path, text, overrides)
+def check_program(path: str, text: str, overrides: dict | None = None,
+                  sources: Mapping[str, SourceKind] | None = None) -> Checked:
+    """Check a file. `sources` are the data sources its `data` lines may open
+    (graphdl.runtime.data.SOURCES); without them a `data` line is an error."""
+    program = Program(path, text, overrides, forms=FORMS, sources=sources)
     checked = Checked(program)
     if program.module is None:
         return checked
     program.open_data()
     for name, _gdef in program.graphs.items():
-        checked.irs[name] = build_graph_ir(program, name)
+        checked.irs[name] = build_graph_ir(program, name, None, program.diagnostics)
     for tdef in program.trains:
         plan = build_train(program, tdef, program.diagnostics)
         if plan is not None:

@@ -1,8 +1,10 @@
-"""`x[...]`: NumPy-style static indexing and slicing, and gathers with integer tensors."""
+"""`x[...]`: NumPy-style static indexing and slicing, and gathers with integer tensors;
+and `mlp[H = 256]`, a graph's constants given in brackets."""
 
 from __future__ import annotations
 
-from graphdl.elaborate.values import Const, Poison, Tensor
+from graphdl.elaborate.values import Const, GraphRef, Poison, Tensor, describe
+from graphdl.errors import did_you_mean
 from graphdl.parse import ast as A
 
 
@@ -47,3 +49,34 @@ def index_tensor(b, base: Tensor, node: A.Index):
     except _Bad:
         return Poison()
     return b.apply_op("index", [base, Const(subs)], {}, node.span, [node.value.span, node.span])
+
+
+def graph_constants(b, ref: GraphRef, node: A.Index) -> GraphRef | Poison:
+    """`lstm[128]`, `mlp[H = 256]`: a graph with some of its constants given."""
+    consts = dict(ref.consts)
+    names = [c.name for c in ref.gdef.consts]
+    given: set[str] = set()
+    for i, sub in enumerate(node.subs):
+        if isinstance(sub, A.Keyword):
+            if sub.name not in names:
+                return b.error(f"{ref.gdef.name} has no constant `{sub.name}`", sub.span,
+                               did_you_mean(sub.name, names) or
+                               f"its constants are {', '.join(names) or 'none'}")
+            key, vnode = sub.name, sub.value
+        else:
+            if i >= len(names):
+                return b.error(f"{ref.gdef.name} takes {len(names)} constant(s), got "
+                               f"{len(node.subs)}", sub.span,
+                               hint=f"its constants are {', '.join(names) or 'none'}")
+            key, vnode = names[i], sub
+        if key in given:
+            return b.error(f"constant `{key}` of {ref.gdef.name} is given twice", sub.span)
+        given.add(key)
+        value = b.expr(vnode)
+        if isinstance(value, Poison):
+            return value
+        if not isinstance(value, Const):
+            return b.error(f"constant `{key}` of {ref.gdef.name} must be known at compile "
+                           f"time, got {describe(value)}", vnode.span)
+        consts[key] = value.value
+    return GraphRef(ref.gdef, consts, ref.instance)

@@ -8,10 +8,14 @@ symbolic dims and every train block with the shapes of its data.
 from __future__ import annotations
 
 import functools
+from collections.abc import Mapping
 from importlib import resources
 from pathlib import Path
+from typing import ClassVar, Protocol
 
-from graphdl.elaborate.values import GraphRef, OpRef, SourceRef
+from graphdl.elaborate.binding import Arg, bind
+from graphdl.elaborate.forms import Forms
+from graphdl.elaborate.values import Const, GraphRef, OpRef, SourceRef, Special
 from graphdl.errors import Diagnostic, Span, UserError, did_you_mean
 from graphdl.ops import REGISTRY
 from graphdl.parse import ast as A
@@ -32,8 +36,27 @@ def std_module(name: str) -> A.Module:
     return parse_source(std_source(name), f"<{name}>")
 
 
+class SourceKind(Protocol):
+    """One kind of data source (`dataset`, `npz`, ...), as the front end needs it.
+
+    The front end does not import the runtime: the caller of `check_program` hands in a
+    table of these (`graphdl.runtime.data.SOURCES`). The front end binds a `data` line's
+    arguments to `params` (a param missing from `defaults` is required) and calls `open`
+    with them; `open` raises `error` for a user mistake, with `.message`, `.hint` and
+    `.arg` (the argument at fault, for the caret).
+    """
+
+    name: str
+    params: tuple[str, ...]
+    defaults: Mapping[str, object]
+    error: ClassVar[type[Exception]]
+
+    def open(self, args: dict, base_dir: Path) -> object: ...
+
+
 class Program:
-    def __init__(self, path: str, text: str, consts: dict | None = None, concrete: bool = False):
+    def __init__(self, path: str, text: str, consts: dict | None = None, *, forms: Forms,
+                 sources: Mapping[str, SourceKind] | None = None):
         self.path = path
         self.base = Path(path).resolve().parent if not path.startswith("<") else Path.cwd()
         self.sources: dict[str, str] = {path: text}
@@ -44,7 +67,8 @@ class Program:
         self.data_defs: dict[str, A.DataDef] = {}
         self.trains: list[A.TrainDef] = []
         self.overrides = consts or {}  # --set graph.H=256
-        self.concrete = concrete
+        self.forms = forms  # the built-in forms (specials.FORMS), for every Builder
+        self.source_kinds = sources  # None: this caller cannot open data
         self.module = self._load(path, text, stack=[], own=True)
         self._load_std()
 
@@ -157,24 +181,21 @@ class Program:
         return out
 
     def lookup_global(self, name: str, trained: bool):
-        from graphdl.elaborate.calls import Special
-        from graphdl.elaborate.specials import SPECIALS
         gdef = self.graphs.get(name) or self.std_graphs.get(name)
         if gdef is not None:
             instance = name if trained and gdef.kind == "graph" else None
             return GraphRef(gdef, self.consts_for(gdef), instance)
         if name in self.data:
             return self.data[name]
-        if name in SPECIALS:
+        if name in self.forms.calls:
             return Special(name)
         if name in REGISTRY and name not in ("const", "index", "getitem"):
             return OpRef(name)
         return None
 
     def global_names(self) -> list[str]:
-        from graphdl.elaborate.specials import SPECIALS
         hidden = ("const", "index", "getitem")
-        return [*self.graphs, *self.std_graphs, *self.data, *SPECIALS,
+        return [*self.graphs, *self.std_graphs, *self.data, *self.forms.calls,
                 *(n for n in REGISTRY if n not in hidden)]
 
     def snippet(self, span: Span) -> str:
@@ -193,45 +214,52 @@ class Program:
 
     # -- data ----------------------------------------------------------------
     def open_data(self) -> None:
-        from graphdl.runtime.data import DataError, open_source
         for name, item in self.data_defs.items():
             call = item.value
             if not (isinstance(call, A.Call) and isinstance(call.func, A.Name)):
                 self.error("a data source is a call like dataset(\"digits\")", item.value.span)
                 continue
-            from graphdl.runtime.data import SOURCES
+            if self.source_kinds is None:
+                self.error("no data sources are available here", item.span,
+                           hint="the caller of check_program opens them: pass "
+                                "sources=graphdl.runtime.data.SOURCES")
+                continue
             kind = call.func.id
-            if kind not in SOURCES:
+            sources = self.source_kinds
+            if kind not in sources:
                 self.error(f"unknown data source `{kind}`", call.func.span,
-                           did_you_mean(kind, SOURCES) or f"sources are {', '.join(SOURCES)}")
+                           did_you_mean(kind, sources) or f"sources are {', '.join(sources)}")
                 continue
             args, kwargs, ok = [], {}, True
             for a in call.args:
                 v = literal(a)
                 ok = ok and v is not None
-                args.append(v)
+                args.append(Const(v))
             for k in call.kwargs:
                 v = literal(k.value)
                 ok = ok and v is not None
-                kwargs[k.name] = v
+                kwargs[k.name] = Const(v)
             if not ok:
                 self.error("data source arguments must be literals", call.span)
                 continue
+            sdef = sources[kind]
+            signature = [Arg(p, "any", sdef.defaults[p]) if p in sdef.defaults else Arg(p, "any")
+                         for p in sdef.params]
+            bound = bind(self, kind, signature, args, kwargs, call.span,
+                         [a.span for a in call.args], {k.name: k.span for k in call.kwargs})
+            if bound is None:
+                continue
             base = self.base if not item.span.file.startswith("<") else Path.cwd()
             try:
-                source = open_source(kind, args, kwargs, base)
-            except DataError as err:
-                at = next((k.span for k in call.kwargs if k.name == err.arg), call.span)
+                source = sdef.open({k: v.value for k, v in bound.items()}, base)
+            except sdef.error as err:
+                at = bound.spans.get(err.arg, call.span)
                 self.error(err.message, at, err.hint)
                 continue
             except Exception as err:  # a source that fails to open is a data error, not a crash
                 self.error(f"cannot open data source `{name}`: {err}", call.span)
                 continue
             self.data[name] = SourceRef(name, source, item.span)
-
-    def batch_of(self, b, split_ref, args, kwargs, span, kw_spans):
-        from graphdl.elaborate.train import batch_of
-        return batch_of(b, split_ref, args, kwargs, span, kw_spans)
 
 
 TRAIN_SETTINGS = ("epochs", "steps", "seed", "clip_grad_norm", "weight_decay")

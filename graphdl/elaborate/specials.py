@@ -1,12 +1,22 @@
-"""Built-in forms that are not plain ops: scan, distributions, optimizers, schedules."""
+"""The forms table: every built-in form and statement, and the handler of each.
+
+Lower modules (build, calls) look forms up here at run time through `b.forms` instead of
+importing the modules that implement them (see forms.py for the layering). To add a
+form, write its handler in the module it belongs to and add it to FORMS below.
+"""
 
 from __future__ import annotations
 
+from graphdl.elaborate.binding import bind, signature
 from graphdl.elaborate.build import Builder
-from graphdl.elaborate.values import Const, Poison, Setting
-from graphdl.errors import Span, did_you_mean
+from graphdl.elaborate.calls import inline_graph, layer_statement, param_statement
+from graphdl.elaborate.cells import generate, pick_value, scan, state_statement
+from graphdl.elaborate.forms import Forms
+from graphdl.elaborate.stochastic import dist_function, make_distribution, sample_statement
+from graphdl.elaborate.train import batch_of
+from graphdl.elaborate.values import Const, GraphRef, Poison, Setting, SplitRef
 from graphdl.ops.distributions import FAMILIES
-from graphdl.ops.registry import REQUIRED, parse_signature
+from graphdl.parse import ast as A
 
 # name -> signature of the keywords each accepts (optax names the optimizer itself)
 OPTIMIZERS = {
@@ -27,48 +37,10 @@ SETTINGS_FORMS = {
 }
 
 
-class Bound(dict):
-    """Arguments bound to a special form's signature, with the span of each."""
-
-    def __init__(self, values: dict, spans: dict, default_span: Span):
-        super().__init__(values)
-        self.spans = spans
-        self.default_span = default_span
-
-    def span(self, name: str) -> Span:
-        return self.spans.get(name, self.default_span)
-
-
-def bind_special(b: Builder, name: str, signature: str, args, kwargs, span, arg_spans, kw_spans):
-    sig = parse_signature(signature.replace(": any", ""))
-    names = [a.name for a in sig]
-    if len(args) > len(sig):
-        b.error(f"{name}() takes at most {len(sig)} arguments, got {len(args)}", span,
-                hint=f"its arguments are {', '.join(names)}")
-        return None
-    values = dict(zip(names, args))
-    spans = dict(zip(names, arg_spans))
-    for k, v in kwargs.items():
-        if k not in names:
-            near = did_you_mean(k, names)
-            b.error(f"{name}() has no keyword `{k}`", kw_spans.get(k, span),
-                    hint=f"its keywords are {', '.join(names)}" + (f"; {near}" if near else ""))
-            return None
-        values[k] = v
-        spans[k] = kw_spans.get(k, span)
-    for a in sig:
-        if a.name not in values:
-            if a.default is REQUIRED:
-                b.error(f"{name}() is missing its argument `{a.name}`", span)
-                return None
-            values[a.name] = Const(a.default)
-    return Bound(values, spans, span)
-
-
 def _setting(kind: str, table: dict):
     def form(b: Builder, args, kwargs, span, arg_spans, kw_spans):
         name = form.current
-        bound = bind_special(b, name, table[name], args, kwargs, span, arg_spans, kw_spans)
+        bound = bind(b, name, signature(table[name]), args, kwargs, span, arg_spans, kw_spans)
         if bound is None:
             return Poison()
         out = {}
@@ -86,31 +58,19 @@ def _make(kind: str, table: dict, name: str):
     return form
 
 
-def _scan(b, args, kwargs, span, arg_spans, kw_spans):
-    from graphdl.elaborate.cells import scan
-    return scan(b, args, kwargs, span, arg_spans, kw_spans)
-
-
-def _generate(b, args, kwargs, span, arg_spans, kw_spans):
-    from graphdl.elaborate.cells import generate
-    return generate(b, args, kwargs, span, arg_spans, kw_spans)
-
-
 def _dist(family: str):
     def form(b, args, kwargs, span, arg_spans, kw_spans):
-        from graphdl.elaborate.stochastic import make_distribution
         return make_distribution(b, family, args, kwargs, span, arg_spans, kw_spans)
     return form
 
 
 def _dist_fn(fn: str):
     def form(b, args, kwargs, span, arg_spans, kw_spans):
-        from graphdl.elaborate.stochastic import dist_function
         return dist_function(b, fn, args, kwargs, span)
     return form
 
 
-SPECIALS = {"scan": _scan, "generate": _generate}
+SPECIALS = {"scan": scan, "generate": generate}
 SPECIALS.update({n: _make("optimizer", OPTIMIZERS, n) for n in OPTIMIZERS})
 SPECIALS.update({n: _make("schedule", SCHEDULES, n) for n in SCHEDULES})
 SPECIALS.update({n: _make("setting", SETTINGS_FORMS, n) for n in SETTINGS_FORMS})
@@ -118,3 +78,12 @@ for _family in FAMILIES:  # one form per family in the table
     SPECIALS[_family] = _dist(_family)
 for _fn in ("log_prob", "entropy", "kl"):
     SPECIALS[_fn] = _dist_fn(_fn)
+
+FORMS = Forms(
+    calls=SPECIALS,
+    callees={GraphRef: inline_graph, SplitRef: batch_of},
+    statements={A.Sample: sample_statement, A.State: state_statement,
+                A.Param: param_statement, A.Layer: layer_statement},
+    distribution_ops={"mean": _dist_fn("mean")},
+    syntax_keywords={("generate", "pick"): pick_value},
+)

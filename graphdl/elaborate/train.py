@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from graphdl.dims import TensorType
+from graphdl.elaborate.binding import bind, signature
 from graphdl.elaborate.build import Builder, Scope, new_builder
 from graphdl.elaborate.calls import statement
 from graphdl.elaborate.values import Const, Poison, Record, Setting, SplitRef, Tensor, describe
@@ -65,13 +66,17 @@ class TrainPlan:
     span: Span
 
 
-def batch_of(b: Builder, split_ref: SplitRef, args, kwargs, span, kw_spans):
-    """`digits.train(batch = 64, shuffle = true)` -> a record of input nodes."""
+BATCH = signature("batch = 32, shuffle = false")
+
+
+def batch_of(b: Builder, split_ref: SplitRef, args, kwargs, span, arg_spans, kw_spans,
+             instance: str | None = None):
+    """`digits.train(batch = 64, shuffle = true)` -> a record of input nodes (the forms
+    table's call of a SplitRef; a split has no instance, so `instance` is unused)."""
     if b.scope.kind != "train":
         return b.error("data is read in a train block; graphs take it as arguments", span)
-    from graphdl.elaborate.specials import bind_special
-    bound = bind_special(b, f"{split_ref.source.name}.{split_ref.split}",
-                         "batch = 32, shuffle = false", args, kwargs, span, [], kw_spans)
+    bound = bind(b, f"{split_ref.source.name}.{split_ref.split}", BATCH, args, kwargs, span,
+                 arg_spans, kw_spans)
     if bound is None:
         return Poison()
     batch, shuffle = bound["batch"], bound["shuffle"]
@@ -182,24 +187,32 @@ def _is_call_of(node, name: str) -> bool:
     return isinstance(node, A.Call) and isinstance(node.func, A.Name) and node.func.id == name
 
 
+# the signature of SETTINGS_FORMS["early_stop"] in specials.py, bound here to the syntax:
+# the metric is named, not computed (it is an output of an evaluate block)
+EARLY_STOP = signature('metric: any, patience = 5, mode = "max"')
+
+
 def _early_stop(b: Builder, call: A.Call) -> dict | None:
     """`early_stop(accuracy, patience = 5, mode = "max")`: the metric is named, not computed."""
-    if len(call.args) != 1 or not isinstance(call.args[0], A.Name):
-        b.error("early_stop needs the name of a metric first, e.g. early_stop(accuracy)", call.span)
+    bound = bind(b, "early_stop", EARLY_STOP, call.args, {k.name: k.value for k in call.kwargs},
+                 call.span, [a.span for a in call.args], {k.name: k.span for k in call.kwargs})
+    if bound is None:
         return None
-    out = {"metric": call.args[0].id, "patience": 5, "mode": "max", "span": call.span}
-    for kw in call.kwargs:
-        if kw.name not in ("patience", "mode"):
-            b.error(f"early_stop() has no keyword `{kw.name}`", kw.span,
-                    hint="its keywords are patience, mode" + (
-                        f"; {did_you_mean(kw.name, ['patience', 'mode'])}"
-                        if did_you_mean(kw.name, ["patience", "mode"]) else ""))
+    metric = bound["metric"]
+    if not isinstance(metric, A.Name):
+        b.error("early_stop needs the name of a metric first, e.g. early_stop(accuracy)",
+                bound.span("metric"))
+        return None
+    out = {"metric": metric.id, "patience": 5, "mode": "max", "span": call.span}
+    for name in ("patience", "mode"):
+        node = bound[name]
+        if isinstance(node, Const):  # not given: the default
             continue
-        value = b.expr(kw.value)
+        value = b.expr(node)
         if not isinstance(value, Const):
-            b.error(f"`{kw.name}` of early_stop must be a constant", kw.value.span)
+            b.error(f"`{name}` of early_stop must be a constant", node.span)
             continue
-        out[kw.name] = value.value
+        out[name] = value.value
     if out["mode"] not in ("max", "min"):
         b.error('early_stop mode must be "max" or "min"', call.span)
     return out

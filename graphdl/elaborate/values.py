@@ -90,6 +90,14 @@ class Setting:
 
 
 @dataclass
+class Special:
+    """A built-in form that is not a plain op: scan, distributions, optimizers, ...
+    (its handler is `b.forms.calls[name]`)."""
+
+    name: str
+
+
+@dataclass
 class Poison:
     """The value of an expression that already failed: suppresses follow-on errors."""
 

@@ -7,13 +7,14 @@ import time
 
 import jax
 
+from graphdl.runtime.data import SOURCES
 from graphdl.runtime.train import Trainer, pick_plan, resolve_settings
 
 
 def bench_file(model, train_name, overrides, steps: int = 50) -> dict:
     t0 = time.perf_counter()
     from graphdl.elaborate.check import check_program
-    check_program(model.path, model.program.sources[model.path], overrides)
+    check_program(model.path, model.program.sources[model.path], overrides, SOURCES)
     front = time.perf_counter() - t0
     plan = pick_plan(model, train_name)
     trainer = Trainer(model, plan, resolve_settings(plan, overrides))

@@ -52,14 +52,8 @@ def exported_graph(model, name: str, shapes: list[str]):
     concrete = {a.name: TensorType.make(a.type.dtype, tuple(int(p) if p.isdigit() else 2
                                                             for p in given[a.name]))
                 for a in gdef.args}
-    program = model.program
-    saved, program.diagnostics = program.diagnostics, []
-    program.concrete = True
-    try:
-        ir_params = build_graph_ir(program, name, concrete)
-        problems = program.diagnostics
-    finally:
-        program.diagnostics, program.concrete = saved, False
+    problems: list = []
+    ir_params = build_graph_ir(model.program, name, concrete, problems, concrete=True)
     if problems:  # the given shapes do not fit the graph's declared inputs
         given_text = " ".join(f"--input {k}={','.join(v)}" for k, v in given.items())
         raise CliError(f"{given_text}: {problems[0].message}")
@@ -92,16 +86,13 @@ def _ir_for(model, name, inputs):
     """The IR for traced inputs whose dims may be jax symbolic dims (kept as symbols)."""
     from graphdl.dims import Dim, TensorType
     program = model.program
-    saved, program.diagnostics = program.diagnostics, []
-    try:
-        types = {}
-        for a, x in zip(program.graphs[name].args, inputs):
-            dims = tuple(Dim(d) if isinstance(d, int) else Dim(str(d)) for d in x.shape)
-            types[a.name] = TensorType(FROM_NUMPY[str(x.dtype)], dims)
-        ir = build_graph_ir(program, name, types)
-        if program.diagnostics:
-            raise CliError("cannot export with symbolic dims: "
-                           f"{program.diagnostics[0].message}; give shapes with --input x=32,64")
-        return ir
-    finally:
-        program.diagnostics = saved
+    types = {}
+    for a, x in zip(program.graphs[name].args, inputs):
+        dims = tuple(Dim(d) if isinstance(d, int) else Dim(str(d)) for d in x.shape)
+        types[a.name] = TensorType(FROM_NUMPY[str(x.dtype)], dims)
+    problems: list = []
+    ir = build_graph_ir(program, name, types, problems)
+    if problems:
+        raise CliError("cannot export with symbolic dims: "
+                       f"{problems[0].message}; give shapes with --input x=32,64")
+    return ir

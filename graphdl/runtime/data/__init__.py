@@ -22,6 +22,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 
@@ -53,6 +54,14 @@ class SourceDef:
     params: tuple[str, ...]
     defaults: dict[str, object]
     doc: str
+
+    #: what `open` raises for a user mistake; the front end reports it at `.arg`
+    error: ClassVar[type[Exception]] = DataError
+
+    def open(self, args: dict, base_dir: Path) -> Source:
+        """Open this kind with its arguments already bound to `params`, defaults filled in
+        (the front end binds them itself, to put each error under its argument)."""
+        return _OPENERS[self.name](dict(args), Path(base_dir))
 
 
 def _def(name: str, params: str, defaults: dict[str, object], doc: str) -> SourceDef:
@@ -171,7 +180,7 @@ def open_source(kind: str, args: list, kwargs: dict, base_dir: Path) -> Source:
             hint=did_you_mean(kind, list(SOURCES)),
         )
     bound = _bind(SOURCES[kind], list(args), dict(kwargs))
-    return _OPENERS[kind](bound, Path(base_dir))
+    return SOURCES[kind].open(bound, base_dir)
 
 
 def _bind(sdef: SourceDef, args: list, kwargs: dict) -> dict:
