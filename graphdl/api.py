@@ -19,7 +19,7 @@ from graphdl.dims import FROM_NUMPY, TensorType
 from graphdl.elaborate.check import Checked, build_graph_ir, check_program
 from graphdl.errors import GdlError, UserError
 from graphdl.lower import LowerCtx, init_params, param_specs, run_ir
-from graphdl.lower.evaluate import NeedsKey
+from graphdl.lower.context import NeedsKey
 from graphdl.runtime.data import SOURCES
 
 

@@ -26,6 +26,7 @@ from graphdl.ops.estimators import (
     default_estimator,
     estimator_error,
 )
+from graphdl.runtime.data import SOURCES
 
 RNG = np.random.default_rng(7)
 A = RNG.normal(size=(4, 3)).astype(np.float32)
@@ -165,7 +166,7 @@ def test_estimator_refused_where_it_does_not_apply(est, name):
     args = ", ".join(PARAMS[n][0] for n in fam.params)
     src = (f"graph g(a: f32[B, 3], b: f32[B, 3]) {{\n    z ~ {name}({args}) by {est}\n"
            "    return z\n}\n")
-    messages = [d.message for d in check_program("<t>", src).diagnostics]
+    messages = [d.message for d in check_program("<t>", src, sources=SOURCES).diagnostics]
     assert messages == [estimator_error(fam, est)[0]]
 
 

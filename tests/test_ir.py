@@ -30,6 +30,7 @@ from graphdl.ir import (
     users,
     verify,
 )
+from graphdl.runtime.data import SOURCES
 
 ROOT = Path(__file__).resolve().parent.parent
 SHIPPED = sorted([*ROOT.glob("models/*.gdl"), *ROOT.glob("tests/spec/*.gdl"),
@@ -55,7 +56,7 @@ def chain() -> nx.DiGraph:
 
 
 def checked(src: str):
-    c = check_program("m.gdl", src)
+    c = check_program("m.gdl", src, sources=SOURCES)
     assert not c.diagnostics, [d.message for d in c.diagnostics]
     return c
 
@@ -92,7 +93,7 @@ def test_edges_are_derived_from_inputs():
 # -- order ------------------------------------------------------------------------------------
 def test_order_is_creation_order_when_nothing_was_rewritten():
     for path in SHIPPED:
-        for ir in all_irs(check_program(str(path), path.read_text(encoding="utf-8"))):
+        for ir in all_irs(check_program(str(path), path.read_text(encoding="utf-8"), sources=SOURCES)):
             assert order(ir) == sorted(ir.nodes), path.name
 
 
@@ -181,7 +182,7 @@ def test_clone_is_independent_of_the_original():
 # -- the verifier ------------------------------------------------------------------------------
 @pytest.mark.parametrize("path", SHIPPED, ids=lambda p: f"{p.parent.name}/{p.name}")
 def test_every_shipped_ir_verifies(path):
-    c = check_program(str(path), path.read_text(encoding="utf-8"))
+    c = check_program(str(path), path.read_text(encoding="utf-8"), sources=SOURCES)
     assert not c.diagnostics
     irs = all_irs(c)
     assert irs

@@ -20,11 +20,11 @@ import pytest
 from test_lowering import CASES, g1
 
 from graphdl.api import loads
-from graphdl.dims import TensorType
+from graphdl.dims import TensorType, numpy_name
 from graphdl.ir import IR, Node, node, nodes, verify
 from graphdl.ir.verify import rule_arguments
-from graphdl.lower.evaluate import LowerCtx, _operands
-from graphdl.lower.init import DTYPES
+from graphdl.lower.context import LowerCtx
+from graphdl.lower.evaluate import _operands
 from graphdl.ops import REGISTRY
 
 # ops that no value case of test_lowering runs (they have dedicated tests there)
@@ -53,7 +53,7 @@ def walk(ir: IR):
 
 
 def abstract(t: TensorType) -> jax.ShapeDtypeStruct:
-    return jax.ShapeDtypeStruct(t.concrete(), DTYPES[t.dtype])
+    return jax.ShapeDtypeStruct(t.concrete(), numpy_name(t.dtype))
 
 
 def lowered_type(g: IR, n: Node, train: bool):
@@ -71,7 +71,7 @@ def mismatch(declared, lowered) -> str | None:
     if len(want) != len(got):
         return f"{len(want)} results declared, {len(got)} computed"
     for t, s in zip(want, got):
-        if tuple(t.concrete()) != tuple(s.shape) or jnp.dtype(DTYPES[t.dtype]) != s.dtype:
+        if tuple(t.concrete()) != tuple(s.shape) or jnp.dtype(numpy_name(t.dtype)) != s.dtype:
             return f"declares {t}, the lowering gives {s.dtype}{list(s.shape)}"
     return None
 

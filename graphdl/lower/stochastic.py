@@ -8,17 +8,13 @@ lowers without an edit to this file.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import jax.numpy as jnp
 
 from graphdl.dims import numpy_name
 from graphdl.ir.node import Node
+from graphdl.lower.context import LowerCtx
 from graphdl.ops.distributions import FAMILIES, analytic_kl
 from graphdl.ops.estimators import ESTIMATORS
-
-if TYPE_CHECKING:  # evaluate.py imports this module; the context is only a type here
-    from graphdl.lower.evaluate import LowerCtx
 
 
 def lower_sample(ctx: LowerCtx, n: Node, kwargs: dict):

@@ -11,7 +11,7 @@ from graphdl.dims import FROM_NUMPY, TensorType, numpy_name
 from graphdl.elaborate.check import build_graph_ir
 from graphdl.errors import CliError
 from graphdl.lower import LowerCtx, init_params, run_ir
-from graphdl.lower.evaluate import NeedsKey
+from graphdl.lower.context import NeedsKey
 
 
 def export_graph(model, name: str, shapes: list[str]) -> bytes:
