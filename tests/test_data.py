@@ -13,7 +13,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from graphdl.runtime.data import mnist as data_mnist
 from graphdl.runtime.data import (
     SOURCES,
     DataError,
@@ -23,6 +22,7 @@ from graphdl.runtime.data import (
     num_batches,
     open_source,
 )
+from graphdl.runtime.data import mnist as data_mnist
 
 
 def open_(kind: str, *args, base: Path = Path("."), **kwargs) -> Source:

@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 
 import graphdl
+from graphdl.api import train_model as run_training
 from graphdl.elaborate.check import check_program
-from graphdl.runtime.train import run_training
 
 MODELS = Path(__file__).resolve().parents[1] / "models"
 FILES = sorted(MODELS.glob("*.gdl"))

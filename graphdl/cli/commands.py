@@ -1,8 +1,14 @@
-"""`graphdl run`, `bench` and `export`: the commands that compile and execute."""
+"""`graphdl run`, `bench` and `export`: the commands that compile and execute.
+
+This module is imported for every command (it adds these to the parser), so what pulls
+in JAX (graphdl.api, graphdl.runtime) is imported inside the commands that run: `graphdl
+check` never imports JAX.
+"""
 
 from __future__ import annotations
 
 import sys
+import time
 from pathlib import Path
 
 from graphdl.errors import GdlError, UserError
@@ -43,7 +49,7 @@ def add_runtime_commands(sub) -> None:
 
 
 def _model(args):
-    from graphdl.api import Model
+    from graphdl.api import Model  # lazy: JAX
     from graphdl.cli.main import load_checked, parse_overrides
     overrides = parse_overrides(getattr(args, "set", None))
     checked = load_checked(args.file, overrides)
@@ -53,15 +59,15 @@ def _model(args):
 def cmd_run(args) -> int:
     model, overrides = _model(args)
     if model.checked.trains and args.input is None:
-        from graphdl.runtime.train import run_evaluation, run_training
+        from graphdl.api import evaluate_model, train_model  # lazy: JAX
         out = args.out or str(Path("runs") / Path(args.file).stem)
         if args.eval:
-            result = run_evaluation(model, args.train, out, overrides, quiet=args.quiet)
+            result = evaluate_model(model, args.train, out, overrides, quiet=args.quiet)
             print(f"evaluated the checkpoint in {out}/checkpoint (step {result.steps})")
             return 0
-        result = run_training(model, args.train, out, overrides, progress=not args.quiet,
-                              resume=args.resume, max_steps=args.steps, quiet=args.quiet,
-                              overwrite=args.overwrite)
+        result = train_model(model, args.train, out, overrides, progress=not args.quiet,
+                             resume=args.resume, max_steps=args.steps, quiet=args.quiet,
+                             overwrite=args.overwrite)
         print(f"trained {result.steps} steps; wrote {out}/checkpoint, {out}/metrics.jsonl, "
               f"{out}/loss.png")
         return 0
@@ -216,17 +222,23 @@ def evaluate_graph(model, args) -> int:
 
 
 def cmd_bench(args) -> int:
-    from graphdl.runtime.bench import bench_file
-    model, overrides = _model(args)
-    bench_file(model, args.train, overrides, args.steps)
+    from graphdl.api import Model  # lazy: JAX
+    from graphdl.cli.main import load_checked, parse_overrides
+    from graphdl.runtime.bench import bench_plan
+    overrides = parse_overrides(args.set)
+    t0 = time.perf_counter()  # the front end alone, as `graphdl check` runs it
+    checked = load_checked(args.file, overrides)
+    front = time.perf_counter() - t0
+    model = Model(checked, args.file)
+    bench_plan(model.plan(args.train, overrides), model.sources, front, args.steps)
     return 0
 
 
 def cmd_export(args) -> int:
-    from graphdl.runtime.export import export_graph
+    from graphdl.runtime.export import mlir_text  # lazy: JAX
     model, _ = _model(args)
     out = args.out or f"{Path(args.file).stem}.{args.graph}.mlir"
-    text = export_graph(model, args.graph, args.input)
-    Path(out).write_bytes(text)
+    exported, _ = model.export(args.graph, args.input)
+    Path(out).write_bytes(mlir_text(exported))
     print(f"wrote {out}", file=sys.stdout)
     return 0

@@ -6,20 +6,8 @@ from graphdl.elaborate.build import Builder
 from graphdl.elaborate.values import Const, Poison, Setting
 from graphdl.errors import Span, did_you_mean
 from graphdl.ops.registry import REQUIRED, parse_signature
+from graphdl.ops.training import OPTIMIZERS, SCHEDULES
 
-# name -> signature of the keywords each accepts (optax names the optimizer itself)
-OPTIMIZERS = {
-    "sgd": "lr = 0.01", "momentum": "lr = 0.01, momentum = 0.9, nesterov = false",
-    "adam": "lr = 0.001, b1 = 0.9, b2 = 0.999, eps = 1e-8",
-    "adamw": "lr = 0.001, b1 = 0.9, b2 = 0.999, eps = 1e-8, weight_decay = 0.0001",
-    "rmsprop": "lr = 0.001, decay = 0.9, eps = 1e-8",
-}
-SCHEDULES = {
-    "constant": "lr",
-    "cosine": "lr, steps = None, alpha = 0.0",
-    "warmup": "lr, warmup_steps, steps = None",
-    "exponential": "lr, rate, every",
-}
 SETTINGS_FORMS = {
     "early_stop": "metric: any, patience = 5, mode = \"max\"",
     "moving_average": "decay = 0.9",
@@ -110,8 +98,8 @@ def _dist_fn(fn: str):
 
 
 SPECIALS = {"scan": _scan, "generate": _generate}
-SPECIALS.update({n: _make("optimizer", OPTIMIZERS, n) for n in OPTIMIZERS})
-SPECIALS.update({n: _make("schedule", SCHEDULES, n) for n in SCHEDULES})
+SPECIALS.update({n: _make("optimizer", {n: o.signature}, n) for n, o in OPTIMIZERS.items()})
+SPECIALS.update({n: _make("schedule", {n: s.signature}, n) for n, s in SCHEDULES.items()})
 SPECIALS.update({n: _make("setting", SETTINGS_FORMS, n) for n in SETTINGS_FORMS})
 for _family in ("normal", "uniform", "bernoulli", "categorical", "onehot_categorical"):
     SPECIALS[_family] = _dist(_family)
