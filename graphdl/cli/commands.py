@@ -11,7 +11,12 @@ import sys
 import time
 from pathlib import Path
 
-from graphdl.errors import GdlError, UserError
+import numpy as np
+
+from graphdl.cli.main import load_checked, parse_overrides
+from graphdl.errors import CliError, GdlError, UserError
+from graphdl.parse import ast as A
+from graphdl.runtime.checkpoint import CheckpointError, load_checkpoint, restore_into
 
 
 def add_runtime_commands(sub) -> None:
@@ -50,7 +55,6 @@ def add_runtime_commands(sub) -> None:
 
 def _model(args):
     from graphdl.api import Model  # lazy: JAX
-    from graphdl.cli.main import load_checked, parse_overrides
     overrides = parse_overrides(getattr(args, "set", None))
     checked = load_checked(args.file, overrides)
     return Model(checked, args.file), overrides
@@ -96,9 +100,6 @@ NP_DTYPES = {"f32": "float32", "i32": "int32", "bool": "bool", "f16": "float16",
 
 def _load_npy(key: str, path: str):
     """One --input array: a plain .npy file (no pickles), or a one-line CliError."""
-    import numpy as np
-
-    from graphdl.errors import CliError
     where = f"--input {key}={path}"
     try:
         with open(path, "rb") as f:
@@ -133,8 +134,6 @@ def _read_inputs(model, name, items) -> list:
     are checked here, each a one-line error naming the file; anything subtler is left
     to the compiler's own diagnostic.
     """
-    from graphdl.errors import CliError
-    from graphdl.parse import ast as A
     gdef = model.program.graphs[name]
     arg_names = [a.name for a in gdef.args]
     given: dict[str, tuple[str, object]] = {}
@@ -183,7 +182,6 @@ def _read_inputs(model, name, items) -> list:
 
 
 def cmd_run_eval_outputs(out_dir: Path, result) -> list[str]:
-    import numpy as np
     out_dir.mkdir(parents=True, exist_ok=True)
     results = result if isinstance(result, tuple) else (result,)
     paths = []
@@ -195,14 +193,13 @@ def cmd_run_eval_outputs(out_dir: Path, result) -> list[str]:
 
 
 def evaluate_graph(model, args) -> int:
-    import jax
+    import jax  # lazy: `graphdl check` never imports JAX
     name = _pick_graph(model, args.graph)
     inputs = _read_inputs(model, name, args.input)
     fn = model.compile(name)
     ckpt = Path(args.out or Path("runs") / Path(args.file).stem) / "checkpoint"
     variables = fn.init(jax.random.key(0), *inputs)
     if (ckpt / "checkpoint.safetensors").exists():
-        from graphdl.runtime.checkpoint import CheckpointError, load_checkpoint, restore_into
         try:
             loaded = load_checkpoint(ckpt)
             variables = {"params": restore_into(variables["params"], loaded.params),
@@ -223,7 +220,6 @@ def evaluate_graph(model, args) -> int:
 
 def cmd_bench(args) -> int:
     from graphdl.api import Model  # lazy: JAX
-    from graphdl.cli.main import load_checked, parse_overrides
     from graphdl.runtime.bench import bench_plan
     overrides = parse_overrides(args.set)
     t0 = time.perf_counter()  # the front end alone, as `graphdl check` runs it

@@ -10,6 +10,7 @@ from __future__ import annotations
 from graphdl.dims import TensorType
 from graphdl.elaborate.build import Builder, Scope, new_builder
 from graphdl.elaborate.calls import statement
+from graphdl.elaborate.specials import bind_special
 from graphdl.elaborate.values import Const, Poison, Record, Setting, SplitRef, Tensor, describe
 from graphdl.errors import Span, did_you_mean
 from graphdl.ir.plan import (
@@ -33,7 +34,6 @@ def batch_of(b: Builder, split_ref: SplitRef, args, kwargs, span, kw_spans):
     """`digits.train(batch = 64, shuffle = true)` -> a record of input nodes."""
     if b.scope.kind != "train":
         return b.error("data is read in a train block; graphs take it as arguments", span)
-    from graphdl.elaborate.specials import bind_special
     bound = bind_special(b, f"{split_ref.source.name}.{split_ref.split}",
                          "batch = 32, shuffle = false", args, kwargs, span, [], kw_spans)
     if bound is None:
