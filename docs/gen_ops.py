@@ -17,12 +17,12 @@ import re
 import sys
 from pathlib import Path
 
-from graphdl.elaborate.specials import OPTIMIZERS, SCHEDULES
 from graphdl.ops import REGISTRY, Op
 from graphdl.ops.distributions import FAMILIES
 from graphdl.ops.estimators import ESTIMATORS, admitted, default_estimator
 from graphdl.ops.math import OPERATOR_OPS
 from graphdl.ops.registry import REQUIRED, parse_signature
+from graphdl.ops.training import OPTIMIZERS, SCHEDULES
 
 LANGUAGE_MD = Path(__file__).resolve().parent / "language.md"
 
@@ -136,8 +136,8 @@ def distributions_table() -> str:
 def optimizers_table() -> str:
     out = ["| form | signature |", "|---|---|"]
     for table, kind in ((OPTIMIZERS, "optimizer"), (SCHEDULES, "schedule")):
-        for name, sig in table.items():
-            out.append(f"| {kind} | `{signature(name, parse_signature(sig))}` |")
+        for name, entry in table.items():
+            out.append(f"| {kind} | `{signature(name, parse_signature(entry.signature))}` |")
     return "\n".join(out) + "\n"
 
 

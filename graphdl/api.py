@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import jax
@@ -17,10 +18,25 @@ import numpy as np
 
 from graphdl.dims import FROM_NUMPY, TensorType
 from graphdl.elaborate.check import Checked, build_graph_ir, check_program
-from graphdl.errors import GdlError, UserError
+from graphdl.elaborate.program import Program, unknown_override
+from graphdl.elaborate.train import evaluation_for_batch
+from graphdl.errors import CliError, Diagnostic, GdlError, UserError
+from graphdl.ir.graph import IR
+from graphdl.ir.plan import TrainPlan
 from graphdl.lower import LowerCtx, init_params, param_specs, run_ir
+from graphdl.lower.compile import compile_fn
 from graphdl.lower.context import NeedsKey
-from graphdl.runtime.data import SOURCES
+from graphdl.ops.training import OVERRIDABLE_SETTINGS
+from graphdl.runtime.data import SOURCES, Source
+from graphdl.runtime.export import exported_graph
+from graphdl.runtime.surrogate import surrogate
+from graphdl.runtime.train import (
+    TrainResult,
+    pick_plan,
+    run_evaluation,
+    run_training,
+    with_overrides,
+)
 
 
 def load(path: str | Path, **consts) -> Model:
@@ -36,13 +52,21 @@ def loads(source: str, name: str = "<string>", **consts) -> Model:
 
 
 def _checked_model(checked: Checked, path: str, consts: dict) -> Model:
-    from graphdl.elaborate.program import unknown_override
     model = Model(checked, path)
     for key in consts:
         problem = unknown_override(checked.program, key)
         if problem:
             raise TypeError(f"load(): {problem}")
     return model
+
+
+def build_quietly(program: Program, name: str, types: dict[str, TensorType],
+                  concrete: bool) -> tuple[IR, list[Diagnostic]]:
+    """Graph `name`'s IR for these input types, with the errors of this build alone (the
+    program's own diagnostics are kept as they were)."""
+    diagnostics: list[Diagnostic] = []
+    ir = build_graph_ir(program, name, types, diagnostics, concrete=concrete)
+    return ir, diagnostics
 
 
 def tensor_type(x) -> TensorType:
@@ -93,28 +117,74 @@ class Model:
             loss = values[ir.graph["outputs"][0]]
             if jnp.ndim(loss) != 0:
                 raise ValueError(f"{name} returns shape {jnp.shape(loss)}, not a scalar loss")
-            from graphdl.runtime.surrogate import surrogate
             return surrogate(loss, ctx.score_terms)
 
-        grad = jax.jit(jax.value_and_grad(loss_fn))
+        grad = compile_fn(jax.value_and_grad(loss_fn))
 
         def step(variables, *inputs, key=None):
             return grad(variables["params"], variables.get("stats", {}), inputs, key)
         return step
+
+    @property
+    def sources(self) -> dict[str, Source]:
+        """The file's opened data sources by name, as the runtime takes them."""
+        return {name: ref.source for name, ref in self.program.data.items()}
+
+    def plan(self, train: str | None = None, overrides: dict | None = None) -> TrainPlan:
+        """The train block `train` (default: the first) with `--set` overrides applied."""
+        return with_overrides(pick_plan(self.checked.trains, train, self.path), overrides or {})
+
+    def resize_eval(self, plan: TrainPlan):
+        """How the runtime gets an evaluation's IR for the split's last, partial batch:
+        the front end builds it again (see graphdl.runtime.train.ResizeEval)."""
+        return functools.partial(evaluation_for_batch, self.program, plan.name)
 
     def train(self, train: str | None = None, out: str | None = None, *, resume: bool = False,
               overwrite: bool = False, **settings):
         """Run the file's train block (`train` names one); settings override its own
         (`epochs=5`, `seed=1`). With `out`, write checkpoints and metrics there, like
         `graphdl run --out` (`resume`/`overwrite` as its flags)."""
-        from graphdl.elaborate.program import TRAIN_SETTINGS
-        from graphdl.runtime.train import run_training
         for key in settings:
-            if key not in TRAIN_SETTINGS:
+            if key not in OVERRIDABLE_SETTINGS:
                 raise TypeError(f"train() has no setting `{key}`; the settings are "
-                                f"{', '.join(TRAIN_SETTINGS)}")
-        return run_training(self, train_name=train, out_dir=out, overrides=settings,
-                            progress=False, resume=resume, overwrite=overwrite)
+                                f"{', '.join(OVERRIDABLE_SETTINGS)}")
+        return train_model(self, train_name=train, out_dir=out, overrides=settings,
+                           progress=False, resume=resume, overwrite=overwrite)
+
+    def export(self, name: str, shapes: list[str]):
+        """(the `jax.export.Exported` of graph `name`, whether it takes a key); `shapes`
+        as `graphdl export --input` gives them (`x=B,64`: B stays symbolic)."""
+        if name not in self.graphs:
+            raise CliError(f"--graph {name}: no such graph; the graphs are "
+                           f"{', '.join(self.graphs)}")
+        gdef = self.program.graphs[name]
+        args = [(a.name, a.type.dtype, len(a.type.dims)) for a in gdef.args]
+
+        def build_ir(types: dict[str, TensorType], concrete: bool):
+            ir, problems = build_quietly(self.program, name, types, concrete)
+            return ir, [d.message for d in problems]
+        return exported_graph(name, args, shapes, build_ir)
+
+
+def train_model(model: Model, train_name: str | None = None, out_dir: str | Path | None = None,
+                overrides: dict | None = None, progress: bool = True, resume: bool = False,
+                max_steps: int | None = None, quiet: bool = False,
+                overwrite: bool = False) -> TrainResult:
+    """Run a train block of `model` (`graphdl run`): the runtime's run_training, given the
+    plan, the data and the source text it needs."""
+    plan = model.plan(train_name, overrides)
+    return run_training(plan, model.sources, source_text=model.program.sources[model.path],
+                        resize_eval=model.resize_eval(plan), out_dir=out_dir,
+                        progress=progress, resume=resume, max_steps=max_steps, quiet=quiet,
+                        overwrite=overwrite)
+
+
+def evaluate_model(model: Model, train_name: str | None = None, out_dir: str | Path = "",
+                   overrides: dict | None = None, quiet: bool = False) -> TrainResult:
+    """`graphdl run --eval`: a train block's evaluations on the checkpoint in `out_dir`."""
+    plan = model.plan(train_name, overrides)
+    return run_evaluation(plan, model.sources, out_dir, resize_eval=model.resize_eval(plan),
+                          quiet=quiet)
 
 
 class CompiledGraph:
@@ -134,12 +204,11 @@ class CompiledGraph:
                 raise TypeError(f"{self.name} takes {len(self.arg_names)} inputs "
                                 f"({', '.join(self.arg_names)}), got {len(inputs)}")
             program = self.model.program
-            diagnostics: list = []
-            ir = build_graph_ir(program, self.name, dict(zip(self.arg_names, sig)), diagnostics,
-                                concrete=True)
+            ir, diagnostics = build_quietly(program, self.name, dict(zip(self.arg_names, sig)),
+                                            concrete=True)
             if diagnostics:
                 raise GdlError(diagnostics, program.sources)
-            self._cache[sig] = (ir, jax.jit(self._run, static_argnames=("train", "stochastic")))
+            self._cache[sig] = (ir, compile_fn(self._run, static_argnames=("train", "stochastic")))
         return self._cache[sig]
 
     def _run(self, params, stats, inputs, key, train=False, stochastic="sample"):

@@ -21,13 +21,13 @@ from pathlib import Path
 import pytest
 
 from graphdl.elaborate.check import check_program
-from graphdl.elaborate.specials import OPTIMIZERS, SCHEDULES, SPECIALS
-from graphdl.elaborate.train import SETTINGS
+from graphdl.elaborate.specials import SPECIALS
 from graphdl.errors import render_all
 from graphdl.ir import node
 from graphdl.ops import REGISTRY
 from graphdl.ops.distributions import FAMILIES
 from graphdl.ops.estimators import ESTIMATORS
+from graphdl.ops.training import OPTIMIZERS, SCHEDULES, TRAIN_SETTINGS
 from graphdl.runtime.data import DATASETS, SOURCES, open_source
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -213,7 +213,7 @@ def _mentioned(name: str) -> bool:
     ("data sources", sorted(SOURCES)),
     ("datasets", sorted(DATASETS)),
     ("built-in forms", sorted(SPECIALS)),
-    ("train settings", sorted(SETTINGS)),
+    ("train settings", sorted(TRAIN_SETTINGS)),
     ("estimators", sorted(ESTIMATORS)),
     ("distributions", sorted(FAMILIES)),
     ("optimizers and schedules", sorted({*OPTIMIZERS, *SCHEDULES})),

@@ -21,9 +21,9 @@ from pathlib import Path
 import pytest
 
 from graphdl.elaborate.check import check_program
-from graphdl.elaborate.values import Const, Setting
 from graphdl.errors import render_all
 from graphdl.ir import format_ir
+from graphdl.ir.plan import EarlyStopPlan, OptimizerSpec, ScheduleSpec
 from graphdl.runtime.data import SOURCES
 
 GOLDEN = Path(__file__).resolve().parent / "golden"
@@ -36,15 +36,11 @@ CASES = sorted(p.stem for p in GOLDEN.glob("*.gdl"))
 
 # -- rendering -------------------------------------------------------------------------
 def _value(v) -> str:
-    """A train setting as GDL-like text (settings are stored in a few shapes)."""
-    if isinstance(v, tuple) and len(v) == 2 and not isinstance(v[0], (int, float, str)):
-        v = v[0]  # (value, span)
-    if isinstance(v, Const):
-        v = v.value
-    if isinstance(v, Setting):
+    """A train setting as GDL-like text."""
+    if isinstance(v, (OptimizerSpec, ScheduleSpec)):
         return f"{v.name}({_kwargs(v.kwargs)})"
-    if isinstance(v, dict):
-        return f"({_kwargs({k: x for k, x in v.items() if k != 'span'})})"
+    if isinstance(v, EarlyStopPlan):
+        return f"({_kwargs({'metric': v.metric, 'patience': v.patience, 'mode': v.mode})})"
     if isinstance(v, bool):
         return "true" if v else "false"
     if v is None:
@@ -65,18 +61,19 @@ def render_train(plan) -> list[str]:
         lines.append(f"batch: {b.source}.{b.split}(batch = {b.batch}, shuffle = "
                      f"{_value(b.shuffle)})")
     for s in plan.steps:
-        opt = _value(s.optimizer) if s.optimizer is not None else "default"
+        opt = _value(s.optimizer)
         over = ", ".join(s.over) if s.over else "all"
         lines.append(f"step {s.name}: loss %{s.loss}, optimizer {opt}, over {over}")
-    for key in sorted(plan.settings):
-        if key not in ("optimizer", "loss", "data"):
-            lines.append(f"setting {key} = {_value(plan.settings[key])}")
+    for key in sorted(("epochs", "steps", "seed", "clip_grad_norm", "weight_decay", "schedule",
+                       "early_stop")):
+        if plan.setting(key) is not None:
+            lines.append(f"setting {key} = {_value(plan.setting(key))}")
     if plan.checkpoint is not None:
-        lines.append(f"checkpoint every {plan.checkpoint[0]} {plan.checkpoint[1]}")
+        lines.append(f"checkpoint every {plan.checkpoint.every} {plan.checkpoint.unit}")
     lines.append(format_ir(plan.ir))
     for ev in plan.evaluations:
         metrics = ", ".join(f"{m} %{nid}" for m, nid in ev.metrics.items())
-        lines += ["", f"# evaluate on {ev.split.source.name}.{ev.split.split} every "
+        lines += ["", f"# evaluate on {ev.source}.{ev.split} every "
                       f"{ev.every} {ev.unit}: {metrics}", format_ir(ev.ir)]
     return lines
 

@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 
 import graphdl
+from graphdl.api import train_model as run_training
 from graphdl.elaborate.check import check_program
 from graphdl.runtime.data import SOURCES
-from graphdl.runtime.train import run_training
 
 MODELS = Path(__file__).resolve().parents[1] / "models"
 FILES = sorted(MODELS.glob("*.gdl"))

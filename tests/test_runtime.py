@@ -437,10 +437,9 @@ def test_exported_symbolic_dims_compute_the_graph(tmp_path, graph, given, shapes
     import jax
 
     import graphdl
-    from graphdl.runtime.export import exported_graph
     (tmp_path / "e.gdl").write_text(EXPORTABLE)
     model = graphdl.load(tmp_path / "e.gdl")
-    exported, with_key = exported_graph(model, graph, [given])
+    exported, with_key = model.export(graph, [given])
     assert not with_key
     fn = model.compile(graph)
     rng = np.random.default_rng(0)
@@ -455,9 +454,8 @@ def test_export_of_a_sampling_graph_takes_a_key(tmp_path, capsys):
     import jax
 
     import graphdl
-    from graphdl.runtime.export import exported_graph
     (tmp_path / "e.gdl").write_text(EXPORTABLE)
-    exported, with_key = exported_graph(graphdl.load(tmp_path / "e.gdl"), "noisy", ["x=B,3"])
+    exported, with_key = graphdl.load(tmp_path / "e.gdl").export("noisy", ["x=B,3"])
     assert with_key and "takes a key" in capsys.readouterr().err
     x = np.zeros((4000, 3), np.float32)
     z = np.asarray(exported.call({}, {}, jax.random.key_data(jax.random.key(0)), x))
@@ -583,7 +581,7 @@ def test_resume_keeps_the_early_stopping_count(tmp_path):
     run stops at 18 like the uninterrupted one, not two evaluations after the resume."""
     import graphdl
     path = make_project(tmp_path, SCHEDULE.replace("LR", "0.0"))
-    from graphdl.runtime.train import run_training
+    from graphdl.api import train_model as run_training
     run_training(graphdl.load(path), out_dir=tmp_path / "out", progress=False, max_steps=13)
     result = run_training(graphdl.load(path), out_dir=tmp_path / "out", progress=False,
                           resume=True)
@@ -593,13 +591,12 @@ def test_resume_keeps_the_early_stopping_count(tmp_path):
 def test_length_overrides_replace_the_files_length(tmp_path):
     """`epochs=` overrides a file that sets `steps` (and the other way round)."""
     import graphdl
-    from graphdl.runtime.train import pick_plan, resolve_settings
     path = make_project(tmp_path, SCHEDULE.replace("LR", "0.1").replace("epochs    = 12",
                                                                         "steps     = 40"))
-    plan = pick_plan(graphdl.load(path), None)
-    assert resolve_settings(plan, {})["steps"] == 40
-    settings = resolve_settings(plan, {"epochs": 2})
-    assert settings["epochs"] == 2 and "steps" not in settings
-    assert resolve_settings(plan, {"train.steps": 3})["steps"] == 3
+    model = graphdl.load(path)
+    assert model.plan().num_steps == 40
+    plan = model.plan(overrides={"epochs": 2})
+    assert plan.epochs == 2 and plan.num_steps is None
+    assert model.plan(overrides={"train.steps": 3}).num_steps == 3
     result = graphdl.load(path).train(epochs=1)
     assert result.steps == 6

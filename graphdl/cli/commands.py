@@ -1,12 +1,23 @@
-"""`graphdl run`, `bench` and `export`: the commands that compile and execute."""
+"""`graphdl run`, `bench` and `export`: the commands that compile and execute.
+
+This module is imported for every command (it adds these to the parser), so what pulls
+in JAX (graphdl.api, graphdl.runtime) is imported inside the commands that run: `graphdl
+check` never imports JAX.
+"""
 
 from __future__ import annotations
 
 import sys
+import time
 from pathlib import Path
 
+import numpy as np
+
+from graphdl.cli.main import load_checked, parse_overrides
 from graphdl.dims import numpy_name
-from graphdl.errors import GdlError, UserError
+from graphdl.errors import CliError, GdlError, UserError
+from graphdl.parse import ast as A
+from graphdl.runtime.checkpoint import CheckpointError, load_checkpoint, restore_into
 
 
 def add_runtime_commands(sub) -> None:
@@ -44,8 +55,7 @@ def add_runtime_commands(sub) -> None:
 
 
 def _model(args):
-    from graphdl.api import Model
-    from graphdl.cli.main import load_checked, parse_overrides
+    from graphdl.api import Model  # lazy: JAX
     overrides = parse_overrides(getattr(args, "set", None))
     checked = load_checked(args.file, overrides)
     return Model(checked, args.file), overrides
@@ -54,15 +64,15 @@ def _model(args):
 def cmd_run(args) -> int:
     model, overrides = _model(args)
     if model.checked.trains and args.input is None:
-        from graphdl.runtime.train import run_evaluation, run_training
+        from graphdl.api import evaluate_model, train_model  # lazy: JAX
         out = args.out or str(Path("runs") / Path(args.file).stem)
         if args.eval:
-            result = run_evaluation(model, args.train, out, overrides, quiet=args.quiet)
+            result = evaluate_model(model, args.train, out, overrides, quiet=args.quiet)
             print(f"evaluated the checkpoint in {out}/checkpoint (step {result.steps})")
             return 0
-        result = run_training(model, args.train, out, overrides, progress=not args.quiet,
-                              resume=args.resume, max_steps=args.steps, quiet=args.quiet,
-                              overwrite=args.overwrite)
+        result = train_model(model, args.train, out, overrides, progress=not args.quiet,
+                             resume=args.resume, max_steps=args.steps, quiet=args.quiet,
+                             overwrite=args.overwrite)
         print(f"trained {result.steps} steps; wrote {out}/checkpoint, {out}/metrics.jsonl, "
               f"{out}/loss.png")
         return 0
@@ -89,9 +99,6 @@ NPY_MAGIC = b"\x93NUMPY"
 
 def _load_npy(key: str, path: str):
     """One --input array: a plain .npy file (no pickles), or a one-line CliError."""
-    import numpy as np
-
-    from graphdl.errors import CliError
     where = f"--input {key}={path}"
     try:
         with open(path, "rb") as f:
@@ -126,8 +133,6 @@ def _read_inputs(model, name, items) -> list:
     are checked here, each a one-line error naming the file; anything subtler is left
     to the compiler's own diagnostic.
     """
-    from graphdl.errors import CliError
-    from graphdl.parse import ast as A
     gdef = model.program.graphs[name]
     arg_names = [a.name for a in gdef.args]
     given: dict[str, tuple[str, object]] = {}
@@ -176,7 +181,6 @@ def _read_inputs(model, name, items) -> list:
 
 
 def cmd_run_eval_outputs(out_dir: Path, result) -> list[str]:
-    import numpy as np
     out_dir.mkdir(parents=True, exist_ok=True)
     results = result if isinstance(result, tuple) else (result,)
     paths = []
@@ -188,14 +192,13 @@ def cmd_run_eval_outputs(out_dir: Path, result) -> list[str]:
 
 
 def evaluate_graph(model, args) -> int:
-    import jax
+    import jax  # lazy: `graphdl check` never imports JAX
     name = _pick_graph(model, args.graph)
     inputs = _read_inputs(model, name, args.input)
     fn = model.compile(name)
     ckpt = Path(args.out or Path("runs") / Path(args.file).stem) / "checkpoint"
     variables = fn.init(jax.random.key(0), *inputs)
     if (ckpt / "checkpoint.safetensors").exists():
-        from graphdl.runtime.checkpoint import CheckpointError, load_checkpoint, restore_into
         try:
             loaded = load_checkpoint(ckpt)
             variables = {"params": restore_into(variables["params"], loaded.params),
@@ -215,17 +218,22 @@ def evaluate_graph(model, args) -> int:
 
 
 def cmd_bench(args) -> int:
-    from graphdl.runtime.bench import bench_file
-    model, overrides = _model(args)
-    bench_file(model, args.train, overrides, args.steps)
+    from graphdl.api import Model  # lazy: JAX
+    from graphdl.runtime.bench import bench_plan
+    overrides = parse_overrides(args.set)
+    t0 = time.perf_counter()  # the front end alone, as `graphdl check` runs it
+    checked = load_checked(args.file, overrides)
+    front = time.perf_counter() - t0
+    model = Model(checked, args.file)
+    bench_plan(model.plan(args.train, overrides), model.sources, front, args.steps)
     return 0
 
 
 def cmd_export(args) -> int:
-    from graphdl.runtime.export import export_graph
+    from graphdl.runtime.export import mlir_text  # lazy: JAX
     model, _ = _model(args)
     out = args.out or f"{Path(args.file).stem}.{args.graph}.mlir"
-    text = export_graph(model, args.graph, args.input)
-    Path(out).write_bytes(text)
+    exported, _ = model.export(args.graph, args.input)
+    Path(out).write_bytes(mlir_text(exported))
     print(f"wrote {out}", file=sys.stdout)
     return 0

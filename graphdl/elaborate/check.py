@@ -10,9 +10,10 @@ from graphdl.elaborate.calls import bind_consts, check_returns, run_body
 from graphdl.elaborate.cells import check_cell
 from graphdl.elaborate.program import Program, SourceKind
 from graphdl.elaborate.specials import FORMS
-from graphdl.elaborate.train import TrainPlan, build_train
+from graphdl.elaborate.train import build_train
 from graphdl.elaborate.values import GraphRef, Tensor
 from graphdl.errors import Diagnostic
+from graphdl.ir.plan import TrainPlan
 
 
 @dataclass

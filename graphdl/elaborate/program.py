@@ -18,6 +18,7 @@ from graphdl.elaborate.forms import Forms
 from graphdl.elaborate.values import Const, GraphRef, OpRef, SourceRef, Special
 from graphdl.errors import Diagnostic, Span, UserError, did_you_mean
 from graphdl.ops import REGISTRY
+from graphdl.ops.training import OVERRIDABLE_SETTINGS
 from graphdl.parse import ast as A
 from graphdl.parse import parse_source
 from graphdl.parse.parser import normalize_source
@@ -262,9 +263,6 @@ class Program:
             self.data[name] = SourceRef(name, source, item.span)
 
 
-TRAIN_SETTINGS = ("epochs", "steps", "seed", "clip_grad_norm", "weight_decay")
-
-
 def override_keys(program: Program) -> set[str]:
     """What `--set K=V` (and `graphdl.load(path, K=V)`) may name."""
     known = set()
@@ -272,7 +270,7 @@ def override_keys(program: Program) -> set[str]:
         for c in g.consts:
             known.update({f"{g.name}.{c.name}", c.name})
     for t in program.trains:
-        for s in TRAIN_SETTINGS:
+        for s in OVERRIDABLE_SETTINGS:
             known.update({f"{t.name or 'train'}.{s}", f"train.{s}", s})
     return known
 

@@ -16,21 +16,9 @@ from graphdl.elaborate.stochastic import dist_function, make_distribution, sampl
 from graphdl.elaborate.train import batch_of
 from graphdl.elaborate.values import Const, GraphRef, Poison, Setting, SplitRef
 from graphdl.ops.distributions import FAMILIES
+from graphdl.ops.training import OPTIMIZERS, SCHEDULES
 from graphdl.parse import ast as A
 
-# name -> signature of the keywords each accepts (optax names the optimizer itself)
-OPTIMIZERS = {
-    "sgd": "lr = 0.01", "momentum": "lr = 0.01, momentum = 0.9, nesterov = false",
-    "adam": "lr = 0.001, b1 = 0.9, b2 = 0.999, eps = 1e-8",
-    "adamw": "lr = 0.001, b1 = 0.9, b2 = 0.999, eps = 1e-8, weight_decay = 0.0001",
-    "rmsprop": "lr = 0.001, decay = 0.9, eps = 1e-8",
-}
-SCHEDULES = {
-    "constant": "lr",
-    "cosine": "lr, steps = None, alpha = 0.0",
-    "warmup": "lr, warmup_steps, steps = None",
-    "exponential": "lr, rate, every",
-}
 SETTINGS_FORMS = {
     "early_stop": "metric: any, patience = 5, mode = \"max\"",
     "moving_average": "decay = 0.9",
@@ -71,8 +59,8 @@ def _dist_fn(fn: str):
 
 
 SPECIALS = {"scan": scan, "generate": generate}
-SPECIALS.update({n: _make("optimizer", OPTIMIZERS, n) for n in OPTIMIZERS})
-SPECIALS.update({n: _make("schedule", SCHEDULES, n) for n in SCHEDULES})
+SPECIALS.update({n: _make("optimizer", {n: o.signature}, n) for n, o in OPTIMIZERS.items()})
+SPECIALS.update({n: _make("schedule", {n: s.signature}, n) for n, s in SCHEDULES.items()})
 SPECIALS.update({n: _make("setting", SETTINGS_FORMS, n) for n in SETTINGS_FORMS})
 for _family in FAMILIES:  # one form per family in the table
     SPECIALS[_family] = _dist(_family)

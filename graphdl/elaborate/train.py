@@ -7,63 +7,26 @@ evaluated split, with the train block's bindings rebuilt on that split's batch.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 from graphdl.dims import TensorType
 from graphdl.elaborate.binding import bind, signature
 from graphdl.elaborate.build import Builder, Scope, new_builder
 from graphdl.elaborate.calls import statement
 from graphdl.elaborate.values import Const, Poison, Record, Setting, SplitRef, Tensor, describe
 from graphdl.errors import Span, did_you_mean
+from graphdl.ir.plan import (
+    BatchPlan,
+    CheckpointPlan,
+    EarlyStopPlan,
+    EvalPlan,
+    OptimizerSpec,
+    ScheduleSpec,
+    StepPlan,
+    TrainPlan,
+)
+from graphdl.ops.training import DEFAULT_OPTIMIZER, OPTIMIZERS, STEP_SETTINGS, TRAIN_SETTINGS
 from graphdl.parse import ast as A
 
-SETTINGS = {"epochs", "steps", "seed", "clip_grad_norm", "schedule", "weight_decay",
-            "optimizer", "loss", "early_stop", "data"}
-# settings a `step` block may give for itself; the rest belong to the whole train block
-STEP_SETTINGS = ("clip_grad_norm", "schedule", "weight_decay")
 UNITS = {"epoch": "epoch", "epochs": "epoch", "step": "step", "steps": "step"}
-
-
-@dataclass
-class BatchPlan:
-    source: str
-    split: str
-    batch: int
-    shuffle: bool
-    inputs: dict[str, int]  # field -> input node id
-
-
-@dataclass
-class StepPlan:
-    name: str
-    loss: int  # output node id in the train IR
-    optimizer: Setting | None
-    over: list[str] | None
-    settings: dict = field(default_factory=dict)
-
-
-@dataclass
-class EvalPlan:
-    split: SplitRef
-    every: int
-    unit: str
-    ir: object
-    batch: BatchPlan | None
-    metrics: dict[str, int]
-    span: Span
-    rebuild: object = None  # batch size -> EvalPlan with that batch (the last, partial batch)
-
-
-@dataclass
-class TrainPlan:
-    name: str
-    ir: object
-    batch: BatchPlan | None
-    steps: list[StepPlan]
-    settings: dict
-    evaluations: list[EvalPlan]
-    checkpoint: tuple[int, str] | None
-    span: Span
 
 
 BATCH = signature("batch = 32, shuffle = false")
@@ -152,11 +115,13 @@ def _shared_statements(b: Builder, body: list, data_override: Record | None) -> 
             name = st.targets[0]
             value = b.scope.values.get(name)
             if isinstance(value, (Const, Setting)):
-                if name in SETTINGS:
+                if name in TRAIN_SETTINGS:
                     settings[name] = (value, st.span)
-                elif did_you_mean(name, SETTINGS):
-                    b.error(f"unknown setting `{name}`", st.span, did_you_mean(name, SETTINGS))
-            elif name in ("epochs", "steps", "seed", "optimizer", "schedule"):
+                elif did_you_mean(name, TRAIN_SETTINGS):
+                    b.error(f"unknown setting `{name}`", st.span,
+                            did_you_mean(name, TRAIN_SETTINGS))
+            elif name in TRAIN_SETTINGS and \
+                    TRAIN_SETTINGS[name].kind in ("int", "optimizer", "schedule"):
                 b.error(f"`{name}` must be a constant setting, got {describe(value)}", st.span)
     return settings
 
@@ -248,8 +213,8 @@ def build_train(program, tdef: A.TrainDef, diagnostics: list) -> TrainPlan | Non
             else:
                 loss = _check_loss(b, loss_value, b.scope.where["loss"])
                 if loss is not None:
-                    opt = settings.get("optimizer", (None, None))[0]
-                    steps.append(StepPlan("train", loss, opt, None))
+                    opt, at = settings.get("optimizer", (None, tdef.span))
+                    steps.append(StepPlan("train", loss, _optimizer(b, opt, at)))
         elif "loss" in b.scope.values and not isinstance(loss_value, Poison):
             b.error("with `step` blocks, each step has its own `loss`", b.scope.where["loss"])
         checkpoint = None
@@ -261,27 +226,70 @@ def build_train(program, tdef: A.TrainDef, diagnostics: list) -> TrainPlan | Non
                     b.error(f"unknown unit `{st.unit}`", st.span, did_you_mean(st.unit, UNITS)
                             or "write `checkpoint every N steps` or `every N epochs`")
                 elif n is not None:
-                    checkpoint = (n, UNITS[st.unit])
-        for key in ("epochs", "steps", "seed"):
-            if key in settings:
-                settings[key] = _int_setting(b, key, settings[key][0], settings[key][1],
-                                             0 if key == "seed" else 1)
+                    checkpoint = CheckpointPlan(n, UNITS[st.unit])
+        given = {key: _setting_value(b, key, *settings[key]) for key in settings
+                 if key in TRAIN_SETTINGS and TRAIN_SETTINGS[key].kind in ("int", "float", "schedule")}
     for _k, s in enumerate(steps):
         b.g.graph["outputs"].append(s.loss)
     batches = b.g.graph.get("batches", [])
     evaluations = [e for e in (_evaluate(program, tdef, st, diagnostics)
                                for st in tdef.body if isinstance(st, A.Evaluate)) if e]
-    stop = settings.get("early_stop")
-    if stop and not any(stop["metric"] in e.metrics for e in evaluations):
+    stop = _early_stop_plan(b, settings.get("early_stop"))
+    if stop and not any(stop.metric in e.metrics for e in evaluations):
         known = [m for e in evaluations for m in e.metrics]
-        b.error(f"early_stop watches `{stop['metric']}`, but no evaluate block computes it",
-                stop["span"], did_you_mean(stop["metric"], known) or
+        b.error(f"early_stop watches `{stop.metric}`, but no evaluate block computes it",
+                stop.span, did_you_mean(stop.metric, known) or
                 "add it to an `evaluate on ... { }` block")
     if not batches and steps and "steps" not in settings:
         b.error("this train block reads no data, so it needs `steps = N`", tdef.span,
                 hint="add `data = source.train(batch = 64, shuffle = true)` or `steps = 1000`")
-    return TrainPlan(name, b.g, batches[0] if batches else None, steps, settings, evaluations,
-                     checkpoint, tdef.span)
+    return TrainPlan(name, b.g, batches[0] if batches else None, steps, tdef.span,
+                     epochs=given.get("epochs"), num_steps=given.get("steps"),
+                     seed=given.get("seed"), clip_grad_norm=given.get("clip_grad_norm"),
+                     weight_decay=given.get("weight_decay"), schedule=given.get("schedule"),
+                     evaluations=evaluations, checkpoint=checkpoint, early_stop=stop)
+
+
+def _default_optimizer() -> OptimizerSpec:
+    """No `optimizer` given: the default one with every keyword at its default."""
+    sig = signature(OPTIMIZERS[DEFAULT_OPTIMIZER].signature)
+    return OptimizerSpec(DEFAULT_OPTIMIZER, {a.name: a.default for a in sig})
+
+
+def _optimizer(b: Builder, value, span: Span) -> OptimizerSpec:
+    if isinstance(value, Setting) and value.kind == "optimizer":
+        return OptimizerSpec(value.name, dict(value.kwargs))
+    if value is not None:  # after the error the plan is never run; any optimizer will do
+        b.error(f"`optimizer` must be an optimizer like adam(lr = 1e-3), got {describe(value)}",
+                span)
+    return _default_optimizer()
+
+
+def _setting_value(b: Builder, name: str, value, span: Span):
+    """A train setting's value as the plan holds it (None after an error)."""
+    kind = TRAIN_SETTINGS[name].kind
+    if kind == "int":
+        return _int_setting(b, name, value, span, TRAIN_SETTINGS[name].minimum)
+    if kind == "schedule":
+        if isinstance(value, Setting) and value.kind == "schedule":
+            return ScheduleSpec(value.name, dict(value.kwargs))
+        b.error(f"`{name}` must be a schedule like cosine(lr = 1e-3), got {describe(value)}", span)
+        return None
+    if isinstance(value, Const) and isinstance(value.value, (int, float)) \
+            and not isinstance(value.value, bool):
+        return value.value
+    b.error(f"`{name}` must be a number, got {describe(value)}", span)
+    return None
+
+
+def _early_stop_plan(b: Builder, stop) -> EarlyStopPlan | None:
+    if isinstance(stop, Setting):  # early_stop(...) reached other than as a statement
+        b.error("early_stop needs the name of a metric first, e.g. early_stop(accuracy)",
+                stop.span)
+        return None
+    if not stop:
+        return None
+    return EarlyStopPlan(stop["metric"], stop["patience"], stop["mode"], stop["span"])
 
 
 def _step(b: Builder, st: A.Step) -> StepPlan:
@@ -303,21 +311,19 @@ def _step(b: Builder, st: A.Step) -> StepPlan:
         loss = _check_loss(b, b.scope.values["loss"], b.scope.where["loss"])
     else:
         b.error(f"step `{st.name}` has no `loss`", st.span)
-    opt = b.scope.values.get("optimizer")
-    if opt is not None and not isinstance(opt, Setting):
-        b.error(f"`optimizer` must be an optimizer like adam(lr = 1e-3), got {describe(opt)}", st.span)
-        opt = None
+    opt = _optimizer(b, b.scope.values.get("optimizer"), st.span)
     own = {}
     for name in STEP_SETTINGS:
         value = b.scope.values.get(name)
         if name in b.scope.values and value is not saved.get(name):
-            own[name] = value.value if isinstance(value, Const) else value
+            own[name] = _setting_value(b, name, value, b.scope.where.get(name, st.span))
     for s in st.body:
-        if isinstance(s, A.Assign) and s.targets[0] in ("epochs", "steps", "seed", "early_stop"):
+        if isinstance(s, A.Assign) and s.targets[0] in TRAIN_SETTINGS \
+                and not TRAIN_SETTINGS[s.targets[0]].in_step:
             b.error(f"`{s.targets[0]}` is a setting of the whole train block, not of a step",
                     s.span, hint="move it out of the `step` block")
     b.scope.values = saved
-    return StepPlan(st.name, loss if loss is not None else -1, opt, over, own)
+    return StepPlan(st.name, loss if loss is not None else -1, opt, over, **own)
 
 
 EVAL_BATCH = 256
@@ -360,8 +366,17 @@ def _evaluate(program, tdef: A.TrainDef, st: A.Evaluate, diagnostics,
             unit = UNITS.get(st.unit, "epoch")
     b.g.graph["outputs"] = list(metrics.values())
     batches = b.g.graph.get("batches", [])
+    return EvalPlan(target.source.name, target.split, every, unit, b.g,
+                    batches[0] if batches else None, metrics, st.span)
 
-    def rebuild(size: int) -> EvalPlan | None:
-        return _evaluate(program, tdef, st, [], size)
-    return EvalPlan(target, every, unit, b.g, batches[0] if batches else None, metrics, st.span,
-                    rebuild)
+
+def evaluation_for_batch(program, train_name: str, ev: EvalPlan, batch: int) -> EvalPlan | None:
+    """`ev` built again for batches of `batch` examples (the last, partial batch of its
+    split): the IR's shapes are concrete, so another batch size is another IR."""
+    for tdef in program.trains:
+        if (tdef.name or "train") != train_name:
+            continue
+        for st in tdef.body:
+            if isinstance(st, A.Evaluate) and st.span == ev.span:
+                return _evaluate(program, tdef, st, [], batch)
+    return None

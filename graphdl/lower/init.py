@@ -8,10 +8,12 @@ import zlib
 import jax
 import jax.numpy as jnp
 import numpy as np
+from safetensors.numpy import load_file
 
 from graphdl.dims import TensorType, numpy_name
 from graphdl.errors import GdlError, UserError
 from graphdl.ir.graph import nodes
+from graphdl.lower.compile import compile_fn
 
 
 def _jax_dtype(dtype: str):
@@ -51,7 +53,6 @@ def _initialize(init: tuple, key, shape: tuple[int, ...], dtype):
         a, b = (init[1], init[2]) if len(init) > 2 else (-0.05, 0.05)
         return jax.random.uniform(key, shape, dtype, a, b)
     if name == "load":
-        from safetensors.numpy import load_file
         tensors = load_file(init[1])
         if init[2] not in tensors:
             raise KeyError(f"{init[1]} has no tensor {init[2]!r}; it has "
@@ -99,7 +100,7 @@ def init_params(irs, key) -> tuple[dict, dict]:
         try:
             make = _jitted_init(layout)
         except TypeError:  # an unhashable initialiser argument: no cache
-            make = jax.jit(_init_fn(layout))
+            make = compile_fn(_init_fn(layout))
         try:
             out = make(key, np.array([zlib.crc32(n.encode()) for n in traced], np.uint32))
         except KeyError as err:
@@ -123,7 +124,7 @@ def _init_fn(layout):
 
 @functools.lru_cache(maxsize=64)
 def _jitted_init(layout):
-    return jax.jit(_init_fn(layout))
+    return compile_fn(_init_fn(layout))
 
 
 def _checked(name: str, spec: dict, value):

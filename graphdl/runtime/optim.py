@@ -1,47 +1,40 @@
-"""Optimizers and schedules from train-block settings, all through optax."""
+"""Optimizers and schedules of a train plan, all through optax.
+
+What each name means (its keywords and its optax constructor) is the table in
+graphdl/ops/training.py; this module only turns a plan's specs into optax objects.
+"""
 
 from __future__ import annotations
 
 import optax
 
-from graphdl.elaborate.values import Setting
+from graphdl.ir.plan import OptimizerSpec, ScheduleSpec
+from graphdl.ops.training import OPTIMIZERS, SCHEDULES
 
 
-def schedule(setting: Setting | None, lr: float, total_steps: int):
-    if setting is None:
+def schedule(spec: ScheduleSpec | None, lr: float, total_steps: int):
+    """The learning rate: `lr` without a schedule, else the schedule's (which has its own)."""
+    if spec is None:
         return lr
-    kw = setting.kwargs
-    steps = kw.get("steps") or total_steps
-    if setting.name == "constant":
-        return kw["lr"]
-    if setting.name == "cosine":
-        return optax.cosine_decay_schedule(kw["lr"], max(1, steps), kw.get("alpha", 0.0))
-    if setting.name == "warmup":
-        return optax.warmup_cosine_decay_schedule(0.0, kw["lr"], kw["warmup_steps"], max(steps, kw["warmup_steps"] + 1))
-    if setting.name == "exponential":
-        return optax.exponential_decay(kw["lr"], kw["every"], kw["rate"])
-    raise ValueError(setting.name)
+    entry = SCHEDULES[spec.name]
+    kw = spec.kwargs
+    args = {}
+    for name, given in entry.args:
+        args[name] = kw[given] if isinstance(given, str) else given
+    if "decay_steps" in args:  # `steps = None`: the whole run, never shorter than the warmup
+        steps = args["decay_steps"] or total_steps
+        args["decay_steps"] = max(steps, kw.get("warmup_steps", 0) + 1)
+    if entry.optax is None:  # a constant rate is the number itself: no schedule state
+        return args["value"]
+    return getattr(optax, entry.optax)(**args)
 
 
-def make_optimizer(opt: Setting | None, sched: Setting | None, total_steps: int,
+def make_optimizer(opt: OptimizerSpec, sched: ScheduleSpec | None, total_steps: int,
                    clip: float | None = None, weight_decay: float | None = None):
-    """optax transformation for an `optimizer = adam(lr = ...)` setting (default adam)."""
-    name = opt.name if opt else "adam"
-    kw = dict(opt.kwargs) if opt else {"lr": 1e-3}
-    lr = schedule(sched, kw.pop("lr", 1e-3), total_steps)
-    if name == "sgd":
-        tx = optax.sgd(lr)
-    elif name == "momentum":
-        tx = optax.sgd(lr, momentum=kw.get("momentum", 0.9), nesterov=kw.get("nesterov", False))
-    elif name == "adam":
-        tx = optax.adam(lr, b1=kw.get("b1", 0.9), b2=kw.get("b2", 0.999), eps=kw.get("eps", 1e-8))
-    elif name == "adamw":
-        tx = optax.adamw(lr, b1=kw.get("b1", 0.9), b2=kw.get("b2", 0.999), eps=kw.get("eps", 1e-8),
-                         weight_decay=kw.get("weight_decay", 1e-4))
-    elif name == "rmsprop":
-        tx = optax.rmsprop(lr, decay=kw.get("decay", 0.9), eps=kw.get("eps", 1e-8))
-    else:
-        raise ValueError(name)
+    """The optax transformation of one step: clipping, weight decay, then the optimizer."""
+    kw = dict(opt.kwargs)
+    lr = schedule(sched, kw.pop("lr"), total_steps)
+    tx = getattr(optax, OPTIMIZERS[opt.name].optax)(learning_rate=lr, **kw)
     parts = []
     if clip:
         parts.append(optax.clip_by_global_norm(clip))

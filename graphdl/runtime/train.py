@@ -1,14 +1,20 @@
-"""Run a train block: batches, jitted steps over parameter subsets, evaluation, checkpoints.
+"""Run a train plan: batches, jitted steps over parameter subsets, evaluation, checkpoints.
 
 One iteration runs every `step` of the block in order; each step differentiates its own
 loss with respect to its own parameters (`over generator`) with the parameters as the
-previous step left them. The whole iteration is one `jax.jit` function.
+previous step left them. The whole iteration is one compiled function.
+
+The runtime reads a `TrainPlan` (plain data) and the opened data sources by name; it
+knows nothing of the .gdl front end. The one thing only the front end can make, an
+evaluation's IR for another batch size, comes in as a function (`ResizeEval`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -16,14 +22,36 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import safetensors
 
-from graphdl.elaborate.train import TrainPlan
-from graphdl.errors import GdlError, UserError
+from graphdl.errors import GdlError, Span, UserError
+from graphdl.ir.plan import EarlyStopPlan, EvalPlan, TrainPlan
 from graphdl.lower import LowerCtx, init_params, run_ir
+from graphdl.lower.compile import compile_fn
 from graphdl.lower.init import frozen_names
-from graphdl.runtime.data import batches, num_batches
+from graphdl.ops.training import OVERRIDABLE_SETTINGS
+from graphdl.runtime.checkpoint import (
+    CheckpointError,
+    checkpoint_path,
+    is_graphdl_checkpoint,
+    load_checkpoint,
+    restore_into,
+    save_checkpoint,
+    source_hash,
+)
+from graphdl.runtime.data import Source, batches, num_batches
 from graphdl.runtime.optim import make_optimizer
+from graphdl.runtime.reporting import Reporter
 from graphdl.runtime.surrogate import surrogate
+
+# An evaluation rebuilt for another batch size (the split's last, partial batch).
+#
+# Why a function from the caller: an IR's shapes are concrete, so a batch of 16 needs
+# its own IR. Padding the last batch to the full size and masking would need every
+# metric to be a mean over examples (a metric is any scalar the block computes), and a
+# symbolic batch dim would need the lowering to take symbolic shapes; re-running the
+# front end for the one extra size is what the numbers have always come from.
+ResizeEval = Callable[[EvalPlan, int], "EvalPlan | None"]
 
 
 @dataclass
@@ -35,14 +63,14 @@ class TrainResult:
     out_dir: Path | None = None
 
 
-def user_error(message: str, span=None, hint=None) -> GdlError:
+def user_error(message: str, span: Span | None = None, hint: str | None = None) -> GdlError:
     return GdlError([UserError(message, span, hint).diagnostic])
 
 
-def pick_plan(model, name: str | None) -> TrainPlan:
-    plans = model.checked.trains
+def pick_plan(plans: Sequence[TrainPlan], name: str | None, where: str) -> TrainPlan:
+    """The train block called `name` (the first when None) of the file `where`."""
     if not plans:
-        raise user_error(f"{model.path} has no train block")
+        raise user_error(f"{where} has no train block")
     if name is None:
         return plans[0]
     for p in plans:
@@ -52,30 +80,40 @@ def pick_plan(model, name: str | None) -> TrainPlan:
                      f"{', '.join(p.name for p in plans)}")
 
 
-def resolve_settings(plan: TrainPlan, overrides: dict) -> dict:
-    settings = {k: (v[0].value if isinstance(v, tuple) and hasattr(v[0], "value") else
-                    v[0] if isinstance(v, tuple) else v) for k, v in plan.settings.items()}
+def with_overrides(plan: TrainPlan, overrides: Mapping[str, object]) -> TrainPlan:
+    """The plan with `--set` settings (`epochs`, `train.seed`, `gan.steps`) applied; keys
+    that name no overridable setting (graph constants) are the front end's, not ours.
+    With neither `epochs` nor `steps`, a run is one epoch."""
+    changes: dict[str, object] = {}
     for key, value in overrides.items():
         short = key.split(".", 1)[1] if key.startswith(f"{plan.name}.") or key.startswith("train.") else key
-        if short in ("epochs", "steps", "seed", "clip_grad_norm", "weight_decay"):
-            settings[short] = value
+        if short in OVERRIDABLE_SETTINGS:
+            changes[short] = value
             if short in ("epochs", "steps"):  # the length given last replaces the file's
-                settings.pop("steps" if short == "epochs" else "epochs", None)
-    if "epochs" not in settings and "steps" not in settings:
-        settings["epochs"] = 1
-    return settings
+                changes["steps" if short == "epochs" else "epochs"] = None
+    epochs = changes.get("epochs", plan.epochs)
+    steps = changes.get("steps", plan.num_steps)
+    if epochs is None and steps is None:
+        changes["epochs"] = 1
+    if "steps" in changes:
+        changes["num_steps"] = changes.pop("steps")
+    return dataclasses.replace(plan, **changes)
+
+
+def _own(value, default):
+    """A step's own setting, else the train block's."""
+    return default if value is None else value
 
 
 class Trainer:
-    """Holds the jitted iteration and evaluation functions of one train plan."""
+    """Holds the compiled iteration and evaluation functions of one train plan."""
 
-    def __init__(self, model, plan: TrainPlan, settings: dict):
-        self.model, self.plan, self.settings = model, plan, settings
-        program = model.program
+    def __init__(self, plan: TrainPlan, sources: Mapping[str, Source],
+                 resize_eval: ResizeEval | None = None):
+        self.plan, self.sources, self.resize_eval = plan, sources, resize_eval
         self.batch_plan = plan.batch
         if plan.batch is not None:
-            source = program.data[plan.batch.source].source
-            self.train_arrays = source.arrays(plan.batch.split)
+            self.train_arrays = sources[plan.batch.source].arrays(plan.batch.split)
             n = len(next(iter(self.train_arrays.values())))
             self.per_epoch = num_batches(n, plan.batch.batch, drop_last=True)
             if self.per_epoch == 0:
@@ -83,24 +121,26 @@ class Trainer:
                                  f"batch of {plan.batch.batch}", plan.span)
         else:
             self.train_arrays, self.per_epoch = {}, 1
-        if "steps" in settings:
-            self.total_steps = int(settings["steps"])
+        if plan.num_steps is not None:
+            self.total_steps = int(plan.num_steps)
         else:
-            self.total_steps = int(settings["epochs"]) * self.per_epoch
-        self.seed = int(settings.get("seed", 0))
+            self.total_steps = int(plan.epochs or 1) * self.per_epoch
+        self.seed = int(plan.seed or 0)
         irs = [plan.ir] + [e.ir for e in plan.evaluations]
         self.params, self.stats = init_params(irs, jax.random.key(self.seed))
         frozen = frozen_names(irs)
         self.subsets = [self._subset(s.over, frozen) for s in plan.steps]
         self.optimizers = [
-            make_optimizer(s.optimizer, s.settings.get("schedule", settings.get("schedule")),
-                           self.total_steps,
-                           s.settings.get("clip_grad_norm", settings.get("clip_grad_norm")),
-                           s.settings.get("weight_decay", settings.get("weight_decay")))
+            make_optimizer(s.optimizer, _own(s.schedule, plan.schedule), self.total_steps,
+                           _own(s.clip_grad_norm, plan.clip_grad_norm),
+                           _own(s.weight_decay, plan.weight_decay))
             for s in plan.steps]
         self.opt_states = [tx.init({k: self.params[k] for k in sub})
                            for tx, sub in zip(self.optimizers, self.subsets)]
-        self.iteration = jax.jit(self._iteration)
+        # params, stats and optimizer states are donated: XLA updates them in place. Every
+        # caller replaces its copies with the iteration's outputs at once (run_training,
+        # bench), and evaluation and checkpoints read the current ones, never old ones.
+        self.iteration = compile_fn(self._iteration, donate_argnums=(0, 1, 2))
         self.early = (None, 0)  # early stopping: best metric so far, evaluations without gain
         self._eval_fns: dict = {}
 
@@ -135,21 +175,27 @@ class Trainer:
         return params, stats, new_opt_states, jnp.stack(losses)
 
     # -- evaluation -------------------------------------------------------------
-    def _eval_fn(self, ev, size: int):
+    def _eval_fn(self, ev: EvalPlan, size: int):
         key = (id(ev), size)
         if key not in self._eval_fns:
-            plan = ev if size == ev.batch.batch else ev.rebuild(size)
+            plan = ev if size == ev.batch.batch else self._resized(ev, size)
 
             def fn(params, stats, batch, plan=plan):
                 ctx = LowerCtx(params, stats, jax.random.key(0), train=False)
                 values = run_ir(plan.ir, ctx, batch)
                 return {m: values[nid] for m, nid in plan.metrics.items()}
-            self._eval_fns[key] = jax.jit(fn)
+            self._eval_fns[key] = compile_fn(fn)
         return self._eval_fns[key]
 
-    def evaluate(self, ev) -> dict[str, float]:
-        source = self.model.program.data[ev.split.source.name].source
-        arrays = source.arrays(ev.split.split)
+    def _resized(self, ev: EvalPlan, size: int) -> EvalPlan:
+        plan = self.resize_eval(ev, size) if self.resize_eval is not None else None
+        if plan is None:
+            raise ValueError(f"the evaluation on {ev.source}.{ev.split} needs its IR for a "
+                             f"last batch of {size}; pass resize_eval")
+        return plan
+
+    def evaluate(self, ev: EvalPlan) -> dict[str, float]:
+        arrays = self.sources[ev.source].arrays(ev.split)
         n = len(next(iter(arrays.values())))
         totals: dict[str, float] = {m: 0.0 for m in ev.metrics}
         for batch in batches(arrays, ev.batch.batch, shuffle=False, seed=0, epoch=0, drop_last=False):
@@ -179,19 +225,21 @@ class Trainer:
                 step += 1
 
 
-def _metric_improved(best, value, mode) -> bool:
+def _metric_improved(best, value, mode: str) -> bool:
     return best is None or (value > best if mode == "max" else value < best)
 
 
-def run_training(model, train_name=None, out_dir=None, overrides=None, progress=True,
-                 resume=False, max_steps=None, quiet=False, overwrite=False) -> TrainResult:
-    from graphdl.runtime.reporting import Reporter
-    plan = pick_plan(model, train_name)
-    settings = resolve_settings(plan, overrides or {})
+def run_training(plan: TrainPlan, sources: Mapping[str, Source], *,
+                 source_text: str | None = None, resize_eval: ResizeEval | None = None,
+                 out_dir: str | Path | None = None, progress: bool = True, resume: bool = False,
+                 max_steps: int | None = None, quiet: bool = False,
+                 overwrite: bool = False) -> TrainResult:
+    """Train `plan` (overrides already applied) on `sources` (data source name -> opened
+    source). `source_text`: the .gdl text, whose hash the checkpoint in `out_dir` keeps."""
     out = Path(out_dir) if out_dir else None
     if out is not None:  # before any work: never train for nothing, never clobber
-        check_out_dir(out, resume, overwrite, model.program.sources[model.path])
-    trainer = Trainer(model, plan, settings)
+        check_out_dir(out, resume, overwrite, source_text)
+    trainer = Trainer(plan, sources, resize_eval)
     start = 0
     if resume and out is not None:
         start = restore(trainer, out)
@@ -199,7 +247,7 @@ def run_training(model, train_name=None, out_dir=None, overrides=None, progress=
                         resume_step=start if resume and out is not None else None)
     key0 = jax.random.key(trainer.seed + 1)
     log_every = max(1, min(50, trainer.total_steps // 100 or 1))
-    stop = settings.get("early_stop")
+    stop = plan.early_stop
     best, bad_evals = trainer.early  # restored on --resume
     result = TrainResult({}, out_dir=out)
     step = start
@@ -208,14 +256,15 @@ def run_training(model, train_name=None, out_dir=None, overrides=None, progress=
     batch_size = plan.batch.batch if plan.batch else 1
     last_epoch = start // trainer.per_epoch
     evaluated: dict = {}  # id(evaluate block) -> the step it last ran at
-    ckpt_every, ckpt_unit = plan.checkpoint or (0, None)
+    ckpt_every, ckpt_unit = (plan.checkpoint.every, plan.checkpoint.unit) if plan.checkpoint \
+        else (0, None)
     stopped = False
 
     def at_boundary(unit: str, epoch: int) -> bool:
         """Checkpoint and evaluate after an epoch or a step; True when early stopping fires."""
         count = epoch if unit == "epoch" else step
         if ckpt_unit == unit and count % ckpt_every == 0:
-            save(trainer, out, step, epoch, model)
+            save(trainer, out, step, epoch, source_text)
         ran = _evaluate_due(trainer, reporter, result, epoch, step, unit, evaluated)
         return bool(ran) and early_stop_due(ran)
 
@@ -224,8 +273,8 @@ def run_training(model, train_name=None, out_dir=None, overrides=None, progress=
         best, bad_evals, done = _early(stop, ran, best, bad_evals)
         trainer.early = (best, bad_evals)  # saved with the checkpoints
         if done:
-            reporter.note(f"early stop: {stop['metric']} did not improve for "
-                          f"{stop['patience']} evaluations")
+            reporter.note(f"early stop: {stop.metric} did not improve for "
+                          f"{stop.patience} evaluations")
         return done
 
     try:
@@ -255,7 +304,7 @@ def run_training(model, train_name=None, out_dir=None, overrides=None, progress=
         final_epoch = (step - 1) // trainer.per_epoch + 1 if step else 0
         if step == trainer.total_steps or max_steps is not None or stopped:
             _evaluate_due(trainer, reporter, result, final_epoch, step, "end", evaluated)
-        save(trainer, out, step, final_epoch, model)
+        save(trainer, out, step, final_epoch, source_text)
     finally:
         reporter.close()
     result.variables = {"params": trainer.params, **({"stats": trainer.stats} if trainer.stats else {})}
@@ -265,20 +314,18 @@ def run_training(model, train_name=None, out_dir=None, overrides=None, progress=
     return result
 
 
-def run_evaluation(model, train_name=None, out_dir=None, overrides=None,
-                   quiet=False) -> TrainResult:
-    """`graphdl run FILE --eval`: the train block's evaluations on the checkpoint in `out_dir`."""
-    from graphdl.runtime.reporting import Reporter
-    plan = pick_plan(model, train_name)
+def run_evaluation(plan: TrainPlan, sources: Mapping[str, Source], out_dir: str | Path, *,
+                   resize_eval: ResizeEval | None = None, quiet: bool = False) -> TrainResult:
+    """`graphdl run FILE --eval`: the plan's evaluations on the checkpoint in `out_dir`."""
     if not plan.evaluations:
         raise user_error(f"--eval: the train block `{plan.name}` has no `evaluate` block", plan.span)
     out = Path(out_dir)
     check_out_dir(out, resume=True, overwrite=False)
-    trainer = Trainer(model, plan, resolve_settings(plan, overrides or {}))
+    trainer = Trainer(plan, sources, resize_eval)
     step = restore(trainer, out)
     result = TrainResult({}, out_dir=out, steps=step)
     for ev in plan.evaluations:
-        result.metrics.setdefault(ev.split.split, {}).update(trainer.evaluate(ev))
+        result.metrics.setdefault(ev.split, {}).update(trainer.evaluate(ev))
     result.variables = {"params": trainer.params, **({"stats": trainer.stats} if trainer.stats else {})}
     Reporter(None, trainer.total_steps, plan, progress=False, quiet=quiet).summary(result.metrics)
     return result
@@ -296,25 +343,25 @@ def _evaluate_due(trainer, reporter, result, epoch, step, when, evaluated=None) 
             evaluated[id(ev)] = step
             values = trainer.evaluate(ev)
             # merged: several evaluate blocks may share a split, each with its own metrics
-            result.metrics.setdefault(ev.split.split, {}).update(values)
-            reporter.evaluation(step, epoch, ev.split.split, values)
-            ran.setdefault(ev.split.split, {}).update(values)
+            result.metrics.setdefault(ev.split, {}).update(values)
+            reporter.evaluation(step, epoch, ev.split, values)
+            ran.setdefault(ev.split, {}).update(values)
     return ran
 
 
-def _early(stop, ran: dict, best, bad):
+def _early(stop: EarlyStopPlan | None, ran: dict, best, bad: int):
     """Early stopping on the metric just evaluated: the val split's, else any split's."""
     if not stop:
         return best, bad, False
-    metric = stop["metric"]
+    metric = stop.metric
     values = [ran[s][metric] for s in ("val", *ran) if s in ran and metric in ran[s]]
     if not values:  # the evaluations that ran did not compute it: nothing to count
         return best, bad, False
     value = values[0]
-    if _metric_improved(best, value, stop["mode"]):
+    if _metric_improved(best, value, stop.mode):
         return value, 0, False
     bad += 1
-    return best, bad, bad >= int(stop["patience"])
+    return best, bad, bad >= int(stop.patience)
 
 
 def check_out_dir(out: Path, resume: bool, overwrite: bool, source: str | None = None) -> None:
@@ -325,7 +372,6 @@ def check_out_dir(out: Path, resume: bool, overwrite: bool, source: str | None =
     fresh run (running a file again: another seed, another train block), but one of a
     different source (another model, or an edited file) only with `overwrite`.
     """
-    from graphdl.runtime.checkpoint import checkpoint_path, is_graphdl_checkpoint, source_hash
     if out.exists() and not out.is_dir():
         raise user_error(f"--out {out} is a file, not a folder")
     folder = out / "checkpoint"
@@ -343,7 +389,6 @@ def check_out_dir(out: Path, resume: bool, overwrite: bool, source: str | None =
                          hint="choose another --out, or move the file away")
     if resume or overwrite:
         return
-    import safetensors
     with safetensors.safe_open(str(file), framework="np") as f:
         meta = f.metadata() or {}
     if source is not None and meta.get("source_hash") == source_hash(source):
@@ -354,24 +399,23 @@ def check_out_dir(out: Path, resume: bool, overwrite: bool, source: str | None =
                           "another --out")
 
 
-def save(trainer: Trainer, out: Path | None, step: int, epoch: int, model) -> None:
+def save(trainer: Trainer, out: Path | None, step: int, epoch: int,
+         source_text: str | None) -> None:
     if out is None:
         return
-    from graphdl.runtime.checkpoint import CheckpointError, save_checkpoint
-    source = model.program.sources[model.path]
+    plan = trainer.plan
+    settings = {n: plan.setting(n) for n in OVERRIDABLE_SETTINGS if plan.setting(n) is not None}
     try:
         save_checkpoint(out / "checkpoint", params=trainer.params, stats=trainer.stats,
-                        opt_state=trainer.opt_states, step=step, epoch=epoch, source=source,
-                        meta={"train": trainer.plan.name,
+                        opt_state=trainer.opt_states, step=step, epoch=epoch, source=source_text,
+                        meta={"train": plan.name,
                               "early_stop": json.dumps(list(trainer.early)),
-                              "settings": json.dumps({k: v for k, v in trainer.settings.items()
-                                                      if isinstance(v, (int, float, str))})})
+                              "settings": json.dumps(settings)})
     except CheckpointError as err:
         raise user_error(f"cannot save the checkpoint: {err.message}", hint=err.hint) from None
 
 
 def restore(trainer: Trainer, out: Path) -> int:
-    from graphdl.runtime.checkpoint import CheckpointError, load_checkpoint, restore_into
     try:
         ckpt = load_checkpoint(out / "checkpoint", opt_state_template=trainer.opt_states)
         params = restore_into(trainer.params, ckpt.params)

@@ -1,0 +1,90 @@
+"""One compile entry (graphdl.lower.compile) and the stage boundaries it relies on."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from graphdl.lower import compile as compile_module
+from graphdl.lower.compile import compile_fn
+
+PACKAGE = Path(__file__).resolve().parents[1] / "graphdl"
+
+
+def _sources() -> dict[str, str]:
+    return {str(p.relative_to(PACKAGE)): p.read_text(encoding="utf-8")
+            for p in PACKAGE.rglob("*.py")}
+
+
+def test_jax_jit_is_called_in_one_module():
+    callers = sorted(name for name, text in _sources().items() if "jax.jit(" in text)
+    assert callers == ["lower/compile.py"], callers
+
+
+@pytest.mark.parametrize("stage, forbidden", [
+    ("runtime", ("graphdl.api", "graphdl.cli", "graphdl.elaborate")),
+    ("lower", ("graphdl.runtime", "graphdl.api", "graphdl.cli", "graphdl.elaborate")),
+])
+def test_a_stage_imports_no_later_stage(stage, forbidden):
+    """Function-local imports count too: any `import` or `from` line anywhere."""
+    found = []
+    for name, text in _sources().items():
+        if not name.startswith(stage + "/"):
+            continue
+        for line in text.splitlines():
+            m = re.match(r"\s*(?:from\s+(\S+)\s+import|import\s+(\S+))", line)
+            module = m and (m.group(1) or m.group(2))
+            if module and module.startswith(forbidden):
+                found.append(f"{name}: {line.strip()}")
+    assert not found, found
+
+
+def test_compile_fn_compiles_with_static_arguments():
+    fn = compile_fn(lambda x, scale=1: x * scale, static_argnames=("scale",))
+    np.testing.assert_allclose(fn(jnp.ones(3), scale=3), [3.0, 3.0, 3.0])
+
+
+def test_compile_fn_donates_buffers():
+    fn = compile_fn(lambda p, x: {k: v + x for k, v in p.items()}, donate_argnums=(0,))
+    params = {"w": jnp.ones(4)}
+    out = fn(params, 1.0)
+    np.testing.assert_allclose(out["w"], 2.0)
+    assert params["w"].is_deleted()  # the caller's copy is gone: it must not be reused
+
+
+@pytest.mark.parametrize("kwargs, error", [
+    ({"precision": "f8"}, ValueError),
+    ({"precision": 32}, ValueError),
+    ({"mesh": "gpu:0"}, TypeError),
+    ({"donate_argnums": (-1,)}, ValueError),
+    ({"donate_argnums": ("params",)}, ValueError),
+])
+def test_compile_fn_validates_its_options(kwargs, error):
+    with pytest.raises(error):
+        compile_fn(lambda x: x, **kwargs)
+
+
+@pytest.mark.parametrize("precision", [None, "f32", "bf16"])
+def test_compile_fn_accepts_a_precision_policy(precision):
+    assert float(compile_fn(lambda x: x + 1, precision=precision)(1.0)) == 2.0
+
+
+def test_compile_fn_accepts_a_mesh():
+    mesh = jax.sharding.Mesh(np.array(jax.devices()[:1]), ("data",))
+    assert float(compile_fn(lambda x: x * 2, mesh=mesh)(2.0)) == 4.0
+
+
+def test_the_compilation_cache_folder_is_set_once(monkeypatch, tmp_path):
+    updates = []
+    monkeypatch.setattr(compile_module, "_cache_dir", None)
+    monkeypatch.setattr(compile_module.jax.config, "update", lambda *a: updates.append(a))
+    compile_fn(lambda x: x, cache_dir=tmp_path)
+    compile_fn(lambda x: x, cache_dir=tmp_path)  # the same folder again: nothing to do
+    assert updates == [("jax_compilation_cache_dir", str(tmp_path))]
+    with pytest.raises(ValueError, match="already"):
+        compile_fn(lambda x: x, cache_dir=tmp_path / "other")
