@@ -11,7 +11,6 @@ import ast
 from pathlib import Path
 
 import networkx as nx
-import pytest
 
 import graphdl
 
@@ -61,18 +60,7 @@ def describe_cycles(g: nx.DiGraph) -> list[str]:
     return [" -> ".join(c + [c[0]]) for c in nx.simple_cycles(g)][:10]
 
 
-def test_the_front_end_has_no_import_cycle():
-    # Restricted to the front-end stages for now: the runtime <-> cli/api cycles are being
-    # removed on another branch; test_the_whole_package_has_no_import_cycle widens it.
-    g = import_graph()
-    front = g.subgraph(n for n in g if in_stage(n, FRONT_END)
-                       or n in ("graphdl.dims", "graphdl.errors"))
-    assert nx.is_directed_acyclic_graph(front), describe_cycles(front)
-
-
-@pytest.mark.xfail(reason="runtime -> cli/api imports are being fixed on another branch; "
-                          "drop this mark after merging", strict=False)
-def test_the_whole_package_has_no_import_cycle():
+def test_the_package_has_no_import_cycle():
     g = import_graph()
     assert nx.is_directed_acyclic_graph(g), describe_cycles(g)
 

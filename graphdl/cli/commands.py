@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from graphdl.cli.main import load_checked, parse_overrides
+from graphdl.cli.inputs import load_checked, parse_overrides
 from graphdl.dims import numpy_name
 from graphdl.errors import CliError, GdlError, UserError
 from graphdl.parse import ast as A

@@ -7,69 +7,18 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
+from graphdl.cli.commands import add_runtime_commands
+from graphdl.cli.inputs import load_checked, parse_overrides, read_source, validate_overrides
+from graphdl.cli.show import show
+from graphdl.elaborate.check import check_program
 from graphdl.errors import CliError, GdlError, render_all
+from graphdl.runtime.data import SOURCES
 
 EXIT_OK, EXIT_RUNTIME, EXIT_USER = 0, 1, 2
 
 
-def read_source(path: str) -> str:
-    try:
-        return Path(path).read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise CliError(f"{path}: no such file") from None
-    except IsADirectoryError:
-        raise CliError(f"{path}: is a directory, not a .gdl file") from None
-    except UnicodeDecodeError:
-        raise CliError(f"{path}: is not UTF-8 text") from None
-    except OSError as err:
-        raise CliError(f"{path}: {err.strerror}") from None
-
-
-def parse_overrides(items: list[str]) -> dict:
-    """`--set mlp.H=256 --set train.epochs=5` -> {"mlp.H": 256, "train.epochs": 5}."""
-    from graphdl.elaborate.program import literal
-    from graphdl.parse.parser import parse_source
-    out = {}
-    for item in items or []:
-        key, sep, raw = item.partition("=")
-        if not sep or not key.strip():
-            raise CliError(f"--set {item}: expected NAME=VALUE, e.g. --set mlp.H=256")
-        try:
-            module = parse_source(f"data _probe = _probe({raw})\n", "<--set>")
-            value = literal(module.items[0].value.args[0])
-        except Exception:
-            value = None
-        if value is None:
-            raise CliError(f"--set {item}: the value must be a GDL literal "
-                           "(a number, true/false, a \"string\" or a list)")
-        out[key.strip()] = value
-    return out
-
-
-def validate_overrides(checked, overrides: dict) -> None:
-    """Every --set key must name a graph constant or a train setting."""
-    from graphdl.elaborate.program import unknown_override
-    for key in overrides:
-        problem = unknown_override(checked.program, key)
-        if problem:
-            raise CliError(f"--set {key}: {problem}")
-
-
-def load_checked(path: str, overrides: dict | None = None):
-    from graphdl.elaborate.check import check_program
-    from graphdl.runtime.data import SOURCES
-    checked = check_program(path, read_source(path), overrides, SOURCES)
-    if any(d.severity == "error" for d in checked.diagnostics):
-        raise GdlError(checked.diagnostics, checked.program.sources)
-    validate_overrides(checked, overrides or {})
-    return checked
-
-
 def cmd_check(args) -> int:
-    from graphdl.elaborate.check import check_program
-    from graphdl.runtime.data import SOURCES
     status = EXIT_OK
     for path in args.files:
         overrides = parse_overrides(args.set)
@@ -87,7 +36,6 @@ def cmd_check(args) -> int:
 
 
 def cmd_show(args) -> int:
-    from graphdl.cli.show import show
     checked = load_checked(args.file, parse_overrides(args.set))
     return show(checked, args)
 
@@ -112,12 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", metavar="K=V", help="override a constant")
     p.set_defaults(func=cmd_show)
 
-    try:
-        from graphdl.cli.commands import add_runtime_commands
-    except ImportError:
-        pass
-    else:
-        add_runtime_commands(sub)
+    add_runtime_commands(sub)
     return parser
 
 

@@ -7,6 +7,7 @@ import subprocess
 from math import prod
 
 from graphdl.dims import TensorType
+from graphdl.errors import CliError
 from graphdl.ir import format_ir, nodes
 
 
@@ -45,7 +46,6 @@ def to_dot(ir) -> str:
 
 
 def _graphs(checked, name):
-    from graphdl.errors import CliError
     if name is None:
         return dict(checked.irs)
     if name in checked.irs:
@@ -54,7 +54,6 @@ def _graphs(checked, name):
 
 
 def show(checked, args) -> int:
-    from graphdl.errors import CliError
     graphs = _graphs(checked, args.graph)
     if args.format in ("dot", "svg", "png"):
         if len(graphs) != 1:
