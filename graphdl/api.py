@@ -27,9 +27,9 @@ from graphdl.lower import LowerCtx, init_params, param_specs, run_ir
 from graphdl.lower.compile import compile_fn
 from graphdl.lower.context import NeedsKey
 from graphdl.ops.training import OVERRIDABLE_SETTINGS
+from graphdl.passes.pipeline import run_passes, surrogate_of
 from graphdl.runtime.data import SOURCES, Source
 from graphdl.runtime.export import exported_graph
-from graphdl.runtime.surrogate import surrogate
 from graphdl.runtime.train import (
     TrainResult,
     pick_plan,
@@ -114,10 +114,10 @@ class Model:
             ir, _ = fn.lowered(inputs)
             ctx = LowerCtx(params, stats, key, train=True)
             values = run_ir(ir, ctx, dict(zip(fn.arg_names, inputs)))
-            loss = values[ir.graph["outputs"][0]]
-            if jnp.ndim(loss) != 0:
-                raise ValueError(f"{name} returns shape {jnp.shape(loss)}, not a scalar loss")
-            return surrogate(loss, ctx.score_terms)
+            out = ir.graph["outputs"][0]
+            if jnp.ndim(values[out]) != 0:
+                raise ValueError(f"{name} returns shape {jnp.shape(values[out])}, not a scalar loss")
+            return values[surrogate_of(ir, out)]  # the loss, with score-function terms
 
         grad = compile_fn(jax.value_and_grad(loss_fn))
 
@@ -208,6 +208,7 @@ class CompiledGraph:
                                             concrete=True)
             if diagnostics:
                 raise GdlError(diagnostics, program.sources)
+            ir = run_passes(ir)
             self._cache[sig] = (ir, compile_fn(self._run, static_argnames=("train", "stochastic")))
         return self._cache[sig]
 

@@ -16,7 +16,7 @@ from graphdl.api import loads
 from graphdl.dims import TensorType, numpy_name
 from graphdl.elaborate import specials
 from graphdl.elaborate.check import check_program
-from graphdl.ir import Node, nodes
+from graphdl.ir import Node, node, nodes
 from graphdl.lower import LowerCtx
 from graphdl.lower.stochastic import lower_sample
 from graphdl.ops.distributions import FAMILIES, Family, per_draw_shape
@@ -26,6 +26,7 @@ from graphdl.ops.estimators import (
     default_estimator,
     estimator_error,
 )
+from graphdl.passes.pipeline import run_passes
 from graphdl.runtime.data import SOURCES
 
 RNG = np.random.default_rng(7)
@@ -124,26 +125,40 @@ def _lower(fam: Family, est: str, params: dict, options: dict | None = None):
     node = Node("sample", [], [], {"family": fam.name, "estimator": est, "name": "z",
                                    "options": options or {}},
                 TensorType.make(fam.sample_dtype, _sample_shape(fam)))
-    return lower_sample(ctx, node, params), ctx.score_terms
+    return lower_sample(ctx, node, params)
+
+
+def _scored(fam: Family, est: str) -> tuple[list, object]:
+    """The log-probability nodes the surrogate pass adds for a sample drawn by `est`."""
+    args = ", ".join(PARAMS[n][0] for n in fam.params)
+    src = (f"graph g(a: f32[B, 3], b: f32[B, 3]) {{\n    z ~ {fam.name}({args}) by {est}\n"
+           "    return z\n}\n")
+    c = check_program("<t>", src, sources=SOURCES)
+    assert not c.diagnostics
+    ir = run_passes(c.irs["g"])
+    (sid,) = [nid for nid, n in nodes(ir) if n.op == "sample"]
+    return [n for _, n in nodes(ir) if n.op == "dist_log_prob" and n.inputs[-1] == sid], \
+        node(ir, sid)
 
 
 @pytest.mark.parametrize("est,name", PAIRS, ids=[f"{e}-{f}" for e, f in PAIRS])
 def test_estimator_on_each_family_it_admits(est, name):
     fam, estimator = FAMILIES[name], ESTIMATORS[est]
     params = {k: jnp.asarray(v) for k, v in _params(fam).items()}
-    value, scores = _lower(fam, est, params)
+    value = _lower(fam, est, params)
     # every estimator gives the family's sample type: the graph downstream is the same
     assert value.shape == _sample_shape(fam)
     assert value.dtype == jnp.dtype(numpy_name(fam.sample_dtype))
+    # a score-function estimator is scored by the surrogate pass, once, per draw
+    scores, sample = _scored(fam, est)
     assert len(scores) == (1 if estimator.score_function else 0)
     if scores:
-        assert scores[0][0].shape == per_draw_shape(fam, value.shape)
-        assert np.all(np.isfinite(np.asarray(scores[0][0])))
+        assert scores[0].type.shape == per_draw_shape(fam, sample.type.shape)
     if value.dtype.kind != "f":
         return
     # a score-function estimator's value carries no gradient; the others' values do
     w = jnp.asarray(RNG.normal(size=value.shape).astype(np.float32))
-    grads = jax.grad(lambda ps: jnp.sum(_lower(fam, est, ps)[0] * w))(params)
+    grads = jax.grad(lambda ps: jnp.sum(_lower(fam, est, ps) * w))(params)
     moved = any(np.any(np.asarray(g) != 0) for g in grads.values())
     assert moved != estimator.score_function
 
@@ -151,7 +166,7 @@ def test_estimator_on_each_family_it_admits(est, name):
 @pytest.mark.parametrize("hard", [False, True])
 def test_gumbel_softmax_options(hard):
     fam = FAMILIES["onehot_categorical"]
-    value, _ = _lower(fam, "gumbel_softmax", {"logits": jnp.asarray(A)},
+    value = _lower(fam, "gumbel_softmax", {"logits": jnp.asarray(A)},
                       {"temperature": 0.5, "hard": hard})
     np.testing.assert_allclose(np.asarray(value).sum(-1), 1.0, rtol=1e-5)
     assert np.all(np.isin(np.asarray(value), [0.0, 1.0])) == hard
@@ -192,9 +207,9 @@ def test_new_family_takes_reparam_by_its_flag(laplace):
     assert default_estimator(laplace) == "reparam"
     assert admitted(laplace) == ("reparam", "reinforce")
     params = {"loc": jnp.asarray(A), "scale": jnp.asarray(np.exp(B))}
-    value, scores = _lower(laplace, "reparam", params)
-    assert value.shape == A.shape and not scores
-    grad = jax.grad(lambda ps: jnp.sum(_lower(laplace, "reparam", ps)[0]))(params)
+    value = _lower(laplace, "reparam", params)
+    assert value.shape == A.shape and not _scored(laplace, "reparam")[0]
+    grad = jax.grad(lambda ps: jnp.sum(_lower(laplace, "reparam", ps)))(params)
     np.testing.assert_allclose(np.asarray(grad["loc"]), 1.0)
 
 

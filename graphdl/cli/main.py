@@ -13,6 +13,7 @@ from graphdl.cli.inputs import load_checked, parse_overrides, read_source, valid
 from graphdl.cli.show import show
 from graphdl.elaborate.check import check_program
 from graphdl.errors import CliError, GdlError, render_all
+from graphdl.passes.pipeline import PASS_NAMES
 from graphdl.runtime.data import SOURCES
 
 EXIT_OK, EXIT_RUNTIME, EXIT_USER = 0, 1, 2
@@ -55,6 +56,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--graph", metavar="NAME", help="the graph to show (default: all)")
     p.add_argument("--params", action="store_true", help="list parameters with their shapes")
     p.add_argument("--ir", action="store_true", help="print the IR text form")
+    p.add_argument("--after", metavar="PASS", choices=PASS_NAMES,
+                   help="print the IR after this pass of the pipeline "
+                        f"({', '.join(PASS_NAMES)}); implies --ir")
+    p.add_argument("--train", metavar="NAME",
+                   help="show a train block's IR (and its evaluations') instead of the graphs")
     p.add_argument("--format", choices=["text", "dot", "svg", "png"], default="text")
     p.add_argument("--out", metavar="FILE", help="where to write svg/png (default: NAME.FORMAT)")
     p.add_argument("--set", action="append", metavar="K=V", help="override a constant")

@@ -9,6 +9,7 @@ from math import prod
 from graphdl.dims import TensorType
 from graphdl.errors import CliError
 from graphdl.ir import format_ir, nodes
+from graphdl.passes.pipeline import run_passes
 
 
 def param_rows(ir) -> list[tuple[str, str, str]]:
@@ -45,7 +46,19 @@ def to_dot(ir) -> str:
     return "\n".join(lines)
 
 
-def _graphs(checked, name):
+def _graphs(checked, name: str | None, train: str | None) -> dict:
+    """The IRs to show: every graph, the one named, or a train block's (with its
+    evaluations')."""
+    if train is not None:
+        plans = {p.name: p for p in checked.trains}
+        if train not in plans:
+            raise CliError(f"no train block named `{train}`; the train blocks are "
+                           f"{', '.join(plans) or 'none'}")
+        plan = plans[train]
+        irs = {f"train {plan.name}": plan.ir}
+        for ev in plan.evaluations:
+            irs[f"evaluate on {ev.source}.{ev.split}"] = ev.ir
+        return irs
     if name is None:
         return dict(checked.irs)
     if name in checked.irs:
@@ -54,7 +67,9 @@ def _graphs(checked, name):
 
 
 def show(checked, args) -> int:
-    graphs = _graphs(checked, args.graph)
+    graphs = _graphs(checked, args.graph, args.train)
+    if args.after is not None:  # the IR as the pass pipeline leaves it after that pass
+        graphs = {name: run_passes(ir, until=args.after) for name, ir in graphs.items()}
     if args.format in ("dot", "svg", "png"):
         if len(graphs) != 1:
             raise CliError(f"--format {args.format} draws one graph; name it with --graph "
@@ -73,7 +88,7 @@ def show(checked, args) -> int:
         print(f"wrote {out}")
         return 0
     for name, ir in graphs.items():
-        if args.ir:
+        if args.ir or args.after is not None:
             print(format_ir(ir))
             continue
         if not args.params:

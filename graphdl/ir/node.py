@@ -18,10 +18,10 @@ from graphdl.errors import Span
 
 # Ops that are not registry ops: values from outside (input, param, stat, state), the
 # loops that own a body IR (scan, generate), a result of a multi-result node (getitem),
-# and the stochastic nodes (sample, dist_*).
+# the stochastic nodes (sample, dist_*) and the surrogate loss (passes/surrogate.py).
 STRUCTURAL_OPS = frozenset({
     "input", "param", "stat", "const", "state", "scan", "generate", "sample", "getitem",
-    "dist_log_prob", "dist_entropy", "dist_mean", "dist_kl",
+    "dist_log_prob", "dist_entropy", "dist_mean", "dist_kl", "surrogate",
 })
 
 

@@ -26,7 +26,6 @@ class LowerCtx:
         self.node_id = 0
         self._draws = 0
         self.stat_names: dict[str, str] = {}
-        self.score_terms: list = []  # (log_prob, node attrs) of score-function samples
         self.dims: dict = {}  # symbolic dim name -> its size here (an int, or a jax.export symbol)
 
     def size(self, d) -> object:

@@ -14,7 +14,7 @@ from graphdl.errors import GdlError, UserError
 from graphdl.ir.graph import IR, node, nodes, order
 from graphdl.ir.node import Node
 from graphdl.lower.context import LowerCtx, NeedsKey
-from graphdl.lower.stochastic import lower_dist, lower_sample
+from graphdl.lower.stochastic import lower_dist, lower_sample, lower_surrogate
 from graphdl.ops import REGISTRY
 
 
@@ -22,7 +22,7 @@ def _operands(n: Node, env: dict) -> dict:
     kwargs: dict = {}
     for src, name in n.operands():
         value = env[src]
-        if "." in name and name.split(".", 1)[0] in ("xs",):  # a list argument: xs.0, xs.1
+        if "." in name and name.split(".", 1)[0] in ("xs", "terms"):  # a list: xs.0, xs.1
             kwargs.setdefault(name.split(".", 1)[0], []).append(value)
         else:
             kwargs[name] = value
@@ -55,7 +55,6 @@ def lower_scan(ctx: LowerCtx, nid: int, n: Node, env: dict):
     # statistics the body updates (batch norm in a cell) ride in the carry, step to step
     stat_names = sorted({b.attrs["name"] for _, b in nodes(body) if b.op == "stat"})
     stats0 = {name: ctx.stats[name] for name in stat_names}
-    has_score = any(b.op == "sample" for _, b in nodes(body))
 
     def step(carry, inp):
         state, stats = carry
@@ -67,18 +66,15 @@ def lower_scan(ctx: LowerCtx, nid: int, n: Node, env: dict):
         values = run_ir(body, sub, {x_name: x_t}, state)
         nxt = {name: values[body.graph["states"][name][1]] for name in states}
         new_stats = {name: sub.stats[name] for name in stat_names}
-        # score-function samples inside the cell: this step's summed log-probability
-        logp = sum((jnp.sum(lp) for lp, _ in sub.score_terms), jnp.float32(0))
-        return (nxt, new_stats), (values[body.graph["outputs"][0]], logp)
+        return (nxt, new_stats), [values[o] for o in body.graph["outputs"]]
 
-    (final, stats), (ys, logps) = lax.scan(step, (init, stats0), (xs, steps),
-                                           reverse=attrs["reverse"], unroll=attrs["unroll"])
+    (final, stats), (ys, *extra) = lax.scan(step, (init, stats0), (xs, steps),
+                                            reverse=attrs["reverse"], unroll=attrs["unroll"])
     if ctx.train:
         for name in stat_names:
             ctx.new_stats[name] = ctx.stats[name] = stats[name]
-    if has_score and ctx.train:
-        ctx.score_terms.append((jnp.sum(logps), {"scan": nid}))
-    return (jnp.moveaxis(ys, 0, axis), *[final[name] for name in states])
+    # extra body outputs (the surrogate pass's log-probabilities) stay stacked on axis 0
+    return (jnp.moveaxis(ys, 0, axis), *[final[name] for name in states], *extra)
 
 
 def run_ir(ir: IR, ctx: LowerCtx, inputs: dict, states: dict | None = None) -> dict:
@@ -122,6 +118,8 @@ def _lower_node(ctx: LowerCtx, nid: int, n: Node, env: dict, inputs: dict, state
     kwargs = _operands(n, env)
     if op == "sample":
         return lower_sample(ctx, n, kwargs)
+    if op == "surrogate":
+        return lower_surrogate(kwargs)
     if op.startswith("dist_"):
         return lower_dist(n, kwargs)
     return REGISTRY[op].lower(ctx, **kwargs, **attrs)

@@ -9,6 +9,7 @@ lowers without an edit to this file.
 from __future__ import annotations
 
 import jax.numpy as jnp
+from jax import lax
 
 from graphdl.dims import numpy_name
 from graphdl.ir.node import Node
@@ -18,7 +19,8 @@ from graphdl.ops.estimators import ESTIMATORS
 
 
 def lower_sample(ctx: LowerCtx, n: Node, kwargs: dict):
-    """A `sample` node's value; a score-function estimator also records its log p."""
+    """A `sample` node's value (a score-function estimator's log p is a node of its own,
+    added by the surrogate pass)."""
     attrs = n.attrs
     family = FAMILIES[attrs["family"]]
     p = {k: v for k, v in kwargs.items() if k != "baseline"}
@@ -27,10 +29,7 @@ def lower_sample(ctx: LowerCtx, n: Node, kwargs: dict):
         # eval with stochastic="mean": the distribution's mean, typed like a sample; no key
         return family.mean(p).astype(jnp.dtype(numpy_name(family.sample_dtype)))
     estimator = ESTIMATORS[attrs["estimator"]]
-    value, score = estimator.lower(ctx.key(), family, p, shape, attrs["options"])
-    if score is not None:
-        ctx.score_terms.append((score, attrs))
-    return value
+    return estimator.lower(ctx.key(), family, p, shape, attrs["options"])
 
 
 def lower_dist(n: Node, kwargs: dict):
@@ -49,3 +48,14 @@ def lower_dist(n: Node, kwargs: dict):
     if kl is None:  # the elaboration refuses these; an IR built by hand may not
         raise KeyError((family.name, n.attrs["q_family"]))
     return kl(p, q)
+
+
+def lower_surrogate(kwargs: dict):
+    """loss + sum_i stop_gradient(loss) * (sum log p_i - stop_gradient(sum log p_i)):
+    the loss in value, with the score-function gradient (see passes/surrogate.py)."""
+    loss = kwargs["loss"]
+    extra = 0.0
+    for logp in kwargs["terms"]:
+        total = jnp.sum(logp)
+        extra = extra + lax.stop_gradient(loss) * (total - lax.stop_gradient(total))
+    return loss + extra

@@ -2,9 +2,9 @@
 
 An entry says which keywords the estimator takes, which families it applies to (a
 predicate on the family's flags, so a new family needs no edit here), and how it lowers:
-`lower(key, family, params, shape, options) -> (value, score)`, where `score` is the
-log-probability the surrogate loss turns into a score-function gradient (graphdl/runtime/
-surrogate.py), or None when gradients flow through the value itself.
+`lower(key, family, params, shape, options) -> value`. A `score_function` estimator's
+value carries no gradient: the surrogate pass (graphdl/passes/surrogate.py) scores the
+sample with the family's log_prob and adds cost * grad log p to the loss.
 """
 
 from __future__ import annotations
@@ -23,36 +23,35 @@ class Estimator:
     description: str
     keywords: tuple[str, ...]  # the keyword options it accepts: `by reinforce(baseline = b)`
     applies: Callable[[Family], bool]
-    lower: Callable  # (key, family, params, shape, options) -> (value, score or None)
-    score_function: bool  # whether `lower` gives a score term for the surrogate loss
+    lower: Callable  # (key, family, params, shape, options) -> value
+    score_function: bool  # the surrogate pass adds a log-probability term for it
     default: bool = False  # chosen when `~` names no estimator and it applies
     requires: str | None = None  # "needs ..." in the error when it does not apply
 
 
 def _reparam(key, family: Family, p: Params, shape, options: dict):
-    return family.sample(key, p, shape), None
+    return family.sample(key, p, shape)
 
 
 def _score_function(key, family: Family, p: Params, shape, options: dict):
-    # the sample carries no gradient; the surrogate adds cost * grad log p(sample)
-    value = lax.stop_gradient(family.sample(key, p, shape))
-    return value, family.log_prob(p, value)
+    # the sample carries no gradient; the surrogate pass adds cost * grad log p(sample)
+    return lax.stop_gradient(family.sample(key, p, shape))
 
 
 def _gumbel_softmax(key, family: Family, p: Params, shape, options: dict):
     g = jax.random.gumbel(key, p["logits"].shape)
     soft = jnn.softmax((p["logits"] + g) / options.get("temperature", 1.0), axis=-1)
     if not options.get("hard", False):
-        return soft, None
+        return soft
     hard = jnn.one_hot(jnp.argmax(soft, -1), soft.shape[-1])
-    return soft + lax.stop_gradient(hard - soft), None
+    return soft + lax.stop_gradient(hard - soft)
 
 
 def _straight_through(key, family: Family, p: Params, shape, options: dict):
     # the hard sample's value, the mean's gradient (the mean has the sample's type here)
     probs = family.mean(p)
     hard = family.sample(key, p, shape)
-    return probs + lax.stop_gradient(hard - probs), None
+    return probs + lax.stop_gradient(hard - probs)
 
 
 ESTIMATORS: dict[str, Estimator] = {e.name: e for e in (

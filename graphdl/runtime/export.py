@@ -17,6 +17,7 @@ from graphdl.ir.graph import IR
 from graphdl.lower import LowerCtx, init_params, run_ir
 from graphdl.lower.compile import compile_fn
 from graphdl.lower.context import NeedsKey
+from graphdl.passes.pipeline import run_passes
 
 # (input name -> its type, whether the types are concrete) -> (the graph's IR, the
 # messages of any errors building it); the types may hold symbolic dims (Dim("B")).
@@ -73,7 +74,7 @@ def exported_graph(name: str, args: Sequence[tuple[str, str, int]], shapes: list
         if problems:
             raise CliError(f"cannot export with symbolic dims: {problems[0]}; give shapes with "
                            "--input x=32,64")
-        return ir
+        return run_passes(ir)
 
     def function(with_key: bool):
         def fn(params, stats, *rest):

@@ -30,6 +30,7 @@ from graphdl.lower import LowerCtx, init_params, run_ir
 from graphdl.lower.compile import compile_fn
 from graphdl.lower.init import frozen_names
 from graphdl.ops.training import OVERRIDABLE_SETTINGS
+from graphdl.passes.pipeline import run_passes, surrogate_of
 from graphdl.runtime.checkpoint import (
     CheckpointError,
     checkpoint_path,
@@ -42,7 +43,6 @@ from graphdl.runtime.checkpoint import (
 from graphdl.runtime.data import Source, batches, num_batches
 from graphdl.runtime.optim import make_optimizer
 from graphdl.runtime.reporting import Reporter
-from graphdl.runtime.surrogate import surrogate
 
 # An evaluation rebuilt for another batch size (the split's last, partial batch).
 #
@@ -140,6 +140,7 @@ class Trainer:
         # params, stats and optimizer states are donated: XLA updates them in place. Every
         # caller replaces its copies with the iteration's outputs at once (run_training,
         # bench), and evaluation and checkpoints read the current ones, never old ones.
+        self.ir = run_passes(plan.ir)  # the IR the steps run: after the pass pipeline
         self.iteration = compile_fn(self._iteration, donate_argnums=(0, 1, 2))
         self.early = (None, 0)  # early stopping: best metric so far, evaluations without gain
         self._eval_fns: dict = {}
@@ -154,7 +155,7 @@ class Trainer:
         return {f"data.{k}": v for k, v in batch.items()}
 
     def _iteration(self, params, stats, opt_states, batch, key):
-        ir = self.plan.ir
+        ir = self.ir
         losses, new_opt_states = [], []
         for step, sub, tx, opt_state in zip(self.plan.steps, self.subsets, self.optimizers,
                                             opt_states):
@@ -162,8 +163,9 @@ class Trainer:
             def loss_fn(trainable, params=params, stats=stats, step=step):
                 ctx = LowerCtx({**params, **trainable}, stats, key, train=True)
                 values = run_ir(ir, ctx, batch)
-                loss = values[step.loss]
-                return surrogate(loss, ctx.score_terms), (loss, ctx.new_stats)
+                # the gradient of the surrogate (the loss plus score-function terms, 0 in
+                # value); the loss itself is reported
+                return values[surrogate_of(ir, step.loss)], (values[step.loss], ctx.new_stats)
 
             trainable = {n: params[n] for n in sub}
             (_, (loss, new_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(trainable)
@@ -179,10 +181,11 @@ class Trainer:
         key = (id(ev), size)
         if key not in self._eval_fns:
             plan = ev if size == ev.batch.batch else self._resized(ev, size)
+            ir = run_passes(plan.ir)
 
-            def fn(params, stats, batch, plan=plan):
+            def fn(params, stats, batch, plan=plan, ir=ir):
                 ctx = LowerCtx(params, stats, jax.random.key(0), train=False)
-                values = run_ir(plan.ir, ctx, batch)
+                values = run_ir(ir, ctx, batch)
                 return {m: values[nid] for m, nid in plan.metrics.items()}
             self._eval_fns[key] = compile_fn(fn)
         return self._eval_fns[key]
