@@ -17,7 +17,8 @@ MAX_GDL_BYTES = 10 * 1024 * 1024
 
 
 class FileRefused(Exception):
-    """A file that is not read: `reason` says why, without quoting its content."""
+    """A file that is not read: `reason` says why ("is a directory", "is not a regular
+    file (a pipe)", "is N bytes, more than the limit of M"), without quoting its content."""
 
     def __init__(self, reason: str):
         super().__init__(reason)
@@ -42,9 +43,11 @@ def open_regular(path: str | os.PathLike, max_bytes: int | None = None):
     try:
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
     except IsADirectoryError:
-        raise FileRefused("is a folder, not a file") from None
+        raise FileRefused("is a directory") from None
     try:
         st = os.fstat(fd)
+        if stat.S_ISDIR(st.st_mode):
+            raise FileRefused("is a directory")
         if not stat.S_ISREG(st.st_mode):
             raise FileRefused(f"is not a regular file ({_kind(st.st_mode)})")
         if max_bytes is not None and st.st_size > max_bytes:
@@ -66,11 +69,9 @@ def read_regular(path: str | os.PathLike, max_bytes: int | None = None) -> bytes
 
 
 def read_gdl_text(path: str | os.PathLike, max_bytes: int = MAX_GDL_BYTES) -> str:
-    """The text of a .gdl file: a regular file, at most `max_bytes`, UTF-8 without NUL
-    bytes (anything else is not GDL source and is never shown in a diagnostic)."""
+    """The text of a .gdl file: a regular file of at most `max_bytes`, UTF-8 (a NUL byte
+    is left to the parser, which reports it at its line and column)."""
     data = read_regular(path, max_bytes)
-    if b"\0" in data:
-        raise FileRefused("is not GDL text (it holds NUL bytes)")
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError:

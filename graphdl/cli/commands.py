@@ -57,7 +57,7 @@ def add_runtime_commands(sub) -> None:
 def _model(args):
     from graphdl.api import Model  # lazy: JAX
     overrides = parse_overrides(getattr(args, "set", None))
-    checked = load_checked(args.file, overrides)
+    checked = load_checked(args.file, overrides, args.data_root)
     return Model(checked, args.file), overrides
 
 
@@ -222,7 +222,7 @@ def cmd_bench(args) -> int:
     from graphdl.runtime.bench import bench_plan
     overrides = parse_overrides(args.set)
     t0 = time.perf_counter()  # the front end alone, as `graphdl check` runs it
-    checked = load_checked(args.file, overrides)
+    checked = load_checked(args.file, overrides, args.data_root)
     front = time.perf_counter() - t0
     model = Model(checked, args.file)
     bench_plan(model.plan(args.train, overrides), model.sources, front, args.steps)
