@@ -135,9 +135,10 @@ class Program:
         if key in getattr(self, "_imported", set()):
             return
         self.__dict__.setdefault("_imported", set()).add(key)
-        if not target.name.endswith(".gdl"):
+        if not target.name.endswith(".gdl") or not Path(key).name.endswith(".gdl"):
             # refused before reading: a file that is not GDL is never parsed, so no
-            # diagnostic can quote its lines (/etc/passwd, /proc/self/environ)
+            # diagnostic can quote its lines (/etc/passwd, /proc/self/environ); a
+            # symlink named x.gdl must point at a .gdl file too
             self.error(f"use: {use.path} is not a .gdl file", use.span,
                        hint="`use` imports graphs from another .gdl file")
             return
@@ -160,7 +161,11 @@ class Program:
         """Whether `target` lies inside --data-root (always, without one); else an error."""
         if self.data_root is None or inside(target, self.data_root):
             return True
-        self.error(f"{what}: {target} is outside the data root {self.data_root}", span,
+        try:
+            shown = target.resolve()
+        except (OSError, RuntimeError):
+            shown = target
+        self.error(f"{what}: {shown} is outside the data root {self.data_root}", span,
                    hint="with --data-root DIR, a .gdl file may only name files inside DIR "
                         "(after following symlinks)")
         return False

@@ -215,7 +215,7 @@ def _npz_load(path: Path, layout: dict) -> dict:
     for split, keys in layout.items():
         y = loaded[split].get("y")
         if y is not None and y.dtype == np.int32:
-            check_labels(y, f"{path}: '{keys['y']}'", "y")
+            check_labels(y, f"{path}: '{keys['y']}'", "path")
     return loaded
 
 
