@@ -332,3 +332,21 @@ def test_data_root_in_the_python_api(rooted):
     with pytest.raises(graphdl.GdlError, match="is outside the data root"):
         graphdl.load(path, data_root=rooted)
     graphdl.load(path)  # without a root, any path
+
+
+def test_a_source_with_more_classes_than_the_logits_is_refused_before_training(tmp_path, capsys):
+    gdl = TRAIN.replace("f32[B, 4]", "f32[B, 64]").format(source='dataset("digits")')
+    path, lines = run_error(capsys, tmp_path, gdl)
+    assert lines[0] == (f"{path}:9:22: error: the logits have 3 classes, but the labels `d.y` "
+                        'have 10 (dataset("digits") has 10 classes)')
+    assert lines[-1] == "  = hint: make the last layer 10 wide"
+    assert not (tmp_path / "out" / "metrics.jsonl").exists()
+
+
+def test_a_label_past_the_logits_classes_names_the_value(tmp_path, capsys):
+    np.savez(tmp_path / "five.npz", x=np.zeros((20, 4), np.float32),
+             y=np.array([0, 1, 2, 3, 4] * 4, np.int32))
+    path, lines = run_error(capsys, tmp_path, TRAIN.format(source='npz("five.npz")'))
+    assert lines[0].startswith(f"{path}:9:22: error: the logits have 3 classes, but `d.y` holds "
+                               "the label ")
+    assert "(split 'train', example " in lines[0] and "of npz('five.npz'))" in lines[0]
