@@ -350,3 +350,19 @@ def test_a_label_past_the_logits_classes_names_the_value(tmp_path, capsys):
     assert lines[0].startswith(f"{path}:9:22: error: the logits have 3 classes, but `d.y` holds "
                                "the label ")
     assert "(split 'train', example " in lines[0] and "of npz('five.npz'))" in lines[0]
+
+
+def test_an_input_npy_claiming_terabytes_or_a_fifo_is_refused(tmp_path, capsys):
+    head = io.BytesIO()
+    np.lib.format.write_array_header_1_0(
+        head, {"descr": "<f4", "fortran_order": False, "shape": (10**11, 4)})
+    (tmp_path / "huge.npy").write_bytes(head.getvalue() + b"\0" * 64)
+    os.mkfifo(tmp_path / "fifo.npy")
+    path = write(tmp_path, "g.gdl", NET)
+    code, _, err = cli(capsys, "run", path, "--input", f"x={tmp_path / 'huge.npy'}")
+    assert (code, err) == (2, f"error: --input x={tmp_path / 'huge.npy'}: its header claims "
+                              "shape [100000000000, 4] of float32 (1600000000000 bytes), but the "
+                              "file holds only 64 bytes of data\n")
+    code, _, err = cli(capsys, "run", path, "--input", f"x={tmp_path / 'fifo.npy'}")
+    assert (code, err) == (2, f"error: --input x={tmp_path / 'fifo.npy'}: is not a regular file "
+                              "(a pipe)\n")

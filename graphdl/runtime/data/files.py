@@ -125,6 +125,30 @@ def _check_member_size(path: Path, key: str, member, shape, dtype, offset: int) 
         )
 
 
+def npy_size_problem(path: Path) -> str | None:
+    """Why a plain .npy file cannot hold what its header declares (None when it can, or
+    when the header is unreadable: np.load reports that itself), read before np.load
+    allocates: a 200-byte file claiming 10^11 rows must not allocate 1.46 TiB."""
+    try:
+        with open(path, "rb") as stream:
+            version = np.lib.format.read_magic(stream)
+            read = (
+                np.lib.format.read_array_header_1_0
+                if version == (1, 0)
+                else np.lib.format.read_array_header_2_0
+            )
+            shape, _, dtype = read(stream)
+            offset = stream.tell()
+        size = Path(path).stat().st_size
+    except (ValueError, OSError, EOFError):
+        return None
+    need = math.prod(shape) * dtype.itemsize
+    if offset + need > size:
+        return (f"its header claims shape {list(shape)} of {dtype} ({need} bytes), but the "
+                f"file holds only {max(size - offset, 0)} bytes of data")
+    return None
+
+
 def _npz_layout(headers: dict, path: Path) -> dict[str | None, dict[str, str]]:
     """Group keys by split: {None: {base: key}} without own splits, else per split."""
     parsed = {}
