@@ -21,6 +21,7 @@ from graphdl.elaborate.check import Checked, build_graph_ir, check_program
 from graphdl.elaborate.program import Program, unknown_override
 from graphdl.elaborate.train import evaluation_for_batch
 from graphdl.errors import CliError, Diagnostic, GdlError, UserError
+from graphdl.files import FileRefused, read_gdl_text
 from graphdl.ir.graph import IR
 from graphdl.ir.plan import TrainPlan
 from graphdl.lower import LowerCtx, init_params, param_specs, run_ir
@@ -39,11 +40,16 @@ from graphdl.runtime.train import (
 )
 
 
-def load(path: str | Path, **consts) -> Model:
-    """Parse and check a .gdl file; constants override graph constants (`H=256`)."""
+def load(path: str | Path, data_root: str | Path | None = None, **consts) -> Model:
+    """Parse and check a .gdl file; constants override graph constants (`H=256`). With
+    `data_root` (for untrusted files), every path the file names must lie inside it."""
     path = str(path)
-    return _checked_model(check_program(path, Path(path).read_text(encoding="utf-8"), consts,
-                                        SOURCES), path, consts)
+    try:
+        text = read_gdl_text(path)
+    except FileRefused as err:
+        raise OSError(f"{path} {err.reason}") from None
+    return _checked_model(check_program(path, text, consts, SOURCES, data_root=data_root),
+                          path, consts)
 
 
 def loads(source: str, name: str = "<string>", **consts) -> Model:

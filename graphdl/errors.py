@@ -12,6 +12,8 @@ import difflib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from graphdl.files import is_gdl_name
+
 
 @dataclass(frozen=True)
 class Span:
@@ -83,11 +85,16 @@ def did_you_mean(word: str, candidates: Iterable[str]) -> str | None:
 
 
 def render(diag: Diagnostic, sources: dict[str, str]) -> str:
-    """Format one diagnostic with the source line and a caret under its span."""
+    """Format one diagnostic with the source line and a caret under its span.
+
+    Only GDL source is ever quoted: a span in a file whose name does not end in `.gdl`
+    (nor a built-in `<...>` source) is shown by its location alone, so a diagnostic can
+    never print the lines of another kind of file (/etc/passwd, /proc/self/environ).
+    """
     span = diag.span
     head = f"{span}: {diag.severity}: {diag.message}" if span else f"{diag.severity}: {diag.message}"
     lines = [head]
-    text = sources.get(span.file) if span else None
+    text = sources.get(span.file) if span and is_gdl_name(span.file) else None
     if span and text is not None:
         src_lines = source_lines(text)
         if 1 <= span.line <= len(src_lines):

@@ -377,7 +377,8 @@ def test_csv_with_header_and_named_target(tmp_path):
     named = open_("csv", "t.csv", target="a", base=tmp_path)
     assert named.fields["y"].dtype == "i32"
     err = raises("csv", "t.csv", target="lable", base=tmp_path)
-    assert err.arg == "target" and err.hint == "did you mean 'label'?"
+    # the header's names are the file's content: the error never lists them
+    assert err.arg == "target" and "label" not in str(err) and "3 columns" in err.message
 
 
 def test_csv_float_target_and_no_header(tmp_path):
@@ -394,9 +395,9 @@ def test_csv_float_target_and_no_header(tmp_path):
 @pytest.mark.parametrize(
     "body, needle",
     [
-        ("a,b\n1,2\n3,oops\n5,6\n", "bad.csv:3: column 'b' holds 'oops'"),
+        ("a,b\n1,2\n3,oops\n5,6\n", "bad.csv:3: column 2 is not a number"),
         ("a,b\n1,2\n\n3\n5,6\n", "bad.csv:4: 1 cells, expected 2"),
-        ("a,b\n1,2\n3,\n", "bad.csv:3: column 'b' is empty"),
+        ("a,b\n1,2\n3,\n", "bad.csv:3: column 2 is empty"),
         ("a,b\n1,nan\n3,4\n", "not a finite number"),
         ("", "is empty"),
     ],
@@ -405,6 +406,7 @@ def test_csv_bad_rows_name_file_and_line(tmp_path, body, needle):
     (tmp_path / "bad.csv").write_text(body)
     err = raises("csv", "bad.csv", base=tmp_path)
     assert needle in err.message
+    assert "oops" not in str(err)  # a cell is never quoted
 
 
 # ---------------------------------------------------------------- MNIST (IDX)

@@ -16,8 +16,10 @@ import numpy as np
 from graphdl.cli.inputs import load_checked, parse_overrides
 from graphdl.dims import numpy_name
 from graphdl.errors import CliError, GdlError, UserError
+from graphdl.files import FileRefused, open_regular
 from graphdl.parse import ast as A
 from graphdl.runtime.checkpoint import CheckpointError, load_checkpoint, restore_into
+from graphdl.runtime.data import npy_size_problem
 
 
 def add_runtime_commands(sub) -> None:
@@ -57,7 +59,7 @@ def add_runtime_commands(sub) -> None:
 def _model(args):
     from graphdl.api import Model  # lazy: JAX
     overrides = parse_overrides(getattr(args, "set", None))
-    checked = load_checked(args.file, overrides)
+    checked = load_checked(args.file, overrides, args.data_root)
     return Model(checked, args.file), overrides
 
 
@@ -101,17 +103,21 @@ def _load_npy(key: str, path: str):
     """One --input array: a plain .npy file (no pickles), or a one-line CliError."""
     where = f"--input {key}={path}"
     try:
-        with open(path, "rb") as f:
+        with open_regular(path) as f:  # a FIFO or a device is refused, never read
             head = f.read(len(NPY_MAGIC))
     except FileNotFoundError:
         raise CliError(f"{where}: no such file") from None
-    except IsADirectoryError:
-        raise CliError(f"{where}: is a directory, not a .npy file") from None
+    except FileRefused as err:
+        more = ", not a .npy file" if err.reason == "is a directory" else ""
+        raise CliError(f"{where}: {err.reason}{more}") from None
     except OSError as err:
         raise CliError(f"{where}: cannot read it ({err.strerror})") from None
     if head != NPY_MAGIC:
         kind = " (an .npz archive: save one array with numpy.save)" if head[:2] == b"PK" else ""
         raise CliError(f"{where}: not a .npy file{kind}",)
+    problem = npy_size_problem(Path(path))  # before np.load allocates what a header claims
+    if problem:
+        raise CliError(f"{where}: {problem}")
     try:
         x = np.load(path, allow_pickle=False)
     except ValueError as err:
@@ -222,7 +228,7 @@ def cmd_bench(args) -> int:
     from graphdl.runtime.bench import bench_plan
     overrides = parse_overrides(args.set)
     t0 = time.perf_counter()  # the front end alone, as `graphdl check` runs it
-    checked = load_checked(args.file, overrides)
+    checked = load_checked(args.file, overrides, args.data_root)
     front = time.perf_counter() - t0
     model = Model(checked, args.file)
     bench_plan(model.plan(args.train, overrides), model.sources, front, args.steps)

@@ -5,26 +5,42 @@ None of it imports JAX, so `graphdl check` starts fast.
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 
 from graphdl.elaborate.check import check_program
 from graphdl.elaborate.program import literal, unknown_override
 from graphdl.errors import CliError, GdlError
+from graphdl.files import FileRefused, read_gdl_text
 from graphdl.parse.parser import parse_source
 from graphdl.runtime.data import SOURCES
 
 
 def read_source(path: str) -> str:
+    """The main .gdl file's text: a regular file (never a pipe, a device or /dev/stdin,
+    which could block or never end) of at most MAX_GDL_BYTES, UTF-8 without NUL bytes."""
     try:
-        return Path(path).read_text(encoding="utf-8")
+        return read_gdl_text(path)
     except FileNotFoundError:
         raise CliError(f"{path}: no such file") from None
-    except IsADirectoryError:
-        raise CliError(f"{path}: is a directory, not a .gdl file") from None
-    except UnicodeDecodeError:
-        raise CliError(f"{path}: is not UTF-8 text") from None
+    except FileRefused as err:
+        more = ", not a .gdl file" if err.reason == "is a directory" else ""
+        raise CliError(f"{path}: {err.reason}{more}") from None
     except OSError as err:
         raise CliError(f"{path}: {err.strerror}") from None
+
+
+def add_data_root(parser) -> None:
+    parser.add_argument("--data-root", metavar="DIR", type=data_root_dir,
+                        help="for running untrusted files: every path the file names (use, "
+                             "data files, load(...)) must lie inside DIR")
+
+
+def data_root_dir(value: str) -> Path:
+    root = Path(value)
+    if not root.is_dir():
+        raise argparse.ArgumentTypeError(f"{value} is not a folder")
+    return root
 
 
 def parse_overrides(items: list[str]) -> dict:
@@ -54,8 +70,8 @@ def validate_overrides(checked, overrides: dict) -> None:
             raise CliError(f"--set {key}: {problem}")
 
 
-def load_checked(path: str, overrides: dict | None = None):
-    checked = check_program(path, read_source(path), overrides, SOURCES)
+def load_checked(path: str, overrides: dict | None = None, data_root: Path | None = None):
+    checked = check_program(path, read_source(path), overrides, SOURCES, data_root=data_root)
     if any(d.severity == "error" for d in checked.diagnostics):
         raise GdlError(checked.diagnostics, checked.program.sources)
     validate_overrides(checked, overrides or {})

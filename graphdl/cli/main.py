@@ -9,7 +9,13 @@ import argparse
 import sys
 
 from graphdl.cli.commands import add_runtime_commands
-from graphdl.cli.inputs import load_checked, parse_overrides, read_source, validate_overrides
+from graphdl.cli.inputs import (
+    add_data_root,
+    load_checked,
+    parse_overrides,
+    read_source,
+    validate_overrides,
+)
 from graphdl.cli.show import show
 from graphdl.elaborate.check import check_program
 from graphdl.errors import CliError, GdlError, render_all
@@ -23,7 +29,8 @@ def cmd_check(args) -> int:
     status = EXIT_OK
     for path in args.files:
         overrides = parse_overrides(args.set)
-        checked = check_program(path, read_source(path), overrides, SOURCES)
+        checked = check_program(path, read_source(path), overrides, SOURCES,
+                                data_root=args.data_root)
         if not checked.diagnostics:
             validate_overrides(checked, overrides)
         if checked.diagnostics:
@@ -37,7 +44,7 @@ def cmd_check(args) -> int:
 
 
 def cmd_show(args) -> int:
-    checked = load_checked(args.file, parse_overrides(args.set))
+    checked = load_checked(args.file, parse_overrides(args.set), args.data_root)
     return show(checked, args)
 
 
@@ -67,6 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_show)
 
     add_runtime_commands(sub)
+    for command in sub.choices.values():  # check, show, run, bench, export
+        add_data_root(command)
     return parser
 
 

@@ -219,7 +219,9 @@ def initializer(b: Builder, node: A.Node) -> tuple | None:
             if not all(isinstance(v, str) for v in values):
                 b.error('load needs a file and a key: load("file.safetensors", "key")', node.span)
                 return None
-            path = b.program.resolve_path(values[0], node.span)
+            path = b.program.resolve_path(values[0], bound.span("file"))
+            if path is None:  # outside --data-root: reported
+                return None
             try:
                 found = path.is_file()
             except (OSError, ValueError):

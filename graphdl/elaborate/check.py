@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from graphdl.elaborate.build import Scope, new_builder
 from graphdl.elaborate.calls import bind_consts, check_returns, run_body
@@ -68,10 +69,13 @@ def build_graph_ir(program: Program, name: str, arg_types: dict | None,
 
 
 def check_program(path: str, text: str, overrides: dict | None = None,
-                  sources: Mapping[str, SourceKind] | None = None) -> Checked:
+                  sources: Mapping[str, SourceKind] | None = None,
+                  data_root: str | Path | None = None) -> Checked:
     """Check a file. `sources` are the data sources its `data` lines may open
-    (graphdl.runtime.data.SOURCES); without them a `data` line is an error."""
-    program = Program(path, text, overrides, forms=FORMS, sources=sources)
+    (graphdl.runtime.data.SOURCES); without them a `data` line is an error. With
+    `data_root`, every path the file names must lie inside that folder."""
+    program = Program(path, text, overrides, forms=FORMS, sources=sources,
+                      data_root=data_root)
     checked = Checked(program)
     if program.module is None:
         return checked

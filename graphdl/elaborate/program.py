@@ -17,6 +17,7 @@ from graphdl.elaborate.binding import Arg, bind
 from graphdl.elaborate.forms import Forms
 from graphdl.elaborate.values import Const, GraphRef, OpRef, SourceRef, Special
 from graphdl.errors import Diagnostic, Span, UserError, did_you_mean
+from graphdl.files import FileRefused, inside, read_gdl_text
 from graphdl.ops import REGISTRY
 from graphdl.ops.training import OVERRIDABLE_SETTINGS
 from graphdl.parse import ast as A
@@ -44,7 +45,10 @@ class SourceKind(Protocol):
     table of these (`graphdl.runtime.data.SOURCES`). The front end binds a `data` line's
     arguments to `params` (a param missing from `defaults` is required) and calls `open`
     with them; `open` raises `error` for a user mistake, with `.message`, `.hint` and
-    `.arg` (the argument at fault, for the caret).
+    `.arg` (the argument at fault, for the caret). If the opened source has a `locate`
+    method, the front end calls it with the source's name, the span of its call, the
+    spans of its arguments and the file's text, so an error found later, when the data
+    are loaded, points at the `data` line too.
     """
 
     name: str
@@ -57,8 +61,11 @@ class SourceKind(Protocol):
 
 class Program:
     def __init__(self, path: str, text: str, consts: dict | None = None, *, forms: Forms,
-                 sources: Mapping[str, SourceKind] | None = None):
+                 sources: Mapping[str, SourceKind] | None = None,
+                 data_root: str | Path | None = None):
         self.path = path
+        # --data-root: every path the file names must resolve inside this folder
+        self.data_root = Path(data_root).resolve() if data_root is not None else None
         self.base = Path(path).resolve().parent if not path.startswith("<") else Path.cwd()
         self.sources: dict[str, str] = {path: text}
         self.diagnostics: list[Diagnostic] = []
@@ -118,6 +125,8 @@ class Program:
             return
         target = (Path(importer).resolve().parent / use.path) if not importer.startswith("<") \
             else Path(use.path)
+        if not self.allowed(target, use.span, "use"):
+            return
         key = str(target.resolve())
         if key in stack:
             self.error(f"import cycle: {use.path} is already being imported", use.span,
@@ -126,20 +135,40 @@ class Program:
         if key in getattr(self, "_imported", set()):
             return
         self.__dict__.setdefault("_imported", set()).add(key)
+        if not target.name.endswith(".gdl") or not Path(key).name.endswith(".gdl"):
+            # refused before reading: a file that is not GDL is never parsed, so no
+            # diagnostic can quote its lines (/etc/passwd, /proc/self/environ); a
+            # symlink named x.gdl must point at a .gdl file too
+            self.error(f"use: {use.path} is not a .gdl file", use.span,
+                       hint="`use` imports graphs from another .gdl file")
+            return
         try:
-            text = target.read_text(encoding="utf-8")
+            text = read_gdl_text(target)
         except FileNotFoundError:
             self.error(f"cannot find {use.path}", use.span,
                        hint=f"looked for {target}; a path in a .gdl file is relative to that file")
             return
-        except UnicodeDecodeError:
-            self.error(f"cannot read {use.path}: it is not UTF-8 text", use.span)
+        except FileRefused as err:
+            self.error(f"cannot read {use.path}: it {err.reason}", use.span)
             return
         except OSError as err:
             self.error(f"cannot read {use.path}: {err.strerror or err}", use.span)
             return
         shown = str(Path(importer).parent / use.path) if not importer.startswith("<") else use.path
         self._load(shown, text, stack, own=False)
+
+    def allowed(self, target: Path, span: Span, what: str) -> bool:
+        """Whether `target` lies inside --data-root (always, without one); else an error."""
+        if self.data_root is None or inside(target, self.data_root):
+            return True
+        try:
+            shown = target.resolve()
+        except (OSError, RuntimeError):
+            shown = target
+        self.error(f"{what}: {shown} is outside the data root {self.data_root}", span,
+                   hint="with --data-root DIR, a .gdl file may only name files inside DIR "
+                        "(after following symlinks)")
+        return False
 
     def _load_std(self) -> None:
         for name, _file in STD_MODULES.items():
@@ -208,10 +237,13 @@ class Program:
             return "`" + lines[span.line - 1][span.col - 1:span.end_col - 1] + "`"
         return "this expression"
 
-    def resolve_path(self, path: str, span: Span) -> Path:
+    def resolve_path(self, path: str, span: Span, what: str = "load") -> Path | None:
+        """`path` relative to the file `span` is in; None (an error reported at `span`) if
+        it lies outside --data-root."""
         file = Path(span.file)
         base = file.resolve().parent if not span.file.startswith("<") else Path.cwd()
-        return base / path
+        full = base / Path(path).expanduser()
+        return full if self.allowed(full, span, what) else None
 
     # -- data ----------------------------------------------------------------
     def open_data(self) -> None:
@@ -251,6 +283,8 @@ class Program:
             if bound is None:
                 continue
             base = self.base if not item.span.file.startswith("<") else Path.cwd()
+            if self.data_root is not None and not self._data_paths_allowed(kind, bound, base):
+                continue
             try:
                 source = sdef.open({k: v.value for k, v in bound.items()}, base)
             except sdef.error as err:
@@ -260,7 +294,27 @@ class Program:
             except Exception as err:  # a source that fails to open is a data error, not a crash
                 self.error(f"cannot open data source `{name}`: {err}", call.span)
                 continue
+            if hasattr(source, "locate"):
+                source.locate(name, call.span, dict(bound.spans),
+                              self.sources.get(item.span.file, ""))
             self.data[name] = SourceRef(name, source, item.span)
+
+    def _data_paths_allowed(self, kind: str, bound, base: Path) -> bool:
+        """Every `path` argument (the one parameter of a source that names a file or
+        folder) must lie inside --data-root; dataset("mnist") without one downloads into
+        the cache, which a data root forbids too."""
+        value = bound.get("path").value if "path" in bound else None
+        if value is None:
+            if kind == "dataset" and bound.get("name") and bound["name"].value == "mnist":
+                self.error('dataset("mnist") without `path` downloads outside the data root',
+                           bound.span("name"),
+                           hint='give path = "folder" of the IDX files inside the data root')
+                return False
+            return True
+        if not isinstance(value, str):
+            return True  # the source reports a bad type itself
+        return self.allowed(base / Path(value).expanduser(), bound.span("path"),
+                            f"{kind}(path)")
 
 
 def override_keys(program: Program) -> set[str]:

@@ -53,7 +53,13 @@ def _initialize(init: tuple, key, shape: tuple[int, ...], dtype):
         a, b = (init[1], init[2]) if len(init) > 2 else (-0.05, 0.05)
         return jax.random.uniform(key, shape, dtype, a, b)
     if name == "load":
-        tensors = load_file(init[1])
+        try:
+            tensors = load_file(init[1])
+        except OSError:
+            raise
+        except Exception as err:  # safetensors' own error: a file that is not one
+            raise OSError(f"{init[1]} is not a safetensors file ({type(err).__name__})") \
+                from None
         if init[2] not in tensors:
             raise KeyError(f"{init[1]} has no tensor {init[2]!r}; it has "
                            f"{', '.join(sorted(tensors)) or 'none'}")

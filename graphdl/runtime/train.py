@@ -40,7 +40,7 @@ from graphdl.runtime.checkpoint import (
     save_checkpoint,
     source_hash,
 )
-from graphdl.runtime.data import Source, batches, num_batches
+from graphdl.runtime.data import Source, batches, check_label_classes, num_batches
 from graphdl.runtime.optim import make_optimizer
 from graphdl.runtime.reporting import Reporter
 
@@ -121,6 +121,7 @@ class Trainer:
                                  f"batch of {plan.batch.batch}", plan.span)
         else:
             self.train_arrays, self.per_epoch = {}, 1
+        check_label_classes(plan, sources)  # labels past the logits' classes: no NaN run
         if plan.num_steps is not None:
             self.total_steps = int(plan.num_steps)
         else:

@@ -27,7 +27,8 @@ from typing import ClassVar
 import numpy as np
 
 from graphdl.runtime.data.base import DataError, Field, Source, did_you_mean
-from graphdl.runtime.data.files import open_csv, open_npz
+from graphdl.runtime.data.classes import check_label_classes
+from graphdl.runtime.data.files import npy_size_problem, open_csv, open_npz
 from graphdl.runtime.data.gen import open_adding, open_copy, open_gaussian_ring, open_reverse
 from graphdl.runtime.data.sets import DATASETS, open_dataset
 from graphdl.runtime.data.text import open_parallel, open_text
@@ -40,6 +41,8 @@ __all__ = [
     "Source",
     "SourceDef",
     "batches",
+    "check_label_classes",
+    "npy_size_problem",
     "num_batches",
     "open_source",
 ]

@@ -14,6 +14,8 @@ from pathlib import Path
 import numpy as np
 
 from graphdl.dims import numpy_name
+from graphdl.errors import GdlError, Span, UserError
+from graphdl.files import FileRefused, open_regular
 
 #: Tolerance on the sum of split fractions (they are written as decimals in a .gdl file).
 SPLIT_TOLERANCE = 1e-6
@@ -81,6 +83,22 @@ class Source:
     info_needs_load: bool = False
     _cache: SplitArrays | None = field(default=None, repr=False)
     _loaded_info: dict = field(default_factory=dict, repr=False)
+    #: (name, call span, argument spans, .gdl text), set by the front end via `locate`
+    _where: tuple | None = field(default=None, repr=False)
+
+    def locate(self, name: str, span: Span, arg_spans: dict[str, Span], text: str) -> None:
+        """Where the `data NAME = ...` line is, so that an error found when the data are
+        loaded (at train time) is a located diagnostic like one found when opening."""
+        self._where = (name, span, dict(arg_spans), text)
+
+    def located(self, err: DataError) -> Exception:
+        """`err` as a GdlError at the data line (under the argument at fault), if known."""
+        if self._where is None:
+            return err
+        name, span, arg_spans, text = self._where
+        at = arg_spans.get(err.arg, span) if err.arg else span
+        diag = UserError(f"data source `{name}`: {err.message}", at, err.hint).diagnostic
+        return GdlError([diag], {at.file: text})
 
     @property
     def info(self) -> dict:
@@ -100,8 +118,11 @@ class Source:
 
     def _ensure_loaded(self) -> SplitArrays:
         if self._cache is None:
-            splits, extra = self.load()
-            self._check_loaded(splits)
+            try:
+                splits, extra = self.load()
+                self._check_loaded(splits)
+            except DataError as err:
+                raise self.located(err) from None
             self._loaded_info = dict(extra)
             self._cache = splits
         return self._cache
@@ -113,7 +134,11 @@ class Source:
             arrays = splits[split]
             sizes = {len(a) for a in arrays.values()}
             if len(sizes) != 1 or 0 in sizes:
-                raise DataError(f"{self.describe}: split '{split}' is empty or ragged")
+                raise DataError(
+                    f"{self.describe}: split '{split}' is empty or ragged",
+                    hint="give the source more examples, or a larger fraction to this split",
+                    arg="split",
+                )
             for name, spec in self.fields.items():
                 arr = arrays[name]
                 if arr.shape[1:] != spec.shape or arr.dtype != np.dtype(numpy_name(spec.dtype)):
@@ -211,7 +236,19 @@ def resolve_path(args: dict, name: str, base_dir: Path, want_dir: bool | None = 
         raise DataError(f"no such {kind}: {full}", arg=name)
     if want_dir is not None and want_dir != full.is_dir():
         raise DataError(f"{full} is not a {kind}", arg=name)
+    if not full.is_dir() and not full.is_file():  # /dev/zero, a FIFO, /dev/stdin
+        raise DataError(f"{full} is not a regular file (a device, pipe or socket)", arg=name)
     return full
+
+
+def open_data_file(path: Path, arg: str = "path"):
+    """A binary file object for a data file: regular files only (never blocks)."""
+    try:
+        return open_regular(path)
+    except FileRefused as err:
+        raise DataError(f"{path} {err.reason}", arg=arg) from None
+    except OSError as err:
+        raise DataError(f"cannot read {path}: {err.strerror or err}", arg=arg) from None
 
 
 # ---------------------------------------------------------------- arrays

@@ -90,14 +90,63 @@ def _npz_headers(path: Path) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
                         else np.lib.format.read_array_header_2_0
                     )
                     shape, _, dtype = read(stream)
-            except (ValueError, OSError, zipfile.BadZipFile) as err:
+                    offset = stream.tell()
+            except (ValueError, OSError, zipfile.BadZipFile, EOFError) as err:
                 raise DataError(
                     f"{path}: array '{key}' is not a valid .npy array ({err})", arg="path"
                 ) from err
+            _check_member_size(path, key, member, tuple(shape), dtype, offset)
             out[key] = (tuple(shape), dtype)
     if not out:
         raise DataError(f"{path} holds no arrays", arg="path")
     return out
+
+
+#: The most a deflated zip member can expand (deflate's limit is about 1032:1).
+_MAX_DEFLATE_RATIO = 1100
+
+
+def _check_member_size(path: Path, key: str, member, shape, dtype, offset: int) -> None:
+    """Refuse an array whose header claims more data than the archive holds, before
+    anything is allocated (a 200-byte file must not make numpy allocate terabytes)."""
+    need = math.prod(shape) * dtype.itemsize + offset  # Python ints: no overflow
+    stored = member.file_size
+    if member.compress_type == zipfile.ZIP_STORED:
+        stored = min(stored, member.compress_size)
+    else:
+        stored = min(stored, member.compress_size * _MAX_DEFLATE_RATIO)
+    if need > stored:
+        raise DataError(
+            f"{path}: array '{key}' claims shape {list(shape)} of {dtype} "
+            f"({need - offset} bytes), but the archive holds only {max(stored - offset, 0)} "
+            "bytes for it",
+            hint="the file is truncated or corrupt; save it again with numpy.savez",
+            arg="path",
+        )
+
+
+def npy_size_problem(path: Path) -> str | None:
+    """Why a plain .npy file cannot hold what its header declares (None when it can, or
+    when the header is unreadable: np.load reports that itself), read before np.load
+    allocates: a 200-byte file claiming 10^11 rows must not allocate 1.46 TiB."""
+    try:
+        with open(path, "rb") as stream:
+            version = np.lib.format.read_magic(stream)
+            read = (
+                np.lib.format.read_array_header_1_0
+                if version == (1, 0)
+                else np.lib.format.read_array_header_2_0
+            )
+            shape, _, dtype = read(stream)
+            offset = stream.tell()
+        size = Path(path).stat().st_size
+    except (ValueError, OSError, EOFError):
+        return None
+    need = math.prod(shape) * dtype.itemsize
+    if offset + need > size:
+        return (f"its header claims shape {list(shape)} of {dtype} ({need} bytes), but the "
+                f"file holds only {max(size - offset, 0)} bytes of data")
+    return None
 
 
 def _npz_layout(headers: dict, path: Path) -> dict[str | None, dict[str, str]]:
@@ -178,15 +227,37 @@ def _npz_fields(headers: dict, layout: dict, path: Path) -> dict[str, Field]:
 def _npz_load(path: Path, layout: dict) -> dict:
     try:
         with np.load(path, allow_pickle=False) as archive:
-            return {
+            loaded = {
                 split: {
                     name: to_gdl(archive[key], f"{path}: '{key}'", "path")
                     for name, key in keys.items()
                 }
                 for split, keys in layout.items()
             }
-    except (ValueError, OSError, zipfile.BadZipFile) as err:
+    except (ValueError, OSError, zipfile.BadZipFile, EOFError) as err:
         raise DataError(f"cannot read {path}: {err}", arg="path") from err
+    for split, keys in layout.items():
+        y = loaded[split].get("y")
+        if y is not None and y.dtype == np.int32:
+            check_labels(y, f"{path}: '{keys['y']}'", "path")
+    return loaded
+
+
+def check_labels(y: np.ndarray, what: str, arg: str | None, classes: int | None = None) -> None:
+    """Integer class labels must be 0..classes-1: a negative one (or one past the class
+    count) silently gives NaN losses, so it is refused, naming the first bad example."""
+    flat = y.reshape(len(y), -1)
+    bad = flat < 0 if classes is None else (flat < 0) | (flat >= classes)
+    rows = np.flatnonzero(bad.any(axis=1))
+    if rows.size:
+        i = int(rows[0])
+        value = int(flat[i][bad[i]][0])
+        allowed = f"0..{classes - 1}" if classes is not None else "0 or more"
+        raise DataError(
+            f"{what} holds the label {value} at index {i}; integer labels must be {allowed}",
+            hint="class labels count from 0; store a regression target as floats",
+            arg=arg,
+        )
 
 
 # ---------------------------------------------------------------- csv
@@ -248,7 +319,7 @@ def _read_csv(path: Path, header: bool | None, delimiter: str) -> tuple[list[str
                 f"{path}:{line}: {len(row)} cells, expected {len(names)} (as in line {first_line})",
                 arg="path",
             )
-        table[i] = [_cell(cell, path, line, names[j]) for j, cell in enumerate(row)]
+        table[i] = [_cell(cell, path, line, j + 1) for j, cell in enumerate(row)]
     return names, table
 
 
@@ -267,17 +338,16 @@ def _is_number(cell: str) -> bool:
     return True
 
 
-def _cell(cell: str, path: Path, line: int, column: str) -> float:
+def _cell(cell: str, path: Path, line: int, column: int) -> float:
+    # Never quote the cell: a data error names the file, line and column, not the content
+    # of a file other than .gdl source (csv("/etc/passwd", delimiter = ":") must not leak).
     try:
         value = float(cell)
     except ValueError:
-        what = "is empty" if not cell.strip() else f"holds {cell.strip()!r}, which is not a number"
-        raise DataError(f"{path}:{line}: column '{column}' {what}", arg="path") from None
+        what = "is empty" if not cell.strip() else "is not a number"
+        raise DataError(f"{path}:{line}: column {column} {what}", arg="path") from None
     if not math.isfinite(value):
-        raise DataError(
-            f"{path}:{line}: column '{column}' holds {cell.strip()!r}, not a finite number",
-            arg="path",
-        )
+        raise DataError(f"{path}:{line}: column {column} is not a finite number", arg="path")
     return value
 
 
@@ -292,9 +362,10 @@ def _target_column(target: object, names: list[str], path: Path) -> int:
         return target % len(names)
     if isinstance(target, str):
         if target not in names:
+            # the header's names are the file's content: not listed (see _cell)
             raise DataError(
-                f"{path} has no column '{target}'; it has {', '.join(names)}",
-                hint=did_you_mean(target, names),
+                f"{path} has no column '{target}' in its header ({len(names)} columns)",
+                hint="'target' may also be a column index, e.g. target = 0",
                 arg="target",
             )
         return names.index(target)
@@ -305,11 +376,13 @@ def _csv_target(column: np.ndarray, task: str, path: Path, name: str) -> tuple[n
     integral = bool(np.all(column == np.round(column)))
     if task == "classify" and not integral:
         raise DataError(
-            f"{path}: target column '{name}' holds non-integers, so it cannot be class labels",
+            f"{path}: the target column holds non-integers, so it cannot be class labels",
             arg="task",
         )
     if task == "regress" or not integral:
         return column.astype(np.float32)[:, None], {}
-    labels = to_gdl(column.astype(np.int64), f"{path}: column '{name}'")
+    labels = to_gdl(column.astype(np.int64), f"{path}: the target column")
+    if task == "classify":
+        check_labels(labels, f"{path}: the target column", "task")
     info = {"classes": int(labels.max()) + 1} if labels.min() >= 0 else {}
     return labels, info

@@ -8,6 +8,7 @@ the same shape and `mse` cannot broadcast [B, 1] against [B] into [B, B].
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from pathlib import Path
 
@@ -15,6 +16,7 @@ import numpy as np
 
 from graphdl.runtime.data.base import (
     Arrays,
+    DataError,
     Field,
     Source,
     split_arrays,
@@ -26,6 +28,9 @@ from graphdl.runtime.data.base import (
 
 DEFAULT_SPLIT = (0.9, 0.1)
 
+#: The most numbers a generated task may hold (n x per-example size): 10^8, 400 MB of f32.
+MAX_GENERATED = 10**8
+
 
 def _generated(
     args: dict,
@@ -36,6 +41,14 @@ def _generated(
 ) -> Source:
     """A Source whose examples come from `make(rng, n)`; generated on first use."""
     n = want_int(args, "n", 2)
+    size = n * sum(math.prod(f.shape) for f in fields.values())
+    if size > MAX_GENERATED:
+        raise DataError(
+            f"{describe} with n = {n} would generate {size} numbers, more than the limit of "
+            f"{MAX_GENERATED}",
+            hint="use a smaller n (or a shorter T)",
+            arg="n",
+        )
     seed = want_int(args, "seed", 0)
     fractions = want_split(args) or DEFAULT_SPLIT
     names = split_names(len(fractions))

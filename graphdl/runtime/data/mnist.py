@@ -144,6 +144,22 @@ def read_idx(path: Path) -> np.ndarray:
     return np.frombuffer(body, dtype, count).reshape(dims)
 
 
+def _check_idx_size(path: Path) -> None:
+    """An uncompressed IDX file must hold the bytes its header declares, checked before
+    reading (a tiny file claiming 10^11 images must not allocate them)."""
+    if path.suffix == ".gz":
+        return  # read_idx reads the stream and compares what arrived with the header
+    dtype, dims = read_idx_header(path)
+    need = 4 + 4 * len(dims) + math.prod(dims) * dtype.itemsize
+    size = path.stat().st_size
+    if size < need:
+        raise DataError(
+            f"{path} is truncated: its header declares {list(dims)} ({need} bytes), "
+            f"but the file has {size} bytes",
+            arg="path",
+        )
+
+
 def _check_headers(files: Files) -> tuple[int, int]:
     """Validate the four headers (kind, counts) and return the image size."""
     shapes = set()
@@ -158,6 +174,8 @@ def _check_headers(files: Files) -> tuple[int, int]:
                 f"{images} has {img_dims[0]} images but {labels} has {lbl_dims[0]} labels",
                 arg="path",
             )
+        for path in (images, labels):
+            _check_idx_size(path)
         shapes.add(img_dims[1:])
     if len(shapes) != 1:
         raise DataError(f"the MNIST files disagree on the image size: {sorted(shapes)}", arg="path")

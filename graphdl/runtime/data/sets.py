@@ -30,6 +30,9 @@ from graphdl.runtime.data.mnist import open_mnist
 
 DEFAULT_SPLIT = (0.8, 0.2)
 
+#: The most samples dataset("mnist1d", n = ...) generates (it takes ~1 ms per sample).
+MNIST1D_MAX_N = 100_000
+
 # Per name: (feature count, classes or None for regression, loader name in sklearn).
 _TABULAR = {
     "iris": (4, 3, "load_iris"),
@@ -148,6 +151,9 @@ def _mnist1d_source(args: dict, base_dir: Path) -> Source:
     part is never touched, so results stay comparable with the published figures."""
     fractions, seed = want_split(args), want_int(args, "seed", 0)
     n = None if args.get("n") is None else want_int(args, "n", 10)
+    if n is not None and n > MNIST1D_MAX_N:
+        raise DataError(f"dataset(\"mnist1d\") generates at most {MNIST1D_MAX_N} samples, "
+                        f"got n = {n}", arg="n")
     describe = 'dataset("mnist1d")'
     names = own_split_names(fractions, describe)
 

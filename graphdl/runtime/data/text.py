@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import gettext
 import re
+import struct
 from collections import Counter
 from collections.abc import Iterable
 from pathlib import Path
@@ -18,6 +19,7 @@ from graphdl.runtime.data.base import (
     DataError,
     Field,
     Source,
+    open_data_file,
     resolve_path,
     split_arrays,
     split_names,
@@ -100,9 +102,14 @@ def _read_texts(path: Path) -> str:
     # errors="replace": a stray non-UTF-8 byte in a large corpus should cost one token,
     # not the whole run.
     try:
-        return "\n".join(p.read_text(encoding="utf-8", errors="replace") for p in _text_files(path))
+        return "\n".join(_read_file(p) for p in _text_files(path))
     except OSError as err:
         raise DataError(f"cannot read {path}: {err}", arg="path") from err
+
+
+def _read_file(path: Path) -> str:
+    with open_data_file(path) as f:
+        return f.read().decode("utf-8", errors="replace")
 
 
 def _encode(tokens: Iterable[str], vocab: list[str]) -> np.ndarray:
@@ -173,7 +180,7 @@ def _pad_pairs(pairs: list, src_vocab: list[str], tgt_vocab: list[str], length: 
 
 def _read_pairs(path: Path) -> list[tuple[str, str]]:
     if path.is_dir():
-        catalogs = sorted(path.glob("*.mo"))
+        catalogs = sorted(p for p in path.glob("*.mo") if p.is_file())
         if not catalogs:
             raise DataError(f"{path} holds no .mo catalogs", arg="path")
         return [pair for mo in catalogs for pair in _mo_pairs(mo, skip_bad=True)]
@@ -186,18 +193,25 @@ def _mo_pairs(path: Path, skip_bad: bool) -> list[tuple[str, str]]:
     # Some system catalogs are not valid UTF-8; in a folder of them one bad file is
     # skipped rather than failing the whole source.
     try:
-        with open(path, "rb") as f:
+        with open_data_file(path) as f:
             catalog = gettext.GNUTranslations(f)._catalog  # msgid -> msgstr
-    except (OSError, UnicodeDecodeError, ValueError) as err:
+    except DataError:
         if skip_bad:
             return []
-        raise DataError(f"cannot read the gettext catalog {path}: {err}", arg="path") from err
+        raise
+    except (OSError, UnicodeDecodeError, ValueError, IndexError, struct.error) as err:
+        # a truncated catalog fails inside gettext with struct.error or IndexError
+        if skip_bad:
+            return []
+        why = "not UTF-8" if isinstance(err, UnicodeDecodeError) else "truncated or corrupt"
+        raise DataError(f"cannot read the gettext catalog {path}: it is {why}",
+                        arg="path") from err
     return [(k, v) for k, v in catalog.items() if isinstance(k, str) and k and v]
 
 
 def _tsv_pairs(path: Path) -> list[tuple[str, str]]:
     pairs = []
-    with open(path, "rb") as f:
+    with open_data_file(path) as f:
         for number, raw in enumerate(f, 1):
             try:
                 line = raw.decode("utf-8").rstrip("\r\n")
@@ -211,4 +225,6 @@ def _tsv_pairs(path: Path) -> list[tuple[str, str]]:
                     f"{path}:{number}: expected source<TAB>target, found no tab", arg="path"
                 )
             pairs.append((cells[0], cells[1]))
+    if not pairs:
+        raise DataError(f"{path} holds no source<TAB>target lines", arg="path")
     return pairs
