@@ -175,14 +175,14 @@ class Model:
 def train_model(model: Model, train_name: str | None = None, out_dir: str | Path | None = None,
                 overrides: dict | None = None, progress: bool = True, resume: bool = False,
                 max_steps: int | None = None, quiet: bool = False,
-                overwrite: bool = False) -> TrainResult:
+                overwrite: bool = False, tensorboard: bool = False) -> TrainResult:
     """Run a train block of `model` (`graphdl run`): the runtime's run_training, given the
     plan, the data and the source text it needs."""
     plan = model.plan(train_name, overrides)
     return run_training(plan, model.sources, source_text=model.program.sources[model.path],
                         resize_eval=model.resize_eval(plan), out_dir=out_dir,
                         progress=progress, resume=resume, max_steps=max_steps, quiet=quiet,
-                        overwrite=overwrite)
+                        overwrite=overwrite, overrides=overrides, tensorboard=tensorboard)
 
 
 def evaluate_model(model: Model, train_name: str | None = None, out_dir: str | Path = "",

@@ -25,6 +25,7 @@ from graphdl.runtime.checkpoint import (
     Checkpoint,
     CheckpointError,
     checkpoint_path,
+    checkpoint_state,
     is_graphdl_checkpoint,
     load_checkpoint,
     restore_into,
@@ -454,3 +455,43 @@ def test_sigkill_while_saving_leaves_a_loadable_checkpoint(tmp_path: Path) -> No
     write_checkpoint_a(directory)
     assert sorted(p.name for p in directory.iterdir()) == ["checkpoint.safetensors"]
     assert load_checkpoint(directory).step == 0
+
+
+# -- damage to the tensor data, and telling damaged from foreign ---------------------------
+def test_flipped_tensor_bytes_are_found_on_load(tmp_path: Path) -> None:
+    """The sha256 covers the tensor data, not only the source: one flipped byte in a
+    parameter is an error on load, never silently trained on."""
+    save_example(tmp_path / "ckpt")
+    path = checkpoint_path(tmp_path / "ckpt")
+    data = bytearray(path.read_bytes())
+    data[-5] ^= 0x40  # inside the last tensor's bytes; the header still parses
+    path.write_bytes(bytes(data))
+    assert checkpoint_state(path) == "ok"  # the cheap check sees a whole file...
+    with pytest.raises(CheckpointError, match="damaged .*sha256"):
+        load_checkpoint(tmp_path / "ckpt")  # ...the load sees the changed data
+
+
+def test_checkpoint_state_tells_damaged_from_foreign(tmp_path: Path) -> None:
+    save_example(tmp_path / "ours")
+    data = checkpoint_path(tmp_path / "ours").read_bytes()
+    assert checkpoint_state(tmp_path / "ours") == "ok"
+    (tmp_path / "cut").mkdir()
+    checkpoint_path(tmp_path / "cut").write_bytes(data[: len(data) - 10])
+    assert checkpoint_state(tmp_path / "cut") == "damaged"
+    with pytest.raises(CheckpointError, match="damaged"):
+        load_checkpoint(tmp_path / "cut")
+    safetensors.numpy.save_file({"w": np.zeros(3, np.float32)}, str(tmp_path / "foreign"))
+    assert checkpoint_state(tmp_path / "foreign") == "foreign"
+    (tmp_path / "junk").write_bytes(b"\x07" * 64)
+    assert checkpoint_state(tmp_path / "junk") == "foreign"
+    assert checkpoint_state(tmp_path / "nowhere") == "missing"
+
+
+def test_a_link_at_the_checkpoint_is_never_written_through(tmp_path: Path) -> None:
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep me")
+    (tmp_path / "ckpt").mkdir()
+    checkpoint_path(tmp_path / "ckpt").symlink_to(victim)
+    with pytest.raises(CheckpointError, match="symbolic link"):
+        save_example(tmp_path / "ckpt")
+    assert victim.read_text() == "keep me"

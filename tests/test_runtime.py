@@ -228,9 +228,10 @@ def test_foreign_checkpoint_is_never_overwritten(tmp_path):
     assert foreign.read_bytes() == b"my own weights, not graphdl's"
 
 
-def test_a_checkpoint_of_another_source_needs_resume_or_overwrite(straight, tmp_path, capsys):
-    """Running the same file again starts afresh over its own checkpoint; a checkpoint of
-    another source (another model, or an edited file) is replaced only with --overwrite."""
+def test_a_checkpoint_in_out_needs_resume_or_overwrite(straight, tmp_path, capsys):
+    """A run never replaces a checkpoint it did not start from: not another source's (an
+    edited file), and not the same file's either (a 10-step smoke test over a finished
+    run); --resume continues it, --overwrite replaces it."""
     _, straight_out, result = straight
     assert result.returncode == 0
     path = make_project(tmp_path, TRAIN.replace("lr = 1e-2", "lr = 2e-2"))  # an edited file
@@ -248,14 +249,22 @@ def test_a_checkpoint_of_another_source_needs_resume_or_overwrite(straight, tmp_
     assert code == 0, err
     assert load_checkpoint(out / "checkpoint").step == 2
     records = (out / "metrics.jsonl").read_text().splitlines()
-    assert [json.loads(r)["step"] for r in records if '"train"' in r] == [1, 2]
-    # the same file again (another seed): a fresh run replaces its own checkpoint
+    assert [r["step"] for r in map(json.loads, records) if r["split"] == "train"] == [1, 2]
+    # the same file again: refused too, and nothing of the earlier run is touched
+    before = {p.name: p.read_bytes() for p in (out / "metrics.jsonl", out / "loss.png",
+                                                out / "checkpoint" / "checkpoint.safetensors")}
     code, _, err = run_in_process(capsys, "run", path, "--out", out, "--quiet", "--steps", 3,
                                   "--set", "train.seed=2")
+    assert_user_error(code, err, "holds a checkpoint (step 2) of this file", "--overwrite",
+                      one_line=False)
+    assert before == {p.name: p.read_bytes() for p in (out / "metrics.jsonl", out / "loss.png",
+                                                       out / "checkpoint" / "checkpoint.safetensors")}
+    code, _, err = run_in_process(capsys, "run", path, "--out", out, "--quiet", "--steps", 3,
+                                  "--set", "train.seed=2", "--overwrite")
     assert code == 0, err
     assert load_checkpoint(out / "checkpoint").step == 3
     records = (out / "metrics.jsonl").read_text().splitlines()
-    assert [json.loads(r)["step"] for r in records if '"train"' in r] == [1, 2, 3]
+    assert [r["step"] for r in map(json.loads, records) if r["split"] == "train"] == [1, 2, 3]
 
 
 def test_resume_without_a_checkpoint(tmp_path, capsys):
@@ -552,8 +561,8 @@ def test_step_evaluations_and_epoch_checkpoints(tmp_path, monkeypatch):
     from graphdl.runtime import train as train_mod
     saved = []
     real_save = train_mod.save
-    monkeypatch.setattr(train_mod, "save", lambda tr, out, step, epoch, model:
-                        (saved.append((step, epoch)), real_save(tr, out, step, epoch, model)))
+    monkeypatch.setattr(train_mod, "save", lambda tr, out, step, epoch, model, **kw:
+                        (saved.append((step, epoch)), real_save(tr, out, step, epoch, model, **kw)))
     path = make_project(tmp_path, SCHEDULE.replace("early_stop(accuracy, patience = 2)\n", "")
                         .replace("LR", "0.1"))
     graphdl.load(path).train(out=tmp_path / "out", epochs=5)  # 30 steps

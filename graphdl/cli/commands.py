@@ -7,6 +7,7 @@ check` never imports JAX.
 
 from __future__ import annotations
 
+import signal
 import sys
 import time
 from pathlib import Path
@@ -32,8 +33,11 @@ def add_runtime_commands(sub) -> None:
     p.add_argument("--out", metavar="DIR", help="output folder (default: runs/<file stem>/)")
     p.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
     p.add_argument("--overwrite", action="store_true",
-                   help="start afresh over a graphdl checkpoint already in --out")
+                   help="start afresh, replacing the checkpoint, metrics.jsonl and loss.png "
+                        "of an earlier run in --out")
     p.add_argument("--steps", type=int, metavar="N", help="stop after N training steps")
+    p.add_argument("--tensorboard", action="store_true",
+                   help="also write TensorBoard event files to OUT/tensorboard (tensorboardX)")
     p.add_argument("--eval", action="store_true", help="evaluate only (eval mode)")
     p.add_argument("--stochastic", choices=["sample", "mean"], default="sample")
     p.add_argument("--seed", type=int, default=0, help="the key for evaluation")
@@ -64,6 +68,8 @@ def _model(args):
 
 
 def cmd_run(args) -> int:
+    if args.steps is not None and args.steps <= 0:  # before anything is read or written
+        raise CliError(f"--steps {args.steps}: a run needs at least 1 step")
     model, overrides = _model(args)
     if model.checked.trains and args.input is None:
         from graphdl.api import evaluate_model, train_model  # lazy: JAX
@@ -74,11 +80,26 @@ def cmd_run(args) -> int:
             return 0
         result = train_model(model, args.train, out, overrides, progress=not args.quiet,
                              resume=args.resume, max_steps=args.steps, quiet=args.quiet,
-                             overwrite=args.overwrite)
+                             overwrite=args.overwrite, tensorboard=args.tensorboard)
+        if result.interrupted is not None:
+            return _interrupted(args, out, result)
         print(f"trained {result.steps} steps; wrote {out}/checkpoint, {out}/metrics.jsonl, "
               f"{out}/loss.png")
         return 0
     return evaluate_graph(model, args)
+
+
+def _interrupted(args, out: str, result) -> int:
+    """Stopped by SIGINT/SIGTERM at a step boundary: say where it saved and how to go on;
+    the status is the shell's for that signal (130 for Ctrl-C, 143 for SIGTERM)."""
+    name = signal.Signals(result.interrupted).name
+    saved = f"saved {result.checkpoint}" if result.checkpoint else "no checkpoint was saved"
+    again = " ".join(["graphdl run", args.file, *(["--out", out] if args.out else []),
+                      *(["--train", args.train] if args.train else []),
+                      *(f"--set {s}" for s in args.set or []), "--resume"])
+    print(f"interrupted ({name}) at step {result.steps}; {saved}\n"
+          f"continue with: {again}", file=sys.stderr)
+    return 128 + result.interrupted
 
 
 def _pick_graph(model, name):

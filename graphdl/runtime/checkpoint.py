@@ -51,6 +51,11 @@ _META_PARAM_NAMES = "param_names"  # JSON list
 _META_STAT_NAMES = "stat_names"  # JSON list
 _META_OPT_PATHS = "opt_paths"  # JSON list of keystr paths, or JSON null without opt state
 _META_OPT_TREEDEF = "opt_treedef"  # str(treedef), for humans only
+# sha256 over every tensor (name, dtype, shape, bytes, in sorted name order): flipped bytes
+# in the data are found on load, not trained on. Checkpoints without it still load.
+_META_TENSOR_HASH = "tensor_sha256"
+# what marks a header as ours even when the file is too damaged to parse
+_FORMAT_MARK = f'"{_META_FORMAT}":"{FORMAT}"'.encode()
 
 # numpy dtype name -> safetensors dtype tag (little-endian storage).
 _ST_DTYPES = {
@@ -120,6 +125,39 @@ def is_graphdl_checkpoint(path: str | os.PathLike[str]) -> bool:
     return metadata.get(_META_FORMAT) == FORMAT
 
 
+def checkpoint_state(path: str | os.PathLike[str]) -> str:
+    """What is at ``path`` (a checkpoint file or its directory): "missing", "ok" (a
+    readable graphdl checkpoint), "damaged" (ours by its header, but truncated or
+    unreadable) or "foreign" (anything else: never ours to overwrite). Never raises.
+
+    Cheap: the header and the file size only; the tensor checksum is checked on load.
+    """
+    path = Path(path)
+    if path.is_dir():
+        path = checkpoint_path(path)
+    if not path.exists() and not path.is_symlink():
+        return "missing"
+    if path.is_symlink() or not path.is_file():
+        return "foreign"
+    try:
+        with open(path, "rb") as f:
+            head = f.read(8)
+            size = os.fstat(f.fileno()).st_size
+            length = struct.unpack("<Q", head)[0] if len(head) == 8 else 0
+            header = f.read(min(length, 64 << 20))
+    except OSError:
+        return "foreign"
+    if _FORMAT_MARK not in header:
+        return "foreign"
+    try:
+        parsed = json.loads(header)
+        end = max([v["data_offsets"][1] for k, v in parsed.items() if k != "__metadata__"],
+                  default=0)
+    except (ValueError, KeyError, TypeError, IndexError):
+        return "damaged"
+    return "ok" if size == 8 + length + end and len(header) == length else "damaged"
+
+
 def source_hash(source: str) -> str:
     return hashlib.sha256(source.encode("utf-8")).hexdigest()
 
@@ -145,10 +183,17 @@ def save_checkpoint(
     tensors.update(_prefixed(_STATS, stats, "stats"))
     opt_paths, opt_treedef = _flatten_opt_state(opt_state, tensors)
     metadata = _build_metadata(params, stats, opt_paths, opt_treedef, step, epoch, source, meta)
+    metadata[_META_TENSOR_HASH] = tensor_hash(tensors)
 
     _prepare_directory(directory)
     final = checkpoint_path(directory)
-    if final.exists() and not is_graphdl_checkpoint(final):
+    if final.is_symlink():
+        raise CheckpointError(
+            f"refusing to write '{final}': it is a symbolic link, and graphdl never writes "
+            "through one",
+            hint="remove the link, or choose another output directory",
+        )
+    if checkpoint_state(final) == "foreign":
         raise CheckpointError(
             f"refusing to overwrite '{final}': it is not a graphdl checkpoint",
             hint="choose another output directory or move the file away",
@@ -156,6 +201,18 @@ def save_checkpoint(
     _clean_stale_temps(directory)
     _atomic_write(directory, final, tensors, metadata)
     return final
+
+
+def tensor_hash(tensors: dict[str, np.ndarray]) -> str:
+    """sha256 over the tensors' names, dtypes, shapes and little-endian bytes."""
+    digest = hashlib.sha256()
+    for name in sorted(tensors):
+        array = tensors[name]
+        digest.update(f"{name}|{_st_dtype(array)}|{list(array.shape)}|".encode())
+        little = np.require(array.astype(array.dtype.newbyteorder("<"), copy=False),
+                            requirements="C")
+        digest.update(little.reshape(-1).view(np.uint8).data)
+    return digest.hexdigest()
 
 
 def _prefixed(prefix: str, arrays: dict[str, Any], what: str) -> dict[str, np.ndarray]:
@@ -283,8 +340,12 @@ def _atomic_write(
     # Our own pid-named temp (not safetensors.save_file, which makes an anonymous
     # temp of its own that a killed process would leave behind unidentifiable).
     tmp = directory / f"{_TMP_PREFIX}{os.getpid()}"
+    tmp.unlink(missing_ok=True)
     try:
-        with open(tmp, "wb") as file:
+        # O_EXCL | O_NOFOLLOW: a link planted at the temp name is never written through
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0),
+                     0o644)
+        with os.fdopen(fd, "wb") as file:
             _write_safetensors(file, tensors, metadata)
             file.flush()
             os.fsync(file.fileno())  # data must be on disk before the rename makes it visible
@@ -360,6 +421,7 @@ def load_checkpoint(
     stats = _section(path, metadata, tensors, _META_STAT_NAMES, _STATS)
     opt_leaves = _opt_leaves(path, metadata, tensors)
     _check_no_extra_tensors(path, tensors, params, stats, opt_leaves)
+    _check_tensor_hash(path, metadata, tensors)
     source = metadata.get(_META_SOURCE, "")
     digest = metadata.get(_META_HASH, "")
     if source_hash(source) != digest:
@@ -379,6 +441,16 @@ def load_checkpoint(
         source_hash=digest,
         meta={k[len(_META) :]: v for k, v in metadata.items() if k.startswith(_META)},
     )
+
+
+def _check_tensor_hash(path: Path, metadata: dict[str, str], tensors: dict[str, np.ndarray]) -> None:
+    want = metadata.get(_META_TENSOR_HASH)
+    if want is not None and tensor_hash(tensors) != want:
+        raise CheckpointError(
+            f"checkpoint '{path}' is damaged (corrupt): its tensor data does not match "
+            "its sha256",
+            hint="the file was changed on disk; restore it from a backup, or train afresh",
+        )
 
 
 def _resolve_file(path: Path) -> Path:
@@ -404,6 +476,11 @@ def _read_file(path: Path) -> tuple[dict[str, str], dict[str, np.ndarray]]:
             metadata = f.metadata() or {}
             tensors = {key: f.get_tensor(key) for key in f.keys()}
     except Exception as exc:  # safetensors raises its own error types for bad files
+        if checkpoint_state(path) == "damaged":
+            raise CheckpointError(
+                f"checkpoint '{path}' is damaged: the file is truncated or corrupt ({exc})",
+                hint="restore it from a backup, or train afresh",
+            ) from exc
         raise CheckpointError(
             f"cannot read checkpoint '{path}': the file is corrupt or not a safetensors file ({exc})",
             hint="the file may be truncated; restore it from a backup or train from scratch",

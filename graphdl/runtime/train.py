@@ -12,7 +12,12 @@ evaluation's IR for another batch size, comes in as a function (`ResizeEval`).
 from __future__ import annotations
 
 import dataclasses
+import importlib.metadata
 import json
+import platform
+import signal
+import tempfile
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -25,6 +30,7 @@ import optax
 import safetensors
 
 from graphdl.errors import GdlError, Span, UserError
+from graphdl.ir.graph import node, order
 from graphdl.ir.plan import EarlyStopPlan, EvalPlan, TrainPlan
 from graphdl.lower import LowerCtx, init_params, run_ir
 from graphdl.lower.compile import compile_fn
@@ -34,15 +40,16 @@ from graphdl.passes.pipeline import run_passes, surrogate_of
 from graphdl.runtime.checkpoint import (
     CheckpointError,
     checkpoint_path,
-    is_graphdl_checkpoint,
+    checkpoint_state,
     load_checkpoint,
     restore_into,
     save_checkpoint,
     source_hash,
 )
 from graphdl.runtime.data import Source, batches, check_label_classes, num_batches
+from graphdl.runtime.files import OutputError, probe_writable, refuse_symlink
 from graphdl.runtime.optim import make_optimizer
-from graphdl.runtime.reporting import Reporter
+from graphdl.runtime.reporting import OUT_FILES, Reporter
 
 # An evaluation rebuilt for another batch size (the split's last, partial batch).
 #
@@ -61,6 +68,8 @@ class TrainResult:
     history: list = field(default_factory=list)  # every metrics.jsonl record
     steps: int = 0
     out_dir: Path | None = None
+    interrupted: int | None = None  # the signal (SIGINT, SIGTERM) that stopped the run early
+    checkpoint: Path | None = None  # where the last checkpoint went (a rescue path if --out failed)
 
 
 def user_error(message: str, span: Span | None = None, hint: str | None = None) -> GdlError:
@@ -156,26 +165,50 @@ class Trainer:
         return {f"data.{k}": v for k, v in batch.items()}
 
     def _iteration(self, params, stats, opt_states, batch, key):
-        ir = self.ir
         losses, new_opt_states = [], []
-        for step, sub, tx, opt_state in zip(self.plan.steps, self.subsets, self.optimizers,
-                                            opt_states):
-
-            def loss_fn(trainable, params=params, stats=stats, step=step):
-                ctx = LowerCtx({**params, **trainable}, stats, key, train=True)
-                values = run_ir(ir, ctx, batch)
-                # the gradient of the surrogate (the loss plus score-function terms, 0 in
-                # value); the loss itself is reported
-                return values[surrogate_of(ir, step.loss)], (values[step.loss], ctx.new_stats)
-
-            trainable = {n: params[n] for n in sub}
-            (_, (loss, new_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(trainable)
-            updates, opt_state = tx.update(grads, opt_state, trainable)
-            params = {**params, **optax.apply_updates(trainable, updates)}
-            stats = {**stats, **new_stats}
+        for i, opt_state in enumerate(opt_states):
+            params, stats, opt_state, loss = self._apply_step(i, params, stats, opt_state,
+                                                              batch, key)
             losses.append(loss)
             new_opt_states.append(opt_state)
         return params, stats, new_opt_states, jnp.stack(losses)
+
+    def _apply_step(self, i: int, params, stats, opt_state, batch, key):
+        """The `i`-th `step` of the block: its loss, gradient and update (jitted inside
+        the iteration; eager when a non-finite loss is traced back to its op)."""
+        ir, step, sub, tx = self.ir, self.plan.steps[i], self.subsets[i], self.optimizers[i]
+
+        def loss_fn(trainable):
+            ctx = LowerCtx({**params, **trainable}, stats, key, train=True)
+            values = run_ir(ir, ctx, batch)
+            # the gradient of the surrogate (the loss plus score-function terms, 0 in
+            # value); the loss itself is reported
+            return values[surrogate_of(ir, step.loss)], (values[step.loss], ctx.new_stats)
+
+        trainable = {n: params[n] for n in sub}
+        (_, (loss, new_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(trainable)
+        updates, opt_state = tx.update(grads, opt_state, trainable)
+        params = {**params, **optax.apply_updates(trainable, updates)}
+        return params, {**stats, **new_stats}, opt_state, loss
+
+    def explain_nonfinite(self, params, stats, opt_states, batch, key) -> tuple[str, Span | None]:
+        """Rerun one iteration eagerly, node by node, and name what first went non-finite:
+        a parameter already non-finite before it, or the first op whose value is."""
+        for i, opt_state in enumerate(opt_states):
+            bad = [n for n, v in params.items() if not _finite(v)]
+            if bad:
+                return (f"the parameter {bad[0]} was already non-finite before it (the "
+                        "previous update overflowed)", None)
+            ctx = LowerCtx(params, stats, key, train=True)
+            values = run_ir(self.ir, ctx, batch)
+            for nid in order(self.ir):
+                value = values.get(nid)
+                if isinstance(value, jax.Array) and not _finite(value):
+                    n = node(self.ir, nid)
+                    return f"{n.op}() first produced a non-finite value in it", n.span
+            params, stats, opt_state, _ = self._apply_step(i, params, stats, opt_state,
+                                                           batch, key)
+        return "no single op produced it in an eager rerun", None
 
     # -- evaluation -------------------------------------------------------------
     def _eval_fn(self, ev: EvalPlan, size: int):
@@ -229,17 +262,123 @@ class Trainer:
                 step += 1
 
 
+def _finite(value) -> bool:
+    """True for non-float arrays, and for float arrays without inf or nan."""
+    value = jnp.asarray(value)
+    return not jnp.issubdtype(value.dtype, jnp.inexact) or bool(jnp.all(jnp.isfinite(value)))
+
+
 def _metric_improved(best, value, mode: str) -> bool:
     return best is None or (value > best if mode == "max" else value < best)
+
+
+# How many steps an eager rerun replays to find the op behind a non-finite loss; past this,
+# the error names the step only (the replay would cost as much as the training did).
+MAX_REPLAY = 5000
+
+
+class _Stop:
+    """SIGINT/SIGTERM during training: remember the signal, stop at the next step boundary
+    (after a checkpoint); a second signal stops at once, as Ctrl-C always did."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self._old: dict = {}
+
+    def __enter__(self) -> _Stop:
+        if threading.current_thread() is threading.main_thread():  # only there can we
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._old[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum, frame) -> None:
+        if self.signum is not None:
+            raise KeyboardInterrupt
+        self.signum = signum
+
+    def __exit__(self, *exc) -> None:
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+
+
+def check_lengths(plan: TrainPlan, max_steps: int | None, writes: bool = True) -> None:
+    """A run of 0 or fewer steps is a mistake; say so before anything is written. (The
+    one exception: `steps = 0` without an output folder, the Python API's way to get the
+    parameters training starts from; it writes nothing, so it can overwrite nothing.)"""
+    if max_steps is not None and max_steps <= 0:
+        raise user_error(f"--steps {max_steps}: a run needs at least 1 step",
+                         hint="leave --steps out to train the file's full length")
+    for name, value in (("epochs", plan.epochs), ("steps", plan.num_steps)):
+        least = 0 if name == "steps" and not writes else 1
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool)
+                                  or value < least):
+            raise user_error(f"{name} = {value}: a train block needs at least 1 "
+                             f"{'epoch' if name == 'epochs' else 'step'} (a whole number)",
+                             plan.span)
+
+
+def _version(package: str) -> str:
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def run_header(plan: TrainPlan, trainer: Trainer, overrides: Mapping | None,
+               resumed_from: int | None) -> dict:
+    """What a run ran on: the first record of metrics.jsonl and the checkpoint's `run`."""
+    device = jax.devices()[0]
+    header = {"step": resumed_from or 0, "epoch": (resumed_from or 0) // trainer.per_epoch,
+              "split": "header", "graphdl": _version("graphdl"),
+              "jax": jax.__version__, "python": platform.python_version(),
+              "platform": f"{platform.system()} {platform.machine()}",
+              "backend": device.platform, "device": getattr(device, "device_kind", str(device)),
+              "train_block": plan.name, "seed": trainer.seed, "total_steps": trainer.total_steps,
+              "steps_per_epoch": trainer.per_epoch, "overrides": dict(overrides or {})}
+    if resumed_from is not None:
+        header["resumed_from"] = resumed_from
+    return header
+
+
+class _Run:
+    """The state of one run_training call that its helpers share."""
+
+    def __init__(self, trainer: Trainer, out: Path | None, source_text: str | None,
+                 reporter: Reporter, header: dict):
+        self.trainer, self.out, self.source_text = trainer, out, source_text
+        self.reporter, self.header = reporter, header
+        self.first_bad = jnp.zeros((), jnp.int32)  # 0, or the first step with a non-finite loss
+        self.track = compile_fn(_track_nonfinite)
+        self.saved: Path | None = None
+        self.best: tuple | None = None  # (step, value, params, stats): early stopping keeps it
+
+
+def _track_nonfinite(first_bad, losses, step):
+    """On the device, every step, no sync: remember the first step whose loss is not finite."""
+    fresh = (first_bad == 0) & ~jnp.all(jnp.isfinite(losses))
+    return jnp.where(fresh, step, first_bad).astype(jnp.int32)
 
 
 def run_training(plan: TrainPlan, sources: Mapping[str, Source], *,
                  source_text: str | None = None, resize_eval: ResizeEval | None = None,
                  out_dir: str | Path | None = None, progress: bool = True, resume: bool = False,
                  max_steps: int | None = None, quiet: bool = False,
-                 overwrite: bool = False) -> TrainResult:
+                 overwrite: bool = False, overrides: Mapping | None = None,
+                 tensorboard: bool = False) -> TrainResult:
     """Train `plan` (overrides already applied) on `sources` (data source name -> opened
-    source). `source_text`: the .gdl text, whose hash the checkpoint in `out_dir` keeps."""
+    source). `source_text`: the .gdl text, whose hash the checkpoint in `out_dir` keeps;
+    `overrides`: the `--set` settings given, recorded in the run's header.
+
+    SIGINT/SIGTERM stop the run at the next step boundary with a checkpoint saved
+    (`result.interrupted` is the signal); a non-finite loss is an error naming its step
+    (and op, found by an eager rerun), and a non-finite checkpoint is never written.
+    """
+    check_lengths(plan, max_steps, writes=bool(out_dir))
+    if tensorboard:
+        try:
+            Reporter.check_tensorboard()
+        except OutputError as err:
+            raise user_error(str(err)) from None
     out = Path(out_dir) if out_dir else None
     if out is not None:  # before any work: never train for nothing, never clobber
         check_out_dir(out, resume, overwrite, source_text)
@@ -247,13 +386,45 @@ def run_training(plan: TrainPlan, sources: Mapping[str, Source], *,
     start = 0
     if resume and out is not None:
         start = restore(trainer, out)
-    reporter = Reporter(out, trainer.total_steps, plan, progress=progress, quiet=quiet,
-                        resume_step=start if resume and out is not None else None)
+    # a host copy of where this run starts: an eager replay traces a non-finite loss from it
+    snapshot = jax.device_get((trainer.params, trainer.stats, trainer.opt_states))
+    header = run_header(plan, trainer, overrides, start if resume and out is not None else None)
+    try:
+        reporter = Reporter(out, trainer.total_steps, plan, progress=progress, quiet=quiet,
+                            resume_step=start if resume and out is not None else None,
+                            header=header, tensorboard=tensorboard)
+    except OutputError as err:
+        raise user_error(str(err)) from None
+    run = _Run(trainer, out, source_text, reporter, header)
+    result = TrainResult({}, out_dir=out)
+    try:
+        with _Stop() as stop:
+            step = _train_loop(run, result, start, max_steps, stop, snapshot)
+    except OutputError as err:
+        raise user_error(str(err)) from None
+    finally:
+        try:
+            reporter.close()
+        except OutputError as err:
+            reporter.note(f"warning: {err}")
+    result.variables = {"params": trainer.params, **({"stats": trainer.stats} if trainer.stats else {})}
+    result.steps = step
+    result.history = reporter.history
+    result.interrupted = stop.signum
+    result.checkpoint = run.saved
+    if stop.signum is None:
+        reporter.summary(result.metrics)
+    return result
+
+
+def _train_loop(run: _Run, result: TrainResult, start: int, max_steps: int | None,
+                stop: _Stop, snapshot) -> int:
+    """The steps from `start`; returns the step it ended at (saved in the checkpoint)."""
+    trainer, reporter, plan = run.trainer, run.reporter, run.trainer.plan
     key0 = jax.random.key(trainer.seed + 1)
     log_every = max(1, min(50, trainer.total_steps // 100 or 1))
-    stop = plan.early_stop
+    early = plan.early_stop
     best, bad_evals = trainer.early  # restored on --resume
-    result = TrainResult({}, out_dir=out)
     step = start
     limit = trainer.total_steps if max_steps is None else min(trainer.total_steps, start + max_steps)
     tic, seen = time.perf_counter(), 0
@@ -264,58 +435,125 @@ def run_training(plan: TrainPlan, sources: Mapping[str, Source], *,
         else (0, None)
     stopped = False
 
+    def check_finite() -> None:
+        """Sync the device-side record of the first non-finite loss (a scalar)."""
+        bad = int(run.first_bad)
+        if bad:
+            _raise_nonfinite(run, bad, start, key0, snapshot)
+
     def at_boundary(unit: str, epoch: int) -> bool:
         """Checkpoint and evaluate after an epoch or a step; True when early stopping fires."""
         count = epoch if unit == "epoch" else step
         if ckpt_unit == unit and count % ckpt_every == 0:
-            save(trainer, out, step, epoch, source_text)
-        ran = _evaluate_due(trainer, reporter, result, epoch, step, unit, evaluated)
+            check_finite()
+            _save_checked(run, step)
+        ran = _evaluate_due(trainer, reporter, result, step // trainer.per_epoch, step, unit,
+                            evaluated)
         return bool(ran) and early_stop_due(ran)
 
     def early_stop_due(ran: dict) -> bool:
         nonlocal best, bad_evals
-        best, bad_evals, done = _early(stop, ran, best, bad_evals)
+        before = best
+        best, bad_evals, done = _early(early, ran, best, bad_evals)
         trainer.early = (best, bad_evals)  # saved with the checkpoints
+        if best is not None and (before is None or best != before or run.best is None) \
+                and bad_evals == 0:
+            # keep-best: a copy, as the next iteration donates (consumes) these buffers
+            run.best = (step, best, jax.tree_util.tree_map(jnp.copy, trainer.params),
+                        jax.tree_util.tree_map(jnp.copy, trainer.stats))
         if done:
-            reporter.note(f"early stop: {stop.metric} did not improve for "
-                          f"{stop.patience} evaluations")
+            note = (f"early stop: {early.metric} did not improve for "
+                    f"{early.patience} evaluations")
+            if run.best is not None:
+                best_step, value, trainer.params, trainer.stats = run.best
+                note += (f"; restored the weights of step {best_step} "
+                         f"({early.metric} {value:.4f})")
+            reporter.note(note)
         return done
 
-    try:
-        for epoch, batch in trainer.batch_stream(start):
-            if step >= limit:
-                break
-            if epoch != last_epoch:  # `epoch` epochs are complete, after `step` steps
-                last_epoch = epoch
-                if at_boundary("epoch", epoch):
-                    stopped = True
-                    break
-            key = jax.random.fold_in(key0, step)
-            trainer.params, trainer.stats, trainer.opt_states, losses = trainer.iteration(
-                trainer.params, trainer.stats, trainer.opt_states, batch, key)
-            step += 1
-            seen += batch_size
-            if step % log_every == 0 or step == limit:
-                values = np.asarray(losses)  # the only device sync: every log_every steps
-                if not np.all(np.isfinite(values)):
-                    raise user_error(f"the loss became {values.tolist()} at step {step}", plan.span,
-                                     "lower the learning rate or add clip_grad_norm = 1.0")
-                rate = seen / max(time.perf_counter() - tic, 1e-9)
-                reporter.train(step, epoch, dict(zip([s.name for s in plan.steps], values.tolist())), rate)
-            if at_boundary("step", epoch):
+    for epoch, batch in trainer.batch_stream(start):
+        if step >= limit or stop.signum is not None:
+            break
+        if epoch != last_epoch:  # `epoch` epochs are complete, after `step` steps
+            last_epoch = epoch
+            if at_boundary("epoch", epoch):
                 stopped = True
                 break
-        final_epoch = (step - 1) // trainer.per_epoch + 1 if step else 0
-        if step == trainer.total_steps or max_steps is not None or stopped:
-            _evaluate_due(trainer, reporter, result, final_epoch, step, "end", evaluated)
-        save(trainer, out, step, final_epoch, source_text)
-    finally:
-        reporter.close()
-    result.variables = {"params": trainer.params, **({"stats": trainer.stats} if trainer.stats else {})}
-    result.steps = step
-    result.history = reporter.history
-    reporter.summary(result.metrics)
-    return result
+        key = jax.random.fold_in(key0, step)
+        trainer.params, trainer.stats, trainer.opt_states, losses = trainer.iteration(
+            trainer.params, trainer.stats, trainer.opt_states, batch, key)
+        step += 1
+        run.first_bad = run.track(run.first_bad, losses, step)
+        if step == start + 1:  # the first step compiled: throughput counts from here
+            jax.block_until_ready(losses)
+            tic, seen = time.perf_counter(), 0
+        else:
+            seen += batch_size
+        if step % log_every == 0 or step == limit:
+            values = np.asarray(losses)  # the device sync: every log_every steps
+            check_finite()
+            rate = seen / max(time.perf_counter() - tic, 1e-9) if seen else None
+            reporter.train(step, step // trainer.per_epoch,
+                           dict(zip([s.name for s in plan.steps], values.tolist())), rate)
+        if at_boundary("step", epoch):
+            stopped = True
+            break
+    check_finite()
+    if stop.signum is not None:
+        _save_checked(run, step, final=True)
+        return step
+    if step == trainer.total_steps or max_steps is not None or stopped:
+        _evaluate_due(trainer, reporter, result, step // trainer.per_epoch, step, "end",
+                      evaluated)
+    _save_checked(run, step, final=True)
+    return step
+
+
+def _raise_nonfinite(run: _Run, bad: int, start: int, key0, snapshot) -> None:
+    """The loss of step `bad` is not finite: name the step, and the op when an eager
+    replay from the run's start (deterministic in seed and step) can find it."""
+    trainer, plan = run.trainer, run.trainer.plan
+    span, where = plan.span, ""
+    if bad - start <= MAX_REPLAY:
+        params, stats, opt_states = jax.tree_util.tree_map(jnp.asarray, snapshot)
+        for index, (_, batch) in enumerate(trainer.batch_stream(start), start):
+            key = jax.random.fold_in(key0, index)
+            if index == bad - 1:
+                what, op_span = trainer.explain_nonfinite(params, stats, opt_states, batch, key)
+                where, span = f": {what}", op_span or plan.span
+                break
+            params, stats, opt_states, _ = trainer.iteration(params, stats, opt_states,
+                                                             batch, key)
+    saved = f"; the last checkpoint ({run.saved}) is from before it" if run.saved else ""
+    raise user_error(f"the loss is not finite (nan or inf) at step {bad}{where}{saved}", span,
+                     "lower the learning rate or add clip_grad_norm = 1.0")
+
+
+def _save_checked(run: _Run, step: int, final: bool = False) -> None:
+    """Save the checkpoint unless a parameter is not finite (the last good one stays).
+    A failed final save goes to a rescue folder, so trained weights are never lost."""
+    if run.out is None:
+        return
+    trainer = run.trainer
+    leaves = jax.tree_util.tree_leaves((trainer.params, trainer.stats))
+    if not all(_finite(v) for v in leaves):
+        run.reporter.note(f"not saving the checkpoint of step {step}: a parameter is not "
+                          "finite; the last good checkpoint stays")
+        return
+    try:
+        save(trainer, run.out, step, step // trainer.per_epoch, run.source_text,
+             header=run.header)
+        run.saved = run.out / "checkpoint"
+    except GdlError as err:
+        if not final:
+            raise
+        rescue = Path(tempfile.mkdtemp(prefix="graphdl-rescue-"))
+        save(trainer, rescue, step, step // trainer.per_epoch, run.source_text,
+             header=run.header)
+        raise user_error(f"{err.diagnostics[0].message}; the trained weights were saved to "
+                         f"{rescue / 'checkpoint'} instead",
+                         hint=f"copy that folder to {run.out / 'checkpoint'} and resume with "
+                              "--resume") from None
 
 
 def run_evaluation(plan: TrainPlan, sources: Mapping[str, Source], out_dir: str | Path, *,
@@ -324,9 +562,9 @@ def run_evaluation(plan: TrainPlan, sources: Mapping[str, Source], out_dir: str 
     if not plan.evaluations:
         raise user_error(f"--eval: the train block `{plan.name}` has no `evaluate` block", plan.span)
     out = Path(out_dir)
-    check_out_dir(out, resume=True, overwrite=False)
+    check_out_dir(out, resume=True, overwrite=False, write=False)
     trainer = Trainer(plan, sources, resize_eval)
-    step = restore(trainer, out)
+    step = restore(trainer, out, optimizer=False)  # evaluation never uses the optimizer
     result = TrainResult({}, out_dir=out, steps=step)
     for ev in plan.evaluations:
         result.metrics.setdefault(ev.split, {}).update(trainer.evaluate(ev))
@@ -368,13 +606,17 @@ def _early(stop: EarlyStopPlan | None, ran: dict, best, bad: int):
     return best, bad, bad >= int(stop.patience)
 
 
-def check_out_dir(out: Path, resume: bool, overwrite: bool, source: str | None = None) -> None:
-    """A run writes its checkpoint to OUT/checkpoint; never clobber one it has no claim to.
+def check_out_dir(out: Path, resume: bool, overwrite: bool, source: str | None = None,
+                  write: bool = True) -> None:
+    """A run writes OUT/checkpoint, OUT/metrics.jsonl and OUT/loss.png; it never replaces
+    those of a run it did not start from unless the user says so.
 
-    A file there that is not a graphdl checkpoint is never overwritten. A graphdl
-    checkpoint is continued with `resume`; one of the same .gdl source is replaced by a
-    fresh run (running a file again: another seed, another train block), but one of a
-    different source (another model, or an edited file) only with `overwrite`.
+    A graphdl checkpoint there is continued with `resume` or replaced with `overwrite`;
+    without either the run is refused (running a 10-step smoke test over a finished run
+    must not lose it), and the same for a metrics.jsonl or loss.png without a checkpoint.
+    A damaged graphdl checkpoint may be replaced with `overwrite`; a file there that is
+    not a graphdl checkpoint never is. Then, when the run will `write`, the folders are
+    probed for writability, so a read-only --out fails now, not after training.
     """
     if out.exists() and not out.is_dir():
         raise user_error(f"--out {out} is a file, not a folder")
@@ -383,53 +625,95 @@ def check_out_dir(out: Path, resume: bool, overwrite: bool, source: str | None =
         raise user_error(f"{folder} is a file; graphdl keeps its checkpoint in a folder of "
                          "that name", hint="choose another --out, or move the file away")
     file = checkpoint_path(folder)
-    if not file.exists():
+    try:
+        for path in (file, *(out / name for name in OUT_FILES)):
+            refuse_symlink(path)
+    except OutputError as err:
+        raise user_error(str(err)) from None
+    _check_checkpoint(out, file, resume, overwrite, source)
+    if write:
+        try:
+            probe_writable(out)
+            probe_writable(folder)
+        except OutputError as err:
+            raise user_error(f"{err}; nothing was trained",
+                             hint="choose a writable --out") from None
+
+
+def _check_checkpoint(out: Path, file: Path, resume: bool, overwrite: bool,
+                      source: str | None) -> None:
+    state = checkpoint_state(file)
+    if state == "missing":
         if resume:
-            raise user_error(f"there is no checkpoint in {folder} to continue from or evaluate",
-                             hint="train first: run without --resume or --eval")
+            raise user_error(f"there is no checkpoint in {file.parent} to continue from or "
+                             "evaluate", hint="train first: run without --resume or --eval")
+        others = [name for name in OUT_FILES if (out / name).exists()]
+        if others and not overwrite:
+            raise user_error(f"{out} holds {' and '.join(others)} of another run; a new run "
+                             "would replace them",
+                             hint="replace them with --overwrite, or choose another --out")
         return
-    if not is_graphdl_checkpoint(file):
+    if state == "foreign":
         raise user_error(f"{file} is not a graphdl checkpoint; graphdl will not overwrite it",
                          hint="choose another --out, or move the file away")
+    if state == "damaged":
+        if overwrite and not resume:
+            return
+        raise user_error(f"{file} is a damaged graphdl checkpoint (truncated or corrupt)",
+                         hint="--overwrite replaces it with a fresh run; or choose another "
+                              "--out")
     if resume or overwrite:
         return
     with safetensors.safe_open(str(file), framework="np") as f:
         meta = f.metadata() or {}
-    if source is not None and meta.get("source_hash") == source_hash(source):
-        return
-    raise user_error(f"{folder} holds a checkpoint (step {meta.get('step', '?')}) of another "
-                     ".gdl source; a new run would overwrite it",
+    of = "of this file" if source is not None and meta.get("source_hash") == source_hash(source) \
+        else "of another .gdl source"
+    raise user_error(f"{file.parent} holds a checkpoint (step {meta.get('step', '?')}) {of}; "
+                     "a new run would replace it",
                      hint="continue it with --resume, replace it with --overwrite, or choose "
                           "another --out")
 
 
 def save(trainer: Trainer, out: Path | None, step: int, epoch: int,
-         source_text: str | None) -> None:
+         source_text: str | None, header: dict | None = None) -> None:
     if out is None:
         return
     plan = trainer.plan
     settings = {n: plan.setting(n) for n in OVERRIDABLE_SETTINGS if plan.setting(n) is not None}
+    meta = {"train": plan.name, "early_stop": json.dumps(list(trainer.early)),
+            "settings": json.dumps(settings)}
+    if header is not None:
+        meta["run"] = json.dumps(header)
+    where = out / "checkpoint"
     try:
-        save_checkpoint(out / "checkpoint", params=trainer.params, stats=trainer.stats,
-                        opt_state=trainer.opt_states, step=step, epoch=epoch, source=source_text,
-                        meta={"train": plan.name,
-                              "early_stop": json.dumps(list(trainer.early)),
-                              "settings": json.dumps(settings)})
+        save_checkpoint(where, params=trainer.params, stats=trainer.stats,
+                        opt_state=trainer.opt_states, step=step, epoch=epoch,
+                        source=source_text or "", meta=meta)
     except CheckpointError as err:
         raise user_error(f"cannot save the checkpoint: {err.message}", hint=err.hint) from None
+    except OSError as err:  # read-only folder, full disk: say where, never a traceback
+        raise user_error(f"cannot save the checkpoint to {where}: {err.strerror or err}",
+                         hint="free some space or make the folder writable") from None
 
 
-def restore(trainer: Trainer, out: Path) -> int:
+def restore(trainer: Trainer, out: Path, optimizer: bool = True) -> int:
+    """Load the checkpoint in OUT into `trainer`; `optimizer=False` (evaluation) loads the
+    parameters and statistics only."""
     try:
-        ckpt = load_checkpoint(out / "checkpoint", opt_state_template=trainer.opt_states)
+        ckpt = load_checkpoint(out / "checkpoint",
+                               opt_state_template=trainer.opt_states if optimizer else None)
         params = restore_into(trainer.params, ckpt.params)
         stats = restore_into(trainer.stats, ckpt.stats) if trainer.stats else {}
     except CheckpointError as err:
+        hint = err.hint
+        if "damaged" in err.message:
+            hint = "--overwrite replaces it with a fresh run; or restore it from a backup"
         raise user_error(f"cannot resume from {out / 'checkpoint'}: {err.message}",
-                         hint=err.hint) from None
+                         hint=hint) from None
     trainer.params = {k: jnp.asarray(v) for k, v in params.items()}
     trainer.stats = {k: jnp.asarray(v) for k, v in stats.items()}
-    trainer.opt_states = jax.tree_util.tree_map(jnp.asarray, ckpt.opt_state)
+    if optimizer:
+        trainer.opt_states = jax.tree_util.tree_map(jnp.asarray, ckpt.opt_state)
     if "early_stop" in ckpt.meta:
         best, bad = json.loads(ckpt.meta["early_stop"])
         trainer.early = (best, int(bad))
