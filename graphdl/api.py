@@ -21,7 +21,6 @@ from graphdl.elaborate.check import Checked, build_graph_ir, check_program
 from graphdl.elaborate.program import Program, unknown_override
 from graphdl.elaborate.train import evaluation_for_batch
 from graphdl.errors import CliError, Diagnostic, GdlError, UserError
-from graphdl.files import FileRefused, read_gdl_text
 from graphdl.ir.graph import IR
 from graphdl.ir.plan import TrainPlan
 from graphdl.lower import LowerCtx, init_params, param_specs, run_ir
@@ -29,6 +28,7 @@ from graphdl.lower.compile import compile_fn
 from graphdl.lower.context import NeedsKey
 from graphdl.ops.training import OVERRIDABLE_SETTINGS
 from graphdl.passes.pipeline import run_passes, surrogate_of
+from graphdl.reading import FileRefused, read_gdl_text
 from graphdl.runtime.data import SOURCES, Source
 from graphdl.runtime.export import exported_graph
 from graphdl.runtime.train import (

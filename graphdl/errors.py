@@ -12,7 +12,7 @@ import difflib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from graphdl.files import is_gdl_name
+from graphdl.reading import is_gdl_name
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 
 from graphdl.cli import main
-from graphdl.files import MAX_GDL_BYTES
+from graphdl.reading import MAX_GDL_BYTES
 
 REPO = Path(__file__).resolve().parents[1]
 

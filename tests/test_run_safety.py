@@ -158,7 +158,7 @@ def test_a_link_in_out_is_never_written_through(tmp_path, capsys, name):
 
 # -- 6. unwritable output --------------------------------------------------------------------
 def test_an_unwritable_out_is_found_before_training(tmp_path, capsys, monkeypatch):
-    import graphdl.runtime.files as files
+    import graphdl.runtime.writing as files
     real_open = os.open
 
     def read_only(path, flags, *args):

@@ -17,8 +17,8 @@ import numpy as np
 from graphdl.cli.inputs import load_checked, parse_overrides
 from graphdl.dims import numpy_name
 from graphdl.errors import CliError, GdlError, UserError
-from graphdl.files import FileRefused, open_regular
 from graphdl.parse import ast as A
+from graphdl.reading import FileRefused, open_regular
 from graphdl.runtime.checkpoint import CheckpointError, load_checkpoint, restore_into
 from graphdl.runtime.data import npy_size_problem
 

@@ -11,8 +11,8 @@ from pathlib import Path
 from graphdl.elaborate.check import check_program
 from graphdl.elaborate.program import literal, unknown_override
 from graphdl.errors import CliError, GdlError
-from graphdl.files import FileRefused, read_gdl_text
 from graphdl.parse.parser import parse_source
+from graphdl.reading import FileRefused, read_gdl_text
 from graphdl.runtime.data import SOURCES
 
 

@@ -17,12 +17,12 @@ from graphdl.elaborate.binding import Arg, bind
 from graphdl.elaborate.forms import Forms
 from graphdl.elaborate.values import Const, GraphRef, OpRef, SourceRef, Special
 from graphdl.errors import Diagnostic, Span, UserError, did_you_mean
-from graphdl.files import FileRefused, inside, read_gdl_text
 from graphdl.ops import REGISTRY
 from graphdl.ops.training import OVERRIDABLE_SETTINGS
 from graphdl.parse import ast as A
 from graphdl.parse import parse_source
 from graphdl.parse.parser import normalize_source
+from graphdl.reading import FileRefused, inside, read_gdl_text
 
 STD_MODULES = {"std.nn": "nn.gdl"}
 

@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from graphdl.runtime.files import OutputError, atomic_write, open_append
+from graphdl.runtime.writing import OutputError, atomic_write, open_append
 
 # the files of --out a run writes besides its checkpoint (a new run refuses to replace them)
 OUT_FILES = ("metrics.jsonl", "loss.png")

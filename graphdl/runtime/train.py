@@ -47,9 +47,9 @@ from graphdl.runtime.checkpoint import (
     source_hash,
 )
 from graphdl.runtime.data import Source, batches, check_label_classes, num_batches
-from graphdl.runtime.files import OutputError, probe_writable, refuse_symlink
 from graphdl.runtime.optim import make_optimizer
 from graphdl.runtime.reporting import OUT_FILES, Reporter
+from graphdl.runtime.writing import OutputError, probe_writable, refuse_symlink
 
 # An evaluation rebuilt for another batch size (the split's last, partial batch).
 #

@@ -15,7 +15,7 @@ import numpy as np
 
 from graphdl.dims import numpy_name
 from graphdl.errors import GdlError, Span, UserError
-from graphdl.files import FileRefused, open_regular
+from graphdl.reading import FileRefused, open_regular
 
 #: Tolerance on the sum of split fractions (they are written as decimals in a .gdl file).
 SPLIT_TOLERANCE = 1e-6
