@@ -7,7 +7,7 @@ table (`b.forms.statements`), since `~` and `state` live in higher modules.
 
 from __future__ import annotations
 
-from graphdl.dims import Dim
+from graphdl.dims import Dim, float_problem, int_problem
 from graphdl.elaborate.binding import Arg, bind, signature
 from graphdl.elaborate.build import Builder, Scope
 from graphdl.elaborate.values import (
@@ -106,8 +106,25 @@ def bind_consts(b: Builder, ref: GraphRef, span: Span, symbolic: bool = False) -
             b.error(f"{ref.gdef.name} needs a value for its constant `{c.name}`", span,
                     hint=f"write {ref.gdef.name}[{c.name} = ...]")
             return False
+        problem = const_problem(value, f"`{c.name}` of {ref.gdef.name}")
+        if problem:
+            b.error(problem, span, hint="a constant of a graph is a size or a setting; it must "
+                    "fit an int32 (or a finite float)")
+            return False
         b.scope.values[c.name] = Const(value)
     return True
+
+
+def const_problem(value, what: str) -> str | None:
+    """Why a graph constant's value cannot be used (a message), or None. `--set` values
+    are checked by this same function."""
+    if isinstance(value, Dim) and value.is_int():
+        value = int(value)
+    if isinstance(value, int):
+        return int_problem(value, what, int32=True)
+    if isinstance(value, float):
+        return float_problem(value, what)
+    return None
 
 
 def run_body(b: Builder, gdef: A.GraphDef) -> list | None:
@@ -233,6 +250,11 @@ def initializer(b: Builder, node: A.Node) -> tuple | None:
         if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
             b.error(f"the arguments of initializer `{name}` must be numbers", node.span)
             return None
+        for key, v in bound.items():
+            problem = float_problem(v.value, f"`{key}` of {name}()")
+            if problem:
+                b.error(problem, bound.span(key))
+                return None
         if name == "normal" and values[0] < 0:
             b.error(f"the std of normal() must be >= 0, got {values[0]}", bound.span("std"))
             return None
