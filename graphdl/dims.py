@@ -63,6 +63,18 @@ def number_problem(value, what: str) -> str | None:
     return int_problem(value, what) or float_problem(value, what)
 
 
+def const_problem(value, what: str) -> str | None:
+    """Why a graph constant's value (`H = 512`, `--set mlp.H=512`) cannot be used, or None:
+    an integer must fit an int32 (a constant is a size), a number must be a finite float."""
+    if isinstance(value, Dim) and value.is_int():
+        value = int(value)
+    if isinstance(value, int):
+        return int_problem(value, what, int32=True)
+    if isinstance(value, float):
+        return float_problem(value, what)
+    return None
+
+
 def elements(shape) -> int | None:
     """The number of elements of a shape whose dims are all known ints, else None."""
     n = 1

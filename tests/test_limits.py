@@ -23,6 +23,7 @@ from graphdl.dims import (
     MAX_INT32,
     Dim,
     DimTooLarge,
+    const_problem,
     float_problem,
     int_problem,
     size_problem,
@@ -270,6 +271,25 @@ def test_dim_terms_are_capped_before_they_explode():
         for i in range(22):
             d = d * (Dim(f"A{i}") + Dim(f"B{i}"))
     assert len(d.terms) <= 256
+
+
+def test_a_huge_set_value_is_a_user_error(tmp_path):
+    root = Path(__file__).resolve().parents[1]
+    (tmp_path / "mlp.gdl").write_text((root / "models" / "mlp.gdl").read_text())
+    proc = subprocess.run([sys.executable, "-m", "graphdl", "check", "mlp.gdl",
+                           "--set", "mlp.H=1000000000000"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "`H` of mlp is too large: 1000000000000 is not below 2^31" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_const_problem_is_the_check_of_graph_constants():
+    assert const_problem(512, "`H` of mlp") is None
+    assert const_problem(10**12, "`H` of mlp") == \
+        "`H` of mlp is too large: 1000000000000 is not below 2^31"
+    assert const_problem(float("inf"), "`p` of g") == "`p` of g is too large for a float"
+    assert const_problem("relu", "`act` of g") is None
 
 
 # -- bombs: the real command, bounded in memory and time -------------------------------

@@ -7,7 +7,7 @@ table (`b.forms.statements`), since `~` and `state` live in higher modules.
 
 from __future__ import annotations
 
-from graphdl.dims import Dim, float_problem, int_problem
+from graphdl.dims import Dim, const_problem, float_problem
 from graphdl.elaborate.binding import Arg, bind, signature
 from graphdl.elaborate.build import Builder, Scope
 from graphdl.elaborate.values import (
@@ -113,18 +113,6 @@ def bind_consts(b: Builder, ref: GraphRef, span: Span, symbolic: bool = False) -
             return False
         b.scope.values[c.name] = Const(value)
     return True
-
-
-def const_problem(value, what: str) -> str | None:
-    """Why a graph constant's value cannot be used (a message), or None. `--set` values
-    are checked by this same function."""
-    if isinstance(value, Dim) and value.is_int():
-        value = int(value)
-    if isinstance(value, int):
-        return int_problem(value, what, int32=True)
-    if isinstance(value, float):
-        return float_problem(value, what)
-    return None
 
 
 def run_body(b: Builder, gdef: A.GraphDef) -> list | None:
