@@ -13,6 +13,103 @@ from fractions import Fraction
 
 Monomial = tuple[str, ...]  # sorted symbol names; () is the constant term
 
+# -- limits ----------------------------------------------------------------------
+# What the checker refuses, so that every input gets a result or a located error in
+# bounded time and memory. One place: the file's settings and `--set` values are checked
+# by the same functions. docs/language.md ("Limits") lists them.
+MAX_INT = 2**63 - 1  # the largest integer a backend holds (int64)
+MAX_INT32 = 2**31 - 1  # where an int32 is needed: sizes, axes, counts
+MAX_ELEMENTS = 2**31  # elements in one tensor (8 GiB of f32)
+MAX_PARAMS = 2**33  # parameter elements in one graph or train block, all together
+MAX_SECTIONS = 4096  # results of one multi-result op (split, unstack)
+MAX_TERMS = 256  # terms of one dim polynomial (`(A + B) * (C + D)` has 4)
+
+
+class DimTooLarge(ValueError):
+    """A dim polynomial grew past MAX_TERMS terms; the message says so in words."""
+
+    def __init__(self):
+        super().__init__(f"this dim expands to more than {MAX_TERMS} terms")
+        self.message = str(self)
+
+
+def int_problem(value: int, what: str, int32: bool = False) -> str | None:
+    """Why an integer cannot be held by a backend (a message), or None when it can."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        return None
+    bound, width = (MAX_INT32, "2^31") if int32 else (MAX_INT, "2^63")
+    if abs(value) > bound:
+        return f"{what} is too large: {_short(value)} is not below {width}"
+    return None
+
+
+def float_problem(value: float | int, what: str) -> str | None:
+    """Why a number cannot be a float (it overflows to infinity), or None."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        try:
+            float(value)
+        except OverflowError:
+            return f"{what} is too large for a float: {_short(value)}"
+        return None
+    if isinstance(value, float) and not math.isfinite(value):
+        return f"{what} is too large for a float"
+    return None
+
+
+def number_problem(value, what: str) -> str | None:
+    """Why a number given as a setting (lr, steps, eps) cannot be used, or None."""
+    return int_problem(value, what) or float_problem(value, what)
+
+
+def const_problem(value, what: str) -> str | None:
+    """Why a graph constant's value (`H = 512`, `--set mlp.H=512`) cannot be used, or None:
+    an integer must fit an int32 (a constant is a size), a number must be a finite float."""
+    if isinstance(value, Dim) and value.is_int():
+        value = int(value)
+    if isinstance(value, int):
+        return int_problem(value, what, int32=True)
+    if isinstance(value, float):
+        return float_problem(value, what)
+    return None
+
+
+def elements(shape) -> int | None:
+    """The number of elements of a shape whose dims are all known ints, else None."""
+    n = 1
+    for d in shape:
+        d = Dim.of(d)
+        if not d.is_int():
+            return None
+        n *= int(d)
+    return n
+
+
+def size_problem(shape, what: str) -> str | None:
+    """Why a tensor of this shape cannot be allocated (a dim or the element count is too
+    large), or None. Symbolic dims count as 1, so `f32[B, 10**12]` is refused too."""
+    n = 1
+    for d in shape:
+        d = Dim.of(d)
+        if d.is_const():
+            c = d.const()
+            if abs(c) > MAX_INT:
+                return f"{what} has a dim that is too large: {_short(int(c))} is not below 2^63"
+            n *= max(int(c), 0)
+    if n > MAX_ELEMENTS:
+        return (f"{what} has {_short(n)} elements; the limit is 2^31 ({MAX_ELEMENTS}) "
+                "elements in one tensor")
+    return None
+
+
+def _short(n: int) -> str:
+    """A big integer for a message: all its digits up to 30 of them, else `1.0e+40`."""
+    text = str(n)
+    if len(text) <= 30:
+        return text
+    return f"{text[0]}.{text[1:4]}e+{len(text) - 1} ({len(text)} digits)"
+
 
 class Dim:
     """An immutable polynomial over symbolic dim names."""
@@ -66,6 +163,8 @@ class Dim:
         terms = dict(self.terms)
         for m, c in other.terms.items():
             terms[m] = terms.get(m, Fraction(0)) + c
+        if len(terms) > MAX_TERMS:
+            raise DimTooLarge()
         return Dim(terms)
 
     __radd__ = __add__
@@ -86,6 +185,8 @@ class Dim:
             for m2, c2 in other.terms.items():
                 m = tuple(sorted(m1 + m2))
                 terms[m] = terms.get(m, Fraction(0)) + c1 * c2
+            if len(terms) > MAX_TERMS:
+                raise DimTooLarge()
         return Dim(terms)
 
     __rmul__ = __mul__

@@ -96,6 +96,38 @@ def mutate(rng: random.Random, text: str, others: list[str]) -> str:
     return text
 
 
+# Inputs that once took minutes or gigabytes, or reached an internal OverflowError: huge
+# integers reaching op attributes, sizes and settings, floats that overflow, blank-line
+# and nesting bombs, dim polynomials that expand to 2^k terms, split into many sections.
+BOMBS = [
+    "1000000000000", "9223372036854775808", "18446744073709551616", "1" + "0" * 400, "1e400",
+    "1e300 * 1e300", "2147483648", "dense(x, 1000000000000)", "split(x, 10000000)",
+    "embedding(x, vocab = 1000000000000, dim = 8)", "lstm[1000000000000]", "f32[B, 0]",
+    "normal(std = 1e300 * 1e300)", "\n" * 20_000, "(" * 200 + "x" + ")" * 200,
+    "[" * 150, "- " * 300 + "x", "x" + " + x" * 300,
+    " * ".join(f"(A{i} + B{i})" for i in range(22)),
+    "f32[" + " * ".join(f"(D{i} + H{i})" for i in range(22)) + "]",
+]
+
+
+def bomb(rng: random.Random, text: str) -> str:
+    """Replace one token of `text` (or insert at it) with one of BOMBS."""
+    tokens = list(TOKEN.finditer(text))
+    tok = rng.choice(tokens)
+    s, e = tok.span()
+    if rng.random() < 0.5:
+        s = e = rng.choice((s, e))
+    return text[:s] + rng.choice(BOMBS) + text[e:]
+
+
+def bombs(seed: int, count: int):
+    """`count` (path, text with one bomb) pairs, the same for the same seed."""
+    rng = random.Random(seed)
+    for _ in range(count):
+        path = rng.choice(FILES)
+        yield path, bomb(rng, SOURCES[path])
+
+
 def mutants(seed: int, count: int):
     """`count` (path, mutated text) pairs, the same for the same seed."""
     rng = random.Random(seed)
@@ -151,6 +183,16 @@ def test_mutants_never_crash(seed):
 @pytest.mark.parametrize("seed", range(100, 120))
 def test_many_mutants_never_crash(seed):
     run_mutants(seed, 520)  # 10,400 inputs
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_bombs_never_crash(seed):
+    failures = []
+    for i, (path, text) in enumerate(bombs(seed, 50)):
+        found = problems(path, text)
+        if found:
+            failures.append(f"seed {seed}, bomb {i} in {path.name}: {found[0]}\n{text!r}"[:2000])
+    assert not failures, f"{len(failures)} bad answers; the first:\n" + "\n\n".join(failures[:3])
 
 
 def test_mutation_is_seeded():

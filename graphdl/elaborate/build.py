@@ -19,7 +19,16 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 
-from graphdl.dims import DTYPES, Dim, TensorType
+from graphdl.dims import (
+    DTYPES,
+    MAX_PARAMS,
+    Dim,
+    DimTooLarge,
+    TensorType,
+    elements,
+    int_problem,
+    size_problem,
+)
 from graphdl.elaborate.binding import bind, signature_text
 from graphdl.elaborate.folding import describe_value, fold, is_number, plain
 from graphdl.elaborate.indexing import graph_constants, index_tensor
@@ -77,6 +86,7 @@ class Builder:
         self.concrete = concrete
         self.scope = Scope("")
         self.depth = 0
+        self.param_elements = 0  # known parameter elements so far, against MAX_PARAMS
 
     # -- diagnostics ---------------------------------------------------------
     def error(self, message: str, span: Span | None, hint: str | None = None, notes=()) -> Poison:
@@ -150,6 +160,17 @@ class Builder:
                                   f"{before} before", span,
                                   hint="a shared layer keeps one parameter shape")
             return Tensor(existing, type_, f"parameter `{name}`")
+        problem = size_problem(type_.shape, f"parameter `{name}` ({type_})")
+        if problem:
+            return self.error(problem, span, hint="a tensor this large cannot be allocated")
+        count = elements(type_.shape)
+        if count:
+            total = self.param_elements = self.param_elements + count
+            if total > MAX_PARAMS >= total - count:  # said once, where the limit is passed
+                return self.error(
+                    f"the parameters come to {total} elements with `{name}` ({type_}); the "
+                    f"limit is 2^33 ({MAX_PARAMS}) parameter elements in all", span,
+                    hint="a model this large cannot be allocated")
         nid = self.node(kind, [], [], {"name": name, "init": init, "frozen": frozen}, type_, span)
         self.g.graph["params_by_name"][name] = nid
         return Tensor(nid, type_, f"parameter `{name}`")
@@ -188,11 +209,28 @@ class Builder:
             if dim.is_const() and dim.const() < 0:
                 self.error(f"a dim cannot be negative, got {dim}", d.span)
                 return None
+            problem = int_problem(int(dim.const()), "this dim", int32=True) \
+                if dim.is_const() else None
+            if problem:
+                self.error(problem, d.span, hint="the limit is 2^31 elements in one tensor")
+                return None
             dims.append(dim)
+        problem = size_problem(dims, f"{texpr.dtype}[{', '.join(str(d) for d in dims)}]")
+        if problem:
+            self.error(problem, texpr.span, hint="a tensor this large cannot be allocated")
+            return None
         return TensorType(texpr.dtype, tuple(dims))
 
     def dim_expr(self, node: A.Node, bind: bool = False) -> Dim | None:
         """A dim written in a type: ints, names, and + - * / on them."""
+        try:
+            return self._dim_expr(node, bind)
+        except DimTooLarge as err:
+            self.error(err.message, node.span,
+                       hint="write a name for the product and bind it, e.g. a graph constant")
+            return None
+
+    def _dim_expr(self, node: A.Node, bind: bool = False) -> Dim | None:
         if isinstance(node, A.Num) and isinstance(node.value, int):
             return Dim(node.value)
         if isinstance(node, A.Name):
@@ -204,7 +242,7 @@ class Builder:
                 return Dim.of(value.value)
             return Dim(node.id)  # a symbolic dim, bound by unification
         if isinstance(node, A.BinOp) and node.op in "+-*/":
-            a, b = self.dim_expr(node.left), self.dim_expr(node.right)
+            a, b = self._dim_expr(node.left), self._dim_expr(node.right)
             if a is None or b is None:
                 return None
             if node.op == "/":
@@ -456,6 +494,8 @@ class Builder:
             result = op.infer(**types)
             weights = op.weights(**types) if op.weights else {}
             stats = op.stats(**types) if op.stats else {}
+        except DimTooLarge as err:
+            return self.error(err.message, span)
         except ShapeError as err:
             at = spans.get(err.arg, span) if err.arg else span
             notes: list[str] = []
@@ -481,6 +521,10 @@ class Builder:
                     return p
                 tensors.append(p)
                 arg_names.append(local)
+        for t in result if isinstance(result, tuple) else (result,):
+            problem = size_problem(t.shape, f"the result of {name}() ({t})")
+            if problem:
+                return self.error(problem, span, hint="a tensor this large cannot be allocated")
         nid = self.node(name, tensors, arg_names, attrs, result, span)
         if isinstance(result, tuple):
             return TupleV([Tensor(self.node("getitem", [Tensor(nid, t)], ["x"], {"index": i}, t, span),

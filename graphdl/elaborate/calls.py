@@ -7,7 +7,7 @@ table (`b.forms.statements`), since `~` and `state` live in higher modules.
 
 from __future__ import annotations
 
-from graphdl.dims import Dim
+from graphdl.dims import Dim, const_problem, float_problem
 from graphdl.elaborate.binding import Arg, bind, signature
 from graphdl.elaborate.build import Builder, Scope
 from graphdl.elaborate.values import (
@@ -105,6 +105,11 @@ def bind_consts(b: Builder, ref: GraphRef, span: Span, symbolic: bool = False) -
         else:
             b.error(f"{ref.gdef.name} needs a value for its constant `{c.name}`", span,
                     hint=f"write {ref.gdef.name}[{c.name} = ...]")
+            return False
+        problem = const_problem(value, f"`{c.name}` of {ref.gdef.name}")
+        if problem:
+            b.error(problem, span, hint="a constant of a graph is a size or a setting; it must "
+                    "fit an int32 (or a finite float)")
             return False
         b.scope.values[c.name] = Const(value)
     return True
@@ -235,6 +240,11 @@ def initializer(b: Builder, node: A.Node) -> tuple | None:
         if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
             b.error(f"the arguments of initializer `{name}` must be numbers", node.span)
             return None
+        for key, v in bound.items():
+            problem = float_problem(v.value, f"`{key}` of {name}()")
+            if problem:
+                b.error(problem, bound.span(key))
+                return None
         if name == "normal" and values[0] < 0:
             b.error(f"the std of normal() must be >= 0, got {values[0]}", bound.span("std"))
             return None

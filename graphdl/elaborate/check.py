@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from graphdl.dims import DimTooLarge
 from graphdl.elaborate.build import Scope, new_builder
 from graphdl.elaborate.calls import bind_consts, check_returns, run_body
 from graphdl.elaborate.cells import check_cell
@@ -13,7 +14,7 @@ from graphdl.elaborate.program import Program, SourceKind
 from graphdl.elaborate.specials import FORMS
 from graphdl.elaborate.train import build_train
 from graphdl.elaborate.values import GraphRef, Tensor
-from graphdl.errors import Diagnostic
+from graphdl.errors import Diagnostic, UserError
 from graphdl.ir.plan import TrainPlan
 
 
@@ -80,10 +81,17 @@ def check_program(path: str, text: str, overrides: dict | None = None,
     if program.module is None:
         return checked
     program.open_data()
-    for name, _gdef in program.graphs.items():
-        checked.irs[name] = build_graph_ir(program, name, None, program.diagnostics)
+    for name, gdef in program.graphs.items():
+        try:
+            checked.irs[name] = build_graph_ir(program, name, None, program.diagnostics)
+        except DimTooLarge as err:  # a dim grew where no nearer span could say so
+            program.diagnostics.append(UserError(err.message, gdef.span).diagnostic)
     for tdef in program.trains:
-        plan = build_train(program, tdef, program.diagnostics)
+        try:
+            plan = build_train(program, tdef, program.diagnostics)
+        except DimTooLarge as err:
+            program.diagnostics.append(UserError(err.message, tdef.span).diagnostic)
+            continue
         if plan is not None:
             checked.trains.append(plan)
     _dedupe(program)

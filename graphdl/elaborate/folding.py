@@ -9,7 +9,7 @@ a constant that would grow past MAX_INT_BITS is an error before it is computed.
 
 from __future__ import annotations
 
-from graphdl.dims import Dim
+from graphdl.dims import Dim, DimTooLarge
 from graphdl.elaborate.values import Const, describe
 from graphdl.parse import ast as A
 
@@ -84,7 +84,11 @@ def fold(builder, node: A.BinOp, a, b):
                           node.span)
     a, b = (int(v) if isinstance(v, Dim) and v.is_int() else v for v in (a, b))
     if isinstance(a, Dim) or isinstance(b, Dim):
-        return fold_dims(builder, node, a, b)
+        try:
+            return fold_dims(builder, node, a, b)
+        except DimTooLarge as err:
+            return builder.error(f"cannot compute {builder.text(node.span)}: {err.message}",
+                                 node.span)
     try:
         if node.op == "/" and isinstance(a, int) and isinstance(b, int) and \
                 not isinstance(a, bool) and b != 0 and a % b == 0:

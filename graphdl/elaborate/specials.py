@@ -7,6 +7,7 @@ form, write its handler in the module it belongs to and add it to FORMS below.
 
 from __future__ import annotations
 
+from graphdl.dims import number_problem
 from graphdl.elaborate.binding import bind, signature
 from graphdl.elaborate.build import Builder
 from graphdl.elaborate.calls import inline_graph, layer_statement, param_statement
@@ -35,6 +36,10 @@ def _setting(kind: str, table: dict):
         for k, v in bound.items():
             if kind != "setting" and not isinstance(v, Const):
                 return b.error(f"`{k}` of {name}() must be a constant", bound.span(k))
+            problem = number_problem(v.value, f"`{k}` of {name}()") \
+                if isinstance(v, Const) else None
+            if problem:
+                return b.error(problem, bound.span(k))
             out[k] = v.value if isinstance(v, Const) else v
         return Setting(kind, name, out, span)
     return form

@@ -7,7 +7,7 @@ evaluated split, with the train block's bindings rebuilt on that split's batch.
 
 from __future__ import annotations
 
-from graphdl.dims import TensorType
+from graphdl.dims import TensorType, float_problem, int_problem
 from graphdl.elaborate.binding import bind, signature
 from graphdl.elaborate.build import Builder, Scope, new_builder
 from graphdl.elaborate.calls import statement
@@ -45,6 +45,9 @@ def batch_of(b: Builder, split_ref: SplitRef, args, kwargs, span, arg_spans, kw_
     batch, shuffle = bound["batch"], bound["shuffle"]
     if not (isinstance(batch, Const) and isinstance(batch.value, int) and batch.value > 0):
         return b.error("`batch` must be a positive integer", bound.span("batch"))
+    problem = int_problem(batch.value, "`batch`", int32=True)
+    if problem:
+        return b.error(problem, bound.span("batch"))
     if not (isinstance(shuffle, Const) and isinstance(shuffle.value, bool)):
         return b.error("`shuffle` must be true or false", bound.span("shuffle"))
     return make_batch(b, split_ref, batch.value, shuffle.value, span)
@@ -71,6 +74,10 @@ def make_batch(b: Builder, split_ref: SplitRef, batch: int, shuffle: bool, span:
 def _int_setting(b, name, value, span, minimum=0):
     if isinstance(value, Const) and isinstance(value.value, int) and not isinstance(value.value, bool) \
             and value.value >= minimum:
+        problem = int_problem(value.value, f"`{name}`")  # a seed or a count: an int64
+        if problem:
+            b.error(problem, span)
+            return None
         return value.value
     b.error(f"`{name}` must be an integer >= {minimum}, got {describe(value)}", span)
     return None
@@ -277,6 +284,10 @@ def _setting_value(b: Builder, name: str, value, span: Span):
         return None
     if isinstance(value, Const) and isinstance(value.value, (int, float)) \
             and not isinstance(value.value, bool):
+        problem = float_problem(value.value, f"`{name}`")
+        if problem:
+            b.error(problem, span)
+            return None
         return value.value
     b.error(f"`{name}` must be a number, got {describe(value)}", span)
     return None

@@ -64,7 +64,7 @@ def _initialize(init: tuple, key, shape: tuple[int, ...], dtype):
             raise KeyError(f"{init[1]} has no tensor {init[2]!r}; it has "
                            f"{', '.join(sorted(tensors)) or 'none'}")
         return jnp.asarray(tensors[init[2]], dtype)
-    if len(shape) < 2:  # fan-in/fan-out initialisers need a matrix
+    if len(shape) < 2 or 0 in shape:  # fan-in/fan-out initialisers need a non-empty matrix
         return jnp.zeros(shape, dtype)
     make = {"glorot": jax.nn.initializers.glorot_uniform, "he": jax.nn.initializers.he_normal,
             "orthogonal": jax.nn.initializers.orthogonal}[name]

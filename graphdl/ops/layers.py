@@ -34,6 +34,9 @@ def _dense_infer(x, units, bias):
     require_float(x, "dense")
     if x.rank < 1:
         raise ShapeError(f"dense needs a tensor with a feature axis, got {x}", "x")
+    if x.shape[-1] == 0:
+        raise ShapeError(f"dense needs a non-empty feature axis, got {x}", "x",
+                         hint="the last axis is the features; it has size 0")
     size = as_size(units, "units")
     return T(_with_weights(x, _dense_weights(x, units, bias)), x.shape[:-1] + (size,))
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from graphdl.dims import DTYPES, Dim, TensorType, numpy_name, promote
+from graphdl.dims import DTYPES, MAX_SECTIONS, Dim, TensorType, numpy_name, promote
 from graphdl.errors import did_you_mean
 from graphdl.ops._jax import jax, jnn, jnp, lax
 from graphdl.ops.registry import (
@@ -338,6 +338,10 @@ register("stack", "xs: tensors, axis: int = 0", _stack_infer,
 def _split_infer(x, sections, axis):
     a = norm_axis(axis, x.rank)
     n = as_int(sections, "sections")
+    if n > MAX_SECTIONS:
+        raise ShapeError(f"split into {n} sections is too many: the limit is {MAX_SECTIONS} "
+                         "results", "sections", hint="reshape the axis instead, e.g. "
+                         "reshape(x, [B, N, -1]), and index it")
     part = x.shape[a].floordiv(n)
     if part is None or part * n != x.shape[a]:
         raise ShapeError(f"cannot split axis {axis} of {x} into {n} equal parts", "sections")

@@ -12,7 +12,7 @@ import ast as pyast
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from graphdl.dims import Dim, TensorType
+from graphdl.dims import Dim, TensorType, float_problem, int_problem
 
 REQUIRED = object()
 
@@ -135,6 +135,14 @@ def check_constant(op: Op, arg: Arg, value) -> str | None:
     for v in items:
         if isinstance(v, Dim) and v.is_const() and not v.is_int():
             return f"`{arg.name}` of {op.name}() must be a whole number, got {v}"
+        v = int(v) if isinstance(v, Dim) and v.is_int() else v
+        # sizes, axes and counts are int32 in every backend; a float must be finite
+        problem = (int_problem(v, f"`{arg.name}` of {op.name}()", int32=True)
+                   if arg.kind in ("int", "ints", "dims") else
+                   float_problem(v, f"`{arg.name}` of {op.name}()") if arg.kind == "float"
+                   else None)
+        if problem:
+            return problem
     if arg.name in POSITIVE_ARGS and arg.kind in ("int", "ints"):
         for v in items:
             if Dim.of(v).is_const() and Dim.of(v).const() < 1:

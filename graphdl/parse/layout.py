@@ -27,6 +27,8 @@ CLOSERS = {v: k for k, v in OPENERS.items()}
 STATEMENT_KEYWORDS = {"use", "graph", "cell", "data", "train", "state", "param", "layer",
                       "step", "evaluate", "over", "checkpoint"}
 TOP_KEYWORDS = {"use", "graph", "cell", "data", "train"}
+# How deep brackets may nest: refused while lexing, before a parse tree is built.
+MAX_BRACKET_DEPTH = 100
 VALUE_TYPES = ("NAME", "INT", "FLOAT", "STRING")
 
 
@@ -74,6 +76,11 @@ class Layout:
             if tok.type != "STRING":
                 if tok.value in "([":
                     depth += 1
+                    if depth > MAX_BRACKET_DEPTH:
+                        raise UserError(
+                            f"brackets are nested too deeply (more than {MAX_BRACKET_DEPTH} "
+                            "levels)", token_span(tok, self.file),
+                            hint="split the expression into several named bindings")
                 elif tok.value in ")]":
                     depth = max(0, depth - 1)
             out.append(tok)

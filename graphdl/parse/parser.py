@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import threading
 from importlib import resources
 from pathlib import Path
 
@@ -54,8 +55,20 @@ def normalize_source(text: str) -> str:
     return text.removeprefix("\ufeff").replace("\r\n", "\n").replace("\r", "\n")
 
 
+# The parser and its post-lexer keep per-parse state (the tokens, for error messages):
+# one parse at a time, so several threads may call parse_source.
+_PARSE_LOCK = threading.Lock()
+
+
 def parse_source(text: str, file: str = "<input>") -> A.Module:
-    """Parse GDL source text. Raises `UserError` with the first syntax error."""
+    """Parse GDL source text. Raises `UserError` with the first syntax error.
+
+    Safe to call from several threads (they take turns on the one parser)."""
+    with _PARSE_LOCK:
+        return _parse_locked(text, file)
+
+
+def _parse_locked(text: str, file: str) -> A.Module:
     lark, layout = _parser()
     layout.file = file
     text = normalize_source(text)
