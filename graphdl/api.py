@@ -18,6 +18,7 @@ import numpy as np
 
 from graphdl.dims import FROM_NUMPY, TensorType
 from graphdl.elaborate.check import Checked, build_graph_ir, check_program
+from graphdl.elaborate.overrides import override_errors, value_text
 from graphdl.elaborate.program import Program, unknown_override
 from graphdl.elaborate.train import evaluation_for_batch
 from graphdl.errors import CliError, Diagnostic, GdlError, UserError
@@ -26,7 +27,6 @@ from graphdl.ir.plan import TrainPlan
 from graphdl.lower import LowerCtx, init_params, param_specs, run_ir
 from graphdl.lower.compile import compile_fn
 from graphdl.lower.context import NeedsKey
-from graphdl.ops.training import OVERRIDABLE_SETTINGS
 from graphdl.passes.pipeline import run_passes, surrogate_of
 from graphdl.reading import FileRefused, read_gdl_text
 from graphdl.runtime.data import SOURCES, Source
@@ -58,12 +58,15 @@ def loads(source: str, name: str = "<string>", **consts) -> Model:
 
 
 def _checked_model(checked: Checked, path: str, consts: dict) -> Model:
-    model = Model(checked, path)
     for key in consts:
         problem = unknown_override(checked.program, key)
         if problem:
             raise TypeError(f"load(): {problem}")
-    return model
+    problems, rest = override_errors(checked.diagnostics)
+    for key, message in problems:
+        raise ValueError(f"{key}={value_text(key, consts[key])}: {message}")
+    checked.diagnostics[:] = rest
+    return Model(checked, path)
 
 
 def build_quietly(program: Program, name: str, types: dict[str, TensorType],
@@ -89,6 +92,7 @@ class Model:
         self.checked = checked
         self.program = checked.program
         self.path = path
+        self.consts = dict(checked.program.overrides)  # what load(path, K=V) applied
 
     @property
     def graphs(self) -> list[str]:
@@ -137,8 +141,16 @@ class Model:
         return {name: ref.source for name, ref in self.program.data.items()}
 
     def plan(self, train: str | None = None, overrides: dict | None = None) -> TrainPlan:
-        """The train block `train` (default: the first) with `--set` overrides applied."""
-        return with_overrides(pick_plan(self.checked.trains, train, self.path), overrides or {})
+        """The train block `train` (default: the first) with `--set` overrides applied;
+        overrides that `load` did not apply check the file again with them."""
+        overrides = dict(overrides or {})
+        model = self
+        if any(k not in self.consts or self.consts[k] != v for k, v in overrides.items()):
+            merged = {**self.consts, **overrides}
+            text = self.program.sources[self.path]
+            model = _checked_model(check_program(self.path, text, merged, SOURCES), self.path,
+                                   merged)
+        return with_overrides(pick_plan(model.checked.trains, train, self.path), overrides)
 
     def resize_eval(self, plan: TrainPlan):
         """How the runtime gets an evaluation's IR for the split's last, partial batch:
@@ -150,10 +162,13 @@ class Model:
         """Run the file's train block (`train` names one); settings override its own
         (`epochs=5`, `seed=1`). With `out`, write checkpoints and metrics there, like
         `graphdl run --out` (`resume`/`overwrite` as its flags)."""
+        names = [p.name for p in self.checked.trains]
+        settings = {k if k.split(".")[0] in (*names, "train") else f"{train or 'train'}.{k}": v
+                    for k, v in settings.items()}
         for key in settings:
-            if key not in OVERRIDABLE_SETTINGS:
-                raise TypeError(f"train() has no setting `{key}`; the settings are "
-                                f"{', '.join(OVERRIDABLE_SETTINGS)}")
+            problem = unknown_override(self.program, key)
+            if problem:
+                raise TypeError(f"train(): {problem}")
         return train_model(self, train_name=train, out_dir=out, overrides=settings,
                            progress=False, resume=resume, overwrite=overwrite)
 
@@ -179,6 +194,7 @@ def train_model(model: Model, train_name: str | None = None, out_dir: str | Path
     """Run a train block of `model` (`graphdl run`): the runtime's run_training, given the
     plan, the data and the source text it needs."""
     plan = model.plan(train_name, overrides)
+    # the overrides are recorded with the checkpoint (replayed by --eval and --resume)
     return run_training(plan, model.sources, source_text=model.program.sources[model.path],
                         resize_eval=model.resize_eval(plan), out_dir=out_dir,
                         progress=progress, resume=resume, max_steps=max_steps, quiet=quiet,

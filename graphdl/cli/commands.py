@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from graphdl.cli.inputs import load_checked, parse_overrides
+from graphdl.cli.inputs import load_checked, parse_overrides, replayed_overrides
 from graphdl.dims import numpy_name
 from graphdl.errors import CliError, GdlError, UserError
 from graphdl.parse import ast as A
@@ -63,6 +63,10 @@ def add_runtime_commands(sub) -> None:
 def _model(args):
     from graphdl.api import Model  # lazy: JAX
     overrides = parse_overrides(getattr(args, "set", None))
+    replay = [f for f in ("eval", "resume") if getattr(args, f, False)]
+    if replay:  # the overrides the checkpoint was trained with
+        out = args.out or str(Path("runs") / Path(args.file).stem)
+        overrides = replayed_overrides(overrides, out, f"--{replay[0]}")
     checked = load_checked(args.file, overrides, args.data_root)
     return Model(checked, args.file), overrides
 

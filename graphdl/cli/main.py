@@ -12,12 +12,13 @@ from graphdl.cli.commands import add_runtime_commands
 from graphdl.cli.inputs import (
     add_data_root,
     load_checked,
+    override_problem,
     parse_overrides,
     read_source,
-    validate_overrides,
 )
 from graphdl.cli.show import show
 from graphdl.elaborate.check import check_program
+from graphdl.elaborate.overrides import override_errors
 from graphdl.errors import CliError, GdlError, render_all
 from graphdl.passes.pipeline import PASS_NAMES
 from graphdl.runtime.data import SOURCES
@@ -31,12 +32,15 @@ def cmd_check(args) -> int:
         overrides = parse_overrides(args.set)
         checked = check_program(path, read_source(path), overrides, SOURCES,
                                 data_root=args.data_root)
-        if not checked.diagnostics:
-            validate_overrides(checked, overrides)
-        if checked.diagnostics:
-            print(render_all(checked.diagnostics, checked.program.sources), file=sys.stderr)
+        problem = override_problem(checked, overrides)
+        _, diagnostics = override_errors(checked.diagnostics)
+        if problem:
+            print(f"error: {problem}", file=sys.stderr)
             status = EXIT_USER
-        else:
+        if diagnostics:
+            print(render_all(diagnostics, checked.program.sources), file=sys.stderr)
+            status = EXIT_USER
+        elif not problem:
             n = len(checked.irs)
             print(f"{path}: ok ({n} graph{'s' if n != 1 else ''}, "
                   f"{len(checked.trains)} train block{'s' if len(checked.trains) != 1 else ''})")
@@ -48,14 +52,43 @@ def cmd_show(args) -> int:
     return show(checked, args)
 
 
+def version_text() -> str:
+    """`graphdl 0.1.0 (jax 0.4.35)`: from the installed distributions' metadata, so that
+    no command imports JAX to say it (the package's `__version__` when not installed)."""
+    from importlib import metadata
+
+    import graphdl
+    try:
+        ours = metadata.version("graphdl")
+    except metadata.PackageNotFoundError:
+        ours = graphdl.__version__
+    try:
+        jax = f"jax {metadata.version('jax')}"
+    except metadata.PackageNotFoundError:
+        jax = "jax not installed"
+    return f"graphdl {ours} ({jax})"
+
+
+class VersionAction(argparse.Action):
+    def __init__(self, option_strings, dest, **kwargs):
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        print(version_text())
+        parser.exit()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="graphdl", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action=VersionAction,
+                        help="print graphdl's version and JAX's, and exit")
     parser.add_argument("--debug", action="store_true", help="show internal tracebacks")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("check", help="parse and type-check .gdl files")
     p.add_argument("files", nargs="+", metavar="FILE")
-    p.add_argument("--set", action="append", metavar="K=V", help="override a constant")
+    p.add_argument("--set", action="append", metavar="K=V",
+                   help="override a graph constant or a train setting (see `graphdl run -h`)")
     p.set_defaults(func=cmd_check)
 
     p = sub.add_parser("show", help="print a graph's nodes with their shapes, and its parameters")
@@ -69,8 +102,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--train", metavar="NAME",
                    help="show a train block's IR (and its evaluations') instead of the graphs")
     p.add_argument("--format", choices=["text", "dot", "svg", "png"], default="text")
-    p.add_argument("--out", metavar="FILE", help="where to write svg/png (default: NAME.FORMAT)")
-    p.add_argument("--set", action="append", metavar="K=V", help="override a constant")
+    p.add_argument("--out", metavar="FILE",
+                   help="where to write the drawing (dot: default stdout; svg/png: NAME.FORMAT)")
+    p.add_argument("--set", action="append", metavar="K=V",
+                   help="override a graph constant or a train setting (see `graphdl run -h`)")
     p.set_defaults(func=cmd_show)
 
     add_runtime_commands(sub)

@@ -15,10 +15,10 @@ from typing import ClassVar, Protocol
 
 from graphdl.elaborate.binding import Arg, bind
 from graphdl.elaborate.forms import Forms
+from graphdl.elaborate.overrides import apply_train_overrides, known_keys, split_key, suggestion
 from graphdl.elaborate.values import Const, GraphRef, OpRef, SourceRef, Special
 from graphdl.errors import Diagnostic, Span, UserError, did_you_mean
 from graphdl.ops import REGISTRY
-from graphdl.ops.training import OVERRIDABLE_SETTINGS
 from graphdl.parse import ast as A
 from graphdl.parse import parse_source
 from graphdl.parse.parser import normalize_source
@@ -79,6 +79,7 @@ class Program:
         self.source_kinds = sources  # None: this caller cannot open data
         self.module = self._load(path, text, stack=[], own=True)
         self._load_std()
+        apply_train_overrides(self)  # `--set train.epochs=5`: as if the block said it
 
     # -- loading -------------------------------------------------------------
     def _parse(self, path: str, text: str) -> A.Module | None:
@@ -318,23 +319,27 @@ class Program:
 
 
 def override_keys(program: Program) -> set[str]:
-    """What `--set K=V` (and `graphdl.load(path, K=V)`) may name."""
+    """What `--set K=V` (and `graphdl.load(path, K=V)`) may name, spelled out: graph
+    constants (`mlp.H`, `H`) and train settings (`train.epochs`, `train.optimizer.lr`, ...;
+    an optimizer's or schedule's keyword is checked against its signature when the
+    block is elaborated)."""
     known = set()
     for g in {**program.std_graphs, **program.graphs}.values():
         for c in g.consts:
             known.update({f"{g.name}.{c.name}", c.name})
-    for t in program.trains:
-        for s in OVERRIDABLE_SETTINGS:
-            known.update({f"{t.name or 'train'}.{s}", f"train.{s}", s})
+    if program.trains:
+        known |= known_keys([t.name or "train" for t in program.trains])
     return known
 
 
 def unknown_override(program: Program, key: str) -> str | None:
     """None if `key` names a constant or setting, else what is wrong with it."""
     known = override_keys(program)
-    if key in known:
+    names = [t.name or "train" for t in program.trains]
+    if key in known or split_key(key, names) is not None:
         return None
-    near = did_you_mean(key, known)
+    near = suggestion(key, names) if program.trains else None
+    near = near or did_you_mean(key, known)
     return f"no graph constant or train setting is called `{key}`" + (f"; {near}" if near else "")
 
 

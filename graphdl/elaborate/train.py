@@ -7,6 +7,8 @@ evaluated split, with the train block's bindings rebuilt on that split's batch.
 
 from __future__ import annotations
 
+import json
+
 from graphdl.dims import TensorType, float_problem, int_problem
 from graphdl.elaborate.binding import bind, signature
 from graphdl.elaborate.build import Builder, Scope, new_builder
@@ -23,7 +25,13 @@ from graphdl.ir.plan import (
     StepPlan,
     TrainPlan,
 )
-from graphdl.ops.training import DEFAULT_OPTIMIZER, OPTIMIZERS, STEP_SETTINGS, TRAIN_SETTINGS
+from graphdl.ops.training import (
+    DEFAULT_OPTIMIZER,
+    OPTIMIZERS,
+    STEP_SETTINGS,
+    TRAIN_SETTINGS,
+    int_range_problem,
+)
 from graphdl.parse import ast as A
 
 UNITS = {"epoch": "epoch", "epochs": "epoch", "step": "step", "steps": "step"}
@@ -71,15 +79,18 @@ def make_batch(b: Builder, split_ref: SplitRef, batch: int, shuffle: bool, span:
     return Record(fields)
 
 
-def _int_setting(b, name, value, span, minimum=0):
-    if isinstance(value, Const) and isinstance(value.value, int) and not isinstance(value.value, bool) \
-            and value.value >= minimum:
-        problem = int_problem(value.value, f"`{name}`")  # a seed or a count: an int64
-        if problem:
-            b.error(problem, span)
-            return None
-        return value.value
-    b.error(f"`{name}` must be an integer >= {minimum}, got {describe(value)}", span)
+def _int_setting(b, name, value, span, minimum=0, maximum=None):
+    got = value.value if isinstance(value, Const) else None
+    problem = int_range_problem(name, got, minimum, maximum)
+    if problem is None:
+        problem = int_problem(got, f"`{name}`")  # past an int64, no backend holds it
+        if problem is None:
+            return got
+        b.error(problem, span)
+        return None
+    shown = (f"{got!r}" if isinstance(got, (int, float)) and not isinstance(got, bool)
+             else json.dumps(got) if isinstance(got, str) else describe(value))
+    b.error(f"{problem}, got {shown}", span)
     return None
 
 
@@ -276,7 +287,8 @@ def _setting_value(b: Builder, name: str, value, span: Span):
     """A train setting's value as the plan holds it (None after an error)."""
     kind = TRAIN_SETTINGS[name].kind
     if kind == "int":
-        return _int_setting(b, name, value, span, TRAIN_SETTINGS[name].minimum)
+        return _int_setting(b, name, value, span, TRAIN_SETTINGS[name].minimum,
+                            TRAIN_SETTINGS[name].maximum)
     if kind == "schedule":
         if isinstance(value, Setting) and value.kind == "schedule":
             return ScheduleSpec(value.name, dict(value.kwargs))

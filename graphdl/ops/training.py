@@ -15,7 +15,7 @@ from dataclasses import dataclass
 class TrainSetting:
     """One name a train block may assign.
 
-    kind: "int" (a constant integer >= `minimum`), "float" (a constant number),
+    kind: "int" (a constant integer from `minimum` to `maximum`, None: no bound), "float" (a constant number),
     "optimizer", "schedule" (a call like adam(...) / cosine(...)), "loss" (a scalar
     tensor), "data" (a split's batch) or "early_stop" (the early_stop(...) statement).
     overridable: `--set K=V` and `Model.train(K=V)` may replace it.
@@ -27,13 +27,28 @@ class TrainSetting:
     overridable: bool = False
     in_step: bool = False
     minimum: int = 0
+    maximum: int | None = None
+
+
+SEED_MAX = 2**32 - 1  # a seed is a 32-bit unsigned integer (JAX keys take no more than 63 bits)
+
+
+def int_range_problem(name: str, value: object, minimum: int, maximum: int | None) -> str | None:
+    """What is wrong with `value` as the integer setting `name`, or None (the one place
+    an integer setting's range is checked)."""
+    if isinstance(value, int) and not isinstance(value, bool) and value >= minimum \
+            and (maximum is None or value <= maximum):
+        return None
+    if maximum is None:
+        return f"`{name}` must be an integer >= {minimum}"
+    return f"`{name}` must be an integer from {minimum} to {maximum}"
 
 
 # in the order error messages list them ("the settings are epochs, steps, ...")
 TRAIN_SETTINGS: dict[str, TrainSetting] = {s.name: s for s in (
     TrainSetting("epochs", "int", overridable=True, minimum=1),
     TrainSetting("steps", "int", overridable=True, minimum=1),
-    TrainSetting("seed", "int", overridable=True, minimum=0),
+    TrainSetting("seed", "int", overridable=True, minimum=0, maximum=SEED_MAX),
     TrainSetting("clip_grad_norm", "float", overridable=True, in_step=True),
     TrainSetting("weight_decay", "float", overridable=True, in_step=True),
     TrainSetting("schedule", "schedule", in_step=True),

@@ -90,9 +90,12 @@ def pick_plan(plans: Sequence[TrainPlan], name: str | None, where: str) -> Train
 
 
 def with_overrides(plan: TrainPlan, overrides: Mapping[str, object]) -> TrainPlan:
-    """The plan with `--set` settings (`epochs`, `train.seed`, `gan.steps`) applied; keys
-    that name no overridable setting (graph constants) are the front end's, not ours.
-    With neither `epochs` nor `steps`, a run is one epoch."""
+    """The plan with `--set` settings (`epochs`, `train.seed`, `gan.steps`) applied. The
+    front end has checked them and built the plan with them already (an optimizer, a
+    schedule or a batch size changes the IR, so only it can); here a length given
+    replaces the file's other length (`epochs` drops the file's `steps`, and the other
+    way round), and with neither a run is one epoch. Keys that name no such setting
+    (graph constants, `train.optimizer.lr`) are the front end's alone."""
     changes: dict[str, object] = {}
     for key, value in overrides.items():
         short = key.split(".", 1)[1] if key.startswith(f"{plan.name}.") or key.startswith("train.") else key
@@ -684,6 +687,8 @@ def save(trainer: Trainer, out: Path | None, step: int, epoch: int,
             "settings": json.dumps(settings)}
     if header is not None:
         meta["run"] = json.dumps(header)
+        # read back by `--eval` and `--resume`, which replay the run's `--set` overrides
+        meta["overrides"] = json.dumps(header.get("overrides", {}))
     where = out / "checkpoint"
     try:
         save_checkpoint(where, params=trainer.params, stats=trainer.stats,
