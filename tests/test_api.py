@@ -416,11 +416,11 @@ def test_init_matches_train_init(tmp_path):
     """compile().init with the train block's seed gives the parameters training starts from."""
     path = write_blobs(tmp_path)
     m = graphdl.load(path)
-    from graphdl.api import train_model  # no step taken (`steps = 0` is no setting a file takes)
-    result = train_model(m, progress=False, max_steps=0)
+    from graphdl.runtime.train import Trainer  # the parameters before the first step
+    trainer = Trainer(m.plan(), m.sources)
     v = m.compile("net").init(jax.random.key(5), np.zeros((16, 4), np.float32))
     for k in v["params"]:
-        np.testing.assert_array_equal(v["params"][k], result.variables["params"][k])
+        np.testing.assert_array_equal(v["params"][k], trainer.params[k])
 
 
 def test_bad_variables_are_named(model):

@@ -211,7 +211,7 @@ CASES = [
         }}
         """,
         [(6, 25, "`batch` is too large: 4294967296 is not below 2^31", None),
-         (9, 5, "`seed` is too large: 18446744073709551616 is not below 2^63", None),
+         (9, 5, "`seed` must be an integer from 0 to 4294967295, got 18446744073709551616", None),
          (10, 5, "`clip_grad_norm` is too large for a float: 1.000e+320 (321 digits)", None),
          (11, 22, "`lr` of adam() is too large for a float", None),
          (12, 33, "`steps` of cosine() is too large: 100000000000000000000000 is not below 2^63",

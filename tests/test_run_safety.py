@@ -50,14 +50,20 @@ def snapshot(out: Path) -> dict:
 
 
 # -- 1. nonsense lengths ---------------------------------------------------------------------
-@pytest.mark.parametrize("flags", [["--steps", "0"], ["--steps", "-5"],
-                                   ["--set", "train.epochs=-1"], ["--set", "train.epochs=0"]])
-def test_nonsense_lengths_are_user_errors_before_anything_is_written(trained, capsys, flags):
+@pytest.mark.parametrize("flags, message", [
+    (["--steps", "0"], "--steps 0: a run needs at least 1 step"),
+    (["--steps", "-5"], "--steps -5: a run needs at least 1 step"),
+    # checked like `epochs = -1` in the file
+    (["--set", "train.epochs=-1"], "--set train.epochs=-1: `epochs` must be an integer >= 1"),
+    (["--set", "train.epochs=0"], "--set train.epochs=0: `epochs` must be an integer >= 1"),
+])
+def test_nonsense_lengths_are_user_errors_before_anything_is_written(trained, capsys, flags,
+                                                                     message):
     path, out = trained
     before = snapshot(out)
     code, _, err = run_in_process(capsys, "run", path, "--out", out, "--quiet", "--overwrite",
                                   *flags)
-    assert_user_error(code, err, "at least 1", one_line=False)
+    assert_user_error(code, err, message, one_line=False)
     assert snapshot(out) == before
     code, _, err = run_in_process(capsys, "run", path, "--out", out.parent / "fresh", *flags)
     assert code == 2 and not (out.parent / "fresh").exists(), err
