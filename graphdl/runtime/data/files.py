@@ -83,14 +83,7 @@ def _npz_headers(path: Path) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
                 )
             try:
                 with archive.open(member) as stream:
-                    version = np.lib.format.read_magic(stream)
-                    read = (
-                        np.lib.format.read_array_header_1_0
-                        if version == (1, 0)
-                        else np.lib.format.read_array_header_2_0
-                    )
-                    shape, _, dtype = read(stream)
-                    offset = stream.tell()
+                    shape, dtype, offset = read_npy_header(stream)
             except (ValueError, OSError, zipfile.BadZipFile, EOFError) as err:
                 raise DataError(
                     f"{path}: array '{key}' is not a valid .npy array ({err})", arg="path"
@@ -100,6 +93,15 @@ def _npz_headers(path: Path) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
     if not out:
         raise DataError(f"{path} holds no arrays", arg="path")
     return out
+
+
+def read_npy_header(stream) -> tuple[tuple, np.dtype, int]:
+    """(shape, dtype, data offset) from an .npy header, without reading the data."""
+    version = np.lib.format.read_magic(stream)
+    read = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+            else np.lib.format.read_array_header_2_0)
+    shape, _, dtype = read(stream)
+    return tuple(shape), dtype, stream.tell()
 
 
 #: The most a deflated zip member can expand (deflate's limit is about 1032:1).
@@ -131,14 +133,7 @@ def npy_size_problem(path: Path) -> str | None:
     allocates: a 200-byte file claiming 10^11 rows must not allocate 1.46 TiB."""
     try:
         with open(path, "rb") as stream:
-            version = np.lib.format.read_magic(stream)
-            read = (
-                np.lib.format.read_array_header_1_0
-                if version == (1, 0)
-                else np.lib.format.read_array_header_2_0
-            )
-            shape, _, dtype = read(stream)
-            offset = stream.tell()
+            shape, dtype, offset = read_npy_header(stream)
         size = Path(path).stat().st_size
     except (ValueError, OSError, EOFError):
         return None
