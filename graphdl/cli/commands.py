@@ -14,11 +14,11 @@ from pathlib import Path
 
 import numpy as np
 
-from graphdl.cli.inputs import load_checked, parse_overrides, replayed_overrides
+from graphdl.cli.inputs import file_errors, load_checked, parse_overrides, replayed_overrides
 from graphdl.dims import numpy_name
 from graphdl.errors import CliError, GdlError, UserError
 from graphdl.parse import ast as A
-from graphdl.reading import FileRefused, open_regular
+from graphdl.reading import open_regular
 from graphdl.runtime.checkpoint import CheckpointError, load_checkpoint, restore_into
 from graphdl.runtime.data import npy_size_problem
 
@@ -127,16 +127,8 @@ NPY_MAGIC = b"\x93NUMPY"
 def _load_npy(key: str, path: str):
     """One --input array: a plain .npy file (no pickles), or a one-line CliError."""
     where = f"--input {key}={path}"
-    try:
-        with open_regular(path) as f:  # a FIFO or a device is refused, never read
-            head = f.read(len(NPY_MAGIC))
-    except FileNotFoundError:
-        raise CliError(f"{where}: no such file") from None
-    except FileRefused as err:
-        more = ", not a .npy file" if err.reason == "is a directory" else ""
-        raise CliError(f"{where}: {err.reason}{more}") from None
-    except OSError as err:
-        raise CliError(f"{where}: cannot read it ({err.strerror})") from None
+    with file_errors(where, ".npy", prefix="cannot read it ("), open_regular(path) as f:
+        head = f.read(len(NPY_MAGIC))  # a FIFO or a device is refused, never read
     if head != NPY_MAGIC:
         kind = " (an .npz archive: save one array with numpy.save)" if head[:2] == b"PK" else ""
         raise CliError(f"{where}: not a .npy file{kind}",)

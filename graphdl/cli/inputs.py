@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from contextlib import contextmanager
 from pathlib import Path
 
 from graphdl.elaborate.check import check_program
@@ -24,15 +25,23 @@ RECORDED_KEY = "meta/overrides"
 def read_source(path: str) -> str:
     """The main .gdl file's text: a regular file (never a pipe, a device or /dev/stdin,
     which could block or never end) of at most MAX_GDL_BYTES, UTF-8 without NUL bytes."""
-    try:
+    with file_errors(path, ".gdl"):
         return read_gdl_text(path)
+
+
+@contextmanager
+def file_errors(where: str, kind: str, prefix: str = ""):
+    """Reading a file the user named (`where`): each way it can fail as a one-line CliError
+    (`kind`: what the file should be, e.g. ".gdl"; `prefix`: before the strerror)."""
+    try:
+        yield
     except FileNotFoundError:
-        raise CliError(f"{path}: no such file") from None
+        raise CliError(f"{where}: no such file") from None
     except FileRefused as err:
-        more = ", not a .gdl file" if err.reason == "is a directory" else ""
-        raise CliError(f"{path}: {err.reason}{more}") from None
+        more = f", not a {kind} file" if err.reason == "is a directory" else ""
+        raise CliError(f"{where}: {err.reason}{more}") from None
     except OSError as err:
-        raise CliError(f"{path}: {err.strerror}") from None
+        raise CliError(f"{where}: {prefix}{err.strerror}{')' if prefix else ''}") from None
 
 
 def add_data_root(parser) -> None:
