@@ -1344,11 +1344,12 @@ BINDER_CASES = [
             return x
         }
         graph g(xs: f32[B, T, D]) -> f32[B, T, D] {
-            return scan(xs, c, 1, 2, 3, 4, 5).out
+            return scan(xs, c, 1, 2, 3, 4, 5, 6).out
         }
         """,
-        (5, 36, "scan() takes at most 6 arguments, got 7",
-         "its signature is scan(xs, cell, axis = 1, init = none, reverse = false, unroll = 1)"),
+        (5, 39, "scan() takes at most 7 arguments, got 8",
+         "its signature is scan(xs, cell, axis = 1, init = none, reverse = false, unroll = 1, "
+         "lengths = none)"),
         id="form_too_many"),
     pytest.param(
         """\

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import networkx as nx
 
-from graphdl.dims import Dim, TensorType
+from graphdl.dims import INT_DTYPES, Dim, TensorType
 from graphdl.elaborate.binding import bind, signature
 from graphdl.elaborate.build import Builder, Scope
 from graphdl.elaborate.calls import bind_consts, check_returns, initializer, run_body
@@ -118,7 +118,8 @@ def check_delays(b: Builder, ir, span: Span) -> None:
                 hint="a value that depends on itself must be a `state`")
 
 
-SCAN = signature("xs, cell, axis = 1, init = none, reverse = false, unroll = 1")
+SCAN = signature("xs, cell, axis = 1, init = none, reverse = false, unroll = 1, "
+                 "lengths = none")
 
 
 def scan(b: Builder, args, kwargs, span, arg_spans, kw_spans):
@@ -151,16 +152,57 @@ def scan(b: Builder, args, kwargs, span, arg_spans, kw_spans):
     inits = _initial_states(b, ref, body, states, bound["init"], bound.span("init"))
     if inits is None:
         return Poison()
+    lengths = _lengths(b, ref, body, states, step, out_type, bound["lengths"],
+                       bound.span("lengths"))
+    if lengths is False:
+        return Poison()
+    extra = [] if lengths is None else [lengths]
     length = xs.type.shape[axis]
     out_stacked = TensorType(out_type.dtype, out_type.shape[:axis] + (length,) + out_type.shape[axis:]) \
         if axis <= out_type.rank else TensorType(out_type.dtype, (length,) + out_type.shape)
-    return _loop_node(b, "scan", [xs, *inits.values()], ["xs", *(f"init.{n}" for n in inits)],
+    return _loop_node(b, "scan", [xs, *inits.values(), *extra],
+                      ["xs", *(f"init.{n}" for n in inits), *(["lengths"] if extra else [])],
                       {"body": body, "axis": axis, "reverse": reverse, "unroll": unroll,
                        "states": list(states)}, out_stacked, body, states, span)
 
 
 def _is_int(value) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _lengths(b: Builder, ref: GraphRef, body, states: dict, step: TensorType,
+             out_type: TensorType, lengths, span: Span):
+    """`lengths = n`: n: i32[B], B the batch axis (axis 0 of one step's input; the step's
+    output and every state must have it first too). None when not given, False on error."""
+    if lengths is None or (isinstance(lengths, Const) and lengths.value is None):
+        return None
+    if isinstance(lengths, Poison):
+        return False
+    if step.rank == 0:
+        b.error(f"`lengths` of scan needs a batch axis, but one step of the input is {step}",
+                span, hint="scan over a [B, T, ...] tensor, with lengths: i32[B]")
+        return False
+    batch = step.shape[0]
+    if not isinstance(lengths, Tensor) or lengths.type.dtype not in INT_DTYPES or \
+            lengths.type.rank != 1:
+        got = lengths.type if isinstance(lengths, Tensor) else describe(lengths)
+        b.error(f"`lengths` of scan must be integer lengths like i32[{batch}], one per "
+                f"sequence, got {got}", span)
+        return False
+    if lengths.type.shape[0] != batch:
+        b.error(f"`lengths` of scan is {lengths.type}, but the batch axis of the input is "
+                f"{batch}", span, hint="one length per sequence of the batch")
+        return False
+    firsts = [("the output of a step", out_type)] + \
+        [(f"state `{n}`", node(body, sid).type) for n, (sid, _) in states.items()]
+    for what, t in firsts:
+        if t.rank == 0 or t.shape[0] != batch:
+            b.error(f"with `lengths`, {what} of {ref.gdef.name} must have the batch axis "
+                    f"{batch} first, but it is {t}", span,
+                    hint="lengths freeze each sequence's state and zero its outputs per "
+                         "example of the batch")
+            return False
+    return lengths
 
 
 def _initial_states(b: Builder, ref: GraphRef, body, states: dict, init, span: Span):

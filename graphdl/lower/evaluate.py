@@ -10,6 +10,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from graphdl.dims import numpy_name
 from graphdl.errors import GdlError, UserError
 from graphdl.ir.graph import IR, node, nodes, order
 from graphdl.ir.node import Node
@@ -39,16 +40,26 @@ def _initial(init: tuple, shape, dtype):
 
 
 def lower_scan(ctx: LowerCtx, nid: int, n: Node, env: dict):
+    """`scan`: lax.scan over axis `axis` of xs; each state starts in its declared dtype.
+
+    With a `lengths` operand (i32[B], B the step input's axis 0), step t of sequence b
+    runs only while t < lengths[b]: past it the state keeps its value and the output is
+    0. Sequences are right-padded either way, so a reversed scan skips the padding first
+    and starts each sequence at its last real step.
+    """
     attrs = n.attrs
     body, axis, states = attrs["body"], attrs["axis"], attrs["states"]
-    given = {name.split(".", 1)[1]: env[src] for src, name in n.operands()
-             if name.startswith("init.")}
+    operands = {name: env[src] for src, name in n.operands()}
+    given = {name.split(".", 1)[1]: v for name, v in operands.items() if name.startswith("init.")}
+    lengths = operands.get("lengths")
     xs = jnp.moveaxis(env[n.inputs[0]], axis, 0)
     init = {}
     for name in states:
         snode = node(body, body.graph["states"][name][0])
         shape = tuple(ctx.size(d) for d in snode.shape)
-        init[name] = given.get(name, _initial(snode.attrs["init"], shape, jnp.float32))
+        dtype = jnp.dtype(numpy_name(snode.type.dtype))
+        init[name] = jnp.asarray(given[name], dtype) if name in given else \
+            _initial(snode.attrs["init"], shape, dtype)
     x_name = node(body, body.graph["inputs"][0]).attrs["name"]
     base = ctx.base_key
     steps = jnp.arange(xs.shape[0])
@@ -66,7 +77,12 @@ def lower_scan(ctx: LowerCtx, nid: int, n: Node, env: dict):
         values = run_ir(body, sub, {x_name: x_t}, state)
         nxt = {name: values[body.graph["states"][name][1]] for name in states}
         new_stats = {name: sub.stats[name] for name in stat_names}
-        return (nxt, new_stats), [values[o] for o in body.graph["outputs"]]
+        outs = [values[o] for o in body.graph["outputs"]]
+        if lengths is not None:
+            live = t < lengths  # [B]: this step is a real one of sequence b
+            nxt = {name: _where(live, nxt[name], state[name]) for name in states}
+            outs[0] = _where(live, outs[0], jnp.zeros_like(outs[0]))
+        return (nxt, new_stats), outs
 
     (final, stats), (ys, *extra) = lax.scan(step, (init, stats0), (xs, steps),
                                             reverse=attrs["reverse"], unroll=attrs["unroll"])
@@ -75,6 +91,11 @@ def lower_scan(ctx: LowerCtx, nid: int, n: Node, env: dict):
             ctx.new_stats[name] = ctx.stats[name] = stats[name]
     # extra body outputs (the surrogate pass's log-probabilities) stay stacked on axis 0
     return (jnp.moveaxis(ys, 0, axis), *[final[name] for name in states], *extra)
+
+
+def _where(live, new, old):
+    """`new` where `live` (over axis 0, the batch), else `old`."""
+    return jnp.where(live.reshape(live.shape + (1,) * (new.ndim - 1)), new, old)
 
 
 def run_ir(ir: IR, ctx: LowerCtx, inputs: dict, states: dict | None = None) -> dict:
