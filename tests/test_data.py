@@ -570,6 +570,10 @@ def test_parallel_pairs_are_padded_with_bos_and_eos(tmp_path):
     assert np.all(arrays["y_in"][:, 0] == info["bos"])
     assert np.all(arrays["y"][:, 3] == info["eos"]) and np.all(arrays["y"][:, 4] == 0)
     np.testing.assert_array_equal(arrays["y_in"][:, 1:4], arrays["y"][:, :3])
+    assert src.fields["lengths"] == src.fields["y_lengths"] == Field((), "i32")
+    np.testing.assert_array_equal(arrays["lengths"], (arrays["x"] != 0).sum(1))
+    np.testing.assert_array_equal(arrays["y_lengths"], (arrays["y"] != 0).sum(1))
+    assert arrays["lengths"].dtype == arrays["y_lengths"].dtype == np.int32
     (tmp_path / "bad.tsv").write_text("one\ttwo\nno tab here\n")
     with pytest.raises(DataError, match=r"bad\.tsv:2: expected source<TAB>target"):
         open_("parallel", "bad.tsv", base=tmp_path).arrays("train")

@@ -159,6 +159,8 @@ def open_parallel(args: dict, base_dir: Path) -> Source:
         "x": Field((length,), "i32"),
         "y_in": Field((length + 1,), "i32"),
         "y": Field((length + 1,), "i32"),
+        "lengths": Field((), "i32"),
+        "y_lengths": Field((), "i32"),
     }
     return Source(fields, names, load, describe=describe, info_needs_load=True)
 
@@ -170,12 +172,15 @@ def _pad_pairs(pairs: list, src_vocab: list[str], tgt_vocab: list[str], length: 
     x = np.zeros((len(pairs), length), np.int32)
     y_in = np.zeros((len(pairs), length + 1), np.int32)
     y = np.zeros((len(pairs), length + 1), np.int32)
+    # the real tokens before the padding: `scan(..., lengths = data.lengths)`
+    lengths = np.array([len(src) for src, _ in pairs], np.int32)
+    y_lengths = np.array([len(tgt) + 1 for _, tgt in pairs], np.int32)
     for i, (src, tgt) in enumerate(pairs):
         x[i, : len(src)] = [src_index.get(w, unk) for w in src]
         ids = [tgt_index.get(w, unk) for w in tgt]
         y_in[i, : len(ids) + 1] = [bos, *ids]
         y[i, : len(ids) + 1] = [*ids, eos]
-    return {"x": x, "y_in": y_in, "y": y}
+    return {"x": x, "y_in": y_in, "y": y, "lengths": lengths, "y_lengths": y_lengths}
 
 
 def _read_pairs(path: Path) -> list[tuple[str, str]]:
