@@ -44,8 +44,9 @@ def lower_scan(ctx: LowerCtx, nid: int, n: Node, env: dict):
 
     With a `lengths` operand (i32[B], B the step input's axis 0), step t of sequence b
     runs only while t < lengths[b]: past it the state keeps its value and the output is
-    0. Sequences are right-padded either way, so a reversed scan skips the padding first
-    and starts each sequence at its last real step.
+    0 (so is a sample's log-probability that the surrogate pass adds, when it has the
+    batch axis first). Sequences are right-padded either way, so a reversed scan skips
+    the padding first and starts each sequence at its last real step.
     """
     attrs = n.attrs
     body, axis, states = attrs["body"], attrs["axis"], attrs["states"]
@@ -67,6 +68,12 @@ def lower_scan(ctx: LowerCtx, nid: int, n: Node, env: dict):
     stat_names = sorted({b.attrs["name"] for _, b in nodes(body) if b.op == "stat"})
     stats0 = {name: ctx.stats[name] for name in stat_names}
 
+    # with lengths: the output, and each extra output (a sample's log-probability) that
+    # has the batch axis first, is 0 past a sequence's length
+    batch = node(body, body.graph["inputs"][0]).shape[:1]
+    masked = {0} | {i for i, o in enumerate(body.graph["outputs"])
+                    if i and batch and (node(body, o).shape or ())[:1] == batch}
+
     def step(carry, inp):
         state, stats = carry
         x_t, t = inp
@@ -81,7 +88,8 @@ def lower_scan(ctx: LowerCtx, nid: int, n: Node, env: dict):
         if lengths is not None:
             live = t < lengths  # [B]: this step is a real one of sequence b
             nxt = {name: _where(live, nxt[name], state[name]) for name in states}
-            outs[0] = _where(live, outs[0], jnp.zeros_like(outs[0]))
+            outs = [_where(live, o, jnp.zeros_like(o)) if i in masked else o
+                    for i, o in enumerate(outs)]
         return (nxt, new_stats), outs
 
     (final, stats), (ys, *extra) = lax.scan(step, (init, stats0), (xs, steps),
