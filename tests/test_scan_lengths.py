@@ -203,3 +203,35 @@ def test_reinforce_in_a_scanned_cell_with_lengths_is_unbiased():
     np.testing.assert_allclose(float(grads[b_name].mean()), np.sum(ds), atol=0.02)
     # the masked third flip adds no score term: a draw's gradient depends on a_0, a_1 only
     assert len(np.unique(np.round(np.asarray(grads[b_name]), 5))) <= 4
+
+
+def test_the_ir_and_the_verifier_see_lengths_as_an_operand():
+    from graphdl.ir.graph import nodes
+    from graphdl.ir.printer import format_node
+    from graphdl.ir.verify import verify
+
+    m = loads("use std.nn\ngraph g(xs: f32[B, T, 2], n: i32[B]) {\n"
+              "    r = scan(xs, rnn[3], init = {h = dense(mean(xs, 1), 3)}, lengths = n)\n"
+              "    return r.out\n}\n")
+    g = m.ir("g") if callable(m.ir) else m.ir["g"]
+    assert verify(g) == []
+    (line,) = [format_node(g, i) for i, n in nodes(g) if n.op == "scan"]
+    assert line.startswith("%6 = scan(xs=%0, init.h=%5, lengths=%1, axis=1")
+
+
+def test_a_parallel_source_gives_lengths_for_scan(check, tmp_path):
+    (tmp_path / "p.tsv").write_text("".join(f"a b {i}\tc {i}\n" for i in range(20)))
+    result = check("""\
+        use std.nn
+        graph enc(x: i32[B, L], n: i32[B]) -> f32[B, 4] {
+            return scan(embedding(x, 20, 8), gru[4], lengths = n).state.h
+        }
+        data d = parallel("p.tsv", L = 5)
+        train {
+            data      = d.train(batch = 4)
+            loss      = mean(enc(data.x, data.lengths))
+            optimizer = adam(lr = 1e-2)
+            epochs    = 1
+        }
+        """)
+    assert [d.message for d in result.diagnostics] == []
