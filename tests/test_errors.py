@@ -866,7 +866,8 @@ CASES = [
         """,
         [
             (5, 12, 'generate() is missing its argument `start`',
-             'its signature is generate(cell, init = none, start, steps, pick = "argmax")'),
+             'its signature is generate(cell, init = none, start, steps, pick = "argmax", '
+             'stop = none, temperature = 1.0)'),
         ],
         id="generate_missing",
     ),

@@ -407,8 +407,12 @@ class Builder:
             callee = self.expr(node.func)
         if isinstance(callee, Poison):
             return callee
-        args = [self.expr(a) for a in node.args]
         readers = self.forms.syntax_keywords if isinstance(callee, Special) else {}
+        args = []
+        for i, a in enumerate(node.args):
+            keyword = self.forms.syntax_positions.get((callee.name, i)) if readers else None
+            reader = readers.get((callee.name, keyword)) if keyword else None
+            args.append(reader(self, a) if reader else self.expr(a))
         kwargs = {}
         for k in node.kwargs:
             reader = readers.get((callee.name, k.name)) if readers else None

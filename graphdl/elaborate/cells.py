@@ -229,21 +229,31 @@ def _initial_states(b: Builder, ref: GraphRef, body, states: dict, init, span: S
     return out
 
 
-def _loop_node(b: Builder, op: str, inputs, arg_names, attrs, out_type, body, states, span):
-    """A scan-like node: results (stacked outputs, *final states), read as a record."""
+def _loop_node(b: Builder, op: str, inputs, arg_names, attrs, out_type, body, states, span,
+               extra: dict | None = None):
+    """A scan-like node: results (stacked outputs, *final states, *extra), read as a record
+    {out, *extra, state} (generate's extra is `logp`)."""
     state_types = {n: node(body, sid).type for n, (sid, _) in states.items()}
-    nid = b.node(op, inputs, arg_names, attrs, (out_type, *state_types.values()), span)
+    extra = extra or {}
+    nid = b.node(op, inputs, arg_names, attrs,
+                 (out_type, *state_types.values(), *extra.values()), span)
     out = Tensor(add_node(b.g, "getitem", [nid], ["x"], {"index": 0}, out_type, span,
                           b.scope.instance), out_type, f"the outputs of {op} at {span.short()}")
     fields = {}
     for i, (name, t) in enumerate(state_types.items()):
         gid = add_node(b.g, "getitem", [nid], ["x"], {"index": i + 1}, t, span, b.scope.instance)
         fields[name] = Tensor(gid, t, f"the final state `{name}`")
-    return Record({"out": out, "state": Record(fields)})
+    record = {"out": out}
+    for i, (name, t) in enumerate(extra.items()):
+        gid = add_node(b.g, "getitem", [nid], ["x"], {"index": 1 + len(state_types) + i}, t,
+                       span, b.scope.instance)
+        record[name] = Tensor(gid, t, f"the `{name}` of {op} at {span.short()}")
+    return Record({**record, "state": Record(fields)})
 
 
 PICKS = ("argmax", "sample", "beam")
-GENERATE = signature("cell, init = none, start, steps, pick = \"argmax\"")
+GENERATE = signature("cell, init = none, start, steps, pick = \"argmax\", stop = none, "
+                     "temperature = 1.0")
 
 
 def generate(b: Builder, args, kwargs, span, arg_spans, kw_spans):
@@ -251,7 +261,9 @@ def generate(b: Builder, args, kwargs, span, arg_spans, kw_spans):
 
     The cell takes the previous token (`start`'s type, e.g. i32[B]) and returns logits
     over the vocabulary (f32[B, V]); each step's pick is the next input. The result is
-    `{out: i32[B, N], state: {...}}`, a `generate` node with the cell's `body` like scan.
+    `{out: i32[B, N], logp: f32[B], state: {...}}`, a `generate` node with the cell's
+    `body` like scan; its results are (out, *final states, logp). Lowered by
+    graphdl.lower.generate.
     """
     bound = bind(b, "generate", GENERATE, args, kwargs, span, arg_spans, kw_spans)
     if bound is None:
@@ -275,6 +287,16 @@ def generate(b: Builder, args, kwargs, span, arg_spans, kw_spans):
     choice = pick.value if isinstance(pick, Const) else None
     if not (choice in ("argmax", "sample") or (isinstance(choice, list) and choice[:1] == ["beam"])):
         return b.error("`pick` of generate is argmax, sample or beam(k)", bound.span("pick"))
+    stop = bound["stop"].value if isinstance(bound["stop"], Const) else False
+    if stop is not None and not (_is_int(stop) and stop >= 0):
+        return b.error("`stop` of generate must be a constant token id >= 0",
+                       bound.span("stop"))
+    temperature = bound["temperature"].value if isinstance(bound["temperature"], Const) \
+        else None
+    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) \
+            or not temperature > 0:
+        return b.error("`temperature` of generate must be a constant number > 0",
+                       bound.span("temperature"))
     instance = ref.instance or b.call_prefix(ref.gdef.name, None)
     built = build_cell(b, ref, start.type, span, instance)
     if built is None:
@@ -289,11 +311,17 @@ def generate(b: Builder, args, kwargs, span, arg_spans, kw_spans):
     inits = _initial_states(b, ref, body, states, bound["init"], bound.span("init"))
     if inits is None:
         return Poison()
+    vocab = logits.shape[-1]
+    if stop is not None and Dim.of(vocab).is_int() and stop >= int(Dim.of(vocab)):
+        return b.error(f"`stop` of generate is token {stop}, but the vocabulary has "
+                       f"{vocab} tokens", bound.span("stop"))
     out_type = TensorType(start.type.dtype, start.type.shape + (Dim.of(n),))
     return _loop_node(b, "generate", [start, *inits.values()],
                       ["start", *(f"init.{n}" for n in inits)],
-                      {"body": body, "steps": n, "pick": choice, "vocab": logits.shape[-1],
-                       "states": list(states)}, out_type, body, states, span)
+                      {"body": body, "steps": n, "pick": choice, "vocab": vocab,
+                       "stop": stop, "temperature": float(temperature),
+                       "states": list(states)}, out_type, body, states, span,
+                      extra={"logp": TensorType("f32", start.type.shape)})
 
 
 def pick_value(b: Builder, node):

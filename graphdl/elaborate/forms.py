@@ -18,7 +18,7 @@ write its handler where it belongs and add it to the table in specials.py.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 # A handler's first argument is the Builder (build.py, above this module, so not named).
 # (b, args, kwargs, span, arg_spans, kw_spans) -> value: a form called by name
@@ -46,3 +46,6 @@ class Forms:
     # (form, keyword) whose value is read from its syntax: generate's `pick = sample`
     # (`sample` is no name in scope, and `beam(4)` no op)
     syntax_keywords: Mapping[tuple[str, str], SyntaxReader]
+    # (form, positional index) -> the keyword of syntax_keywords that position is:
+    # generate's fifth argument is `pick`, so `generate(d, s, tok, 5, sample)` reads it too
+    syntax_positions: Mapping[tuple[str, int], str] = field(default_factory=dict)

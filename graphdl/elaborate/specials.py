@@ -79,4 +79,5 @@ FORMS = Forms(
                 A.Param: param_statement, A.Layer: layer_statement},
     distribution_ops={"mean": _dist_fn("mean")},
     syntax_keywords={("generate", "pick"): pick_value},
+    syntax_positions={("generate", 4): "pick"},
 )

@@ -217,10 +217,13 @@ def _check_loop(nid: int, n: Node, bad) -> None:
     if list(body.graph.get("states", {})) != list(states):
         bad(nid, f"states {states} but the body has {list(body.graph.get('states', {}))}")
     # (stacked outputs, *final states, *extra outputs stacked): a body's outputs after the
-    # first are extra results (the surrogate pass adds its log-probabilities this way)
-    results = len(states) + max(1, len(body.graph.get("outputs", [])))
+    # first are extra results (the surrogate pass adds its log-probabilities this way);
+    # generate ends with one more, the picks' total log-probability
+    results = len(states) + max(1, len(body.graph.get("outputs", []))) + (n.op == "generate")
     if not isinstance(n.type, tuple) or len(n.type) != results:
-        bad(nid, f"{n.op} gives (outputs, *final states, *extra outputs): {results} results")
+        extra = ", logp" if n.op == "generate" else ""
+        bad(nid, f"{n.op} gives (outputs, *final states, *extra outputs{extra}): "
+                 f"{results} results")
     if not n.inputs:
         bad(nid, f"{n.op} needs its sequence (or start tokens) as the first input")
 

@@ -15,6 +15,7 @@ from graphdl.errors import GdlError, UserError
 from graphdl.ir.graph import IR, node, nodes, order
 from graphdl.ir.node import Node
 from graphdl.lower.context import LowerCtx, NeedsKey
+from graphdl.lower.generate import lower_generate
 from graphdl.lower.stochastic import lower_dist, lower_sample, lower_surrogate
 from graphdl.ops import REGISTRY
 
@@ -139,9 +140,7 @@ def _lower_node(ctx: LowerCtx, nid: int, n: Node, env: dict, inputs: dict, state
     if op == "getitem":
         return env[n.inputs[0]][attrs["index"]]
     if op == "generate":
-        raise GdlError([UserError("generate(...) is checked but cannot run yet in this version",
-                                  n.span, hint="decode with scan over a teacher-forced "
-                                                  "sequence for now").diagnostic])
+        return lower_generate(ctx, nid, n, env, run_ir, _initial)
     if op == "scan":
         return lower_scan(ctx, nid, n, env)
     kwargs = _operands(n, env)
