@@ -1425,3 +1425,15 @@ def test_a_data_line_without_data_sources_is_a_located_error():
     result = check_program("<m.gdl>", 'data digits = dataset("digits")\n')
     assert [(d.span.line, d.span.col, d.message) for d in result.diagnostics] == [
         (1, 1, "no data sources are available here")]
+
+
+def test_a_data_source_that_failed_to_open_gives_no_follow_on_errors():
+    """Its uses are not `undefined name` errors (with a did-you-mean of some op): the one
+    error is the source's own."""
+    src = ('data ring = dataset("gaussian_ring", seed = 0)\n'
+           "graph g(x: f32[B, D]) -> f32[B, 2] {\n    return dense(x, 2)\n}\n"
+           "train {\n    data = ring.train(batch = 8)\n"
+           "    loss = mean(cross_entropy(g(data.x), data.y))\n    optimizer = adam()\n}\n")
+    result = check_program("<m.gdl>", src, sources=SOURCES)
+    assert [(d.span.line, d.message.split(";")[0]) for d in result.diagnostics] == [
+        (1, "unknown dataset 'gaussian_ring'")]

@@ -16,7 +16,7 @@ from typing import ClassVar, Protocol
 from graphdl.elaborate.binding import Arg, bind
 from graphdl.elaborate.forms import Forms
 from graphdl.elaborate.overrides import apply_train_overrides, known_keys, split_key, suggestion
-from graphdl.elaborate.values import Const, GraphRef, OpRef, SourceRef, Special
+from graphdl.elaborate.values import Const, GraphRef, OpRef, Poison, SourceRef, Special
 from graphdl.errors import Diagnostic, Span, UserError, did_you_mean
 from graphdl.ops import REGISTRY
 from graphdl.parse import ast as A
@@ -218,6 +218,8 @@ class Program:
             return GraphRef(gdef, self.consts_for(gdef), instance)
         if name in self.data:
             return self.data[name]
+        if name in self.data_defs:  # declared, but it failed to open: that error is reported
+            return Poison()
         if name in self.forms.calls:
             return Special(name)
         if name in REGISTRY and name not in ("const", "index", "getitem"):
