@@ -31,6 +31,8 @@ from typing import Any, BinaryIO
 import numpy as np
 import safetensors
 
+from graphdl.runtime.writing import replace_atomically
+
 FILE_NAME = "checkpoint.safetensors"
 FORMAT = "graphdl.checkpoint"
 FORMAT_VERSION = 1
@@ -337,22 +339,10 @@ def _pid_alive(pid: int) -> bool:
 def _atomic_write(
     directory: Path, final: Path, tensors: dict[str, np.ndarray], metadata: dict[str, str]
 ) -> None:
-    # Our own pid-named temp (not safetensors.save_file, which makes an anonymous
-    # temp of its own that a killed process would leave behind unidentifiable).
-    tmp = directory / f"{_TMP_PREFIX}{os.getpid()}"
-    tmp.unlink(missing_ok=True)
-    try:
-        # O_EXCL | O_NOFOLLOW: a link planted at the temp name is never written through
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0),
-                     0o644)
-        with os.fdopen(fd, "wb") as file:
-            _write_safetensors(file, tensors, metadata)
-            file.flush()
-            os.fsync(file.fileno())  # data must be on disk before the rename makes it visible
-        os.replace(tmp, final)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    # Our own pid-named temp (`_TMP_PREFIX` + pid, see writing.replace_atomically), not
+    # safetensors.save_file, which makes an anonymous temp of its own that a killed
+    # process would leave behind unidentifiable.
+    replace_atomically(final, lambda file: _write_safetensors(file, tensors, metadata))
     _fsync_directory(directory)  # make the rename itself durable
 
 

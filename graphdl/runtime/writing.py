@@ -28,6 +28,16 @@ def refuse_symlink(path: Path) -> None:
 def atomic_write(path: Path, write: Callable[[BinaryIO], None]) -> None:
     """Write `path` through `write(file)`: temp file in the same folder, fsync, rename."""
     refuse_symlink(path)
+    try:
+        replace_atomically(path, write)
+    except OSError as err:
+        raise OutputError(f"cannot write {path}: {err.strerror or err}") from None
+
+
+def replace_atomically(path: Path, write: Callable[[BinaryIO], None]) -> None:
+    """The temp-fsync-rename itself, raising OSError as it comes (the checkpoint writer
+    reports it its own way). The temp is `.NAME.tmp-PID`: a killed writer's leftover is
+    recognisable by name."""
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     tmp.unlink(missing_ok=True)  # our own leftover from a failed write
     try:
@@ -37,11 +47,8 @@ def atomic_write(path: Path, write: Callable[[BinaryIO], None]) -> None:
         with os.fdopen(fd, "wb") as file:
             write(file)
             file.flush()
-            os.fsync(file.fileno())
+            os.fsync(file.fileno())  # data on disk before the rename makes it visible
         os.replace(tmp, path)
-    except OSError as err:
-        tmp.unlink(missing_ok=True)
-        raise OutputError(f"cannot write {path}: {err.strerror or err}") from None
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
