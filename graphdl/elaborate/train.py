@@ -82,16 +82,16 @@ def make_batch(b: Builder, split_ref: SplitRef, batch: int, shuffle: bool, span:
 def _int_setting(b, name, value, span, minimum=0, maximum=None):
     got = value.value if isinstance(value, Const) else None
     problem = int_range_problem(name, got, minimum, maximum)
-    if problem is None:
-        problem = int_problem(got, f"`{name}`")  # past an int64, no backend holds it
-        if problem is None:
-            return got
+    if problem is not None:
+        shown = (f"{got!r}" if isinstance(got, (int, float)) and not isinstance(got, bool)
+                 else json.dumps(got) if isinstance(got, str) else describe(value))
+        b.error(f"{problem}, got {shown}", span)
+        return None
+    problem = int_problem(got, f"`{name}`")  # past an int64, no backend holds it
+    if problem is not None:
         b.error(problem, span)
         return None
-    shown = (f"{got!r}" if isinstance(got, (int, float)) and not isinstance(got, bool)
-             else json.dumps(got) if isinstance(got, str) else describe(value))
-    b.error(f"{problem}, got {shown}", span)
-    return None
+    return got
 
 
 def _shared_statements(b: Builder, body: list, data_override: Record | None) -> dict:
