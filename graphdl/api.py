@@ -31,6 +31,7 @@ from graphdl.passes.pipeline import run_passes, surrogate_of
 from graphdl.reading import FileRefused, read_gdl_text
 from graphdl.runtime.data import SOURCES, Source
 from graphdl.runtime.export import exported_graph
+from graphdl.runtime.input_grads import parse_input_grads
 from graphdl.runtime.train import (
     TrainResult,
     pick_plan,
@@ -158,10 +159,11 @@ class Model:
         return functools.partial(evaluation_for_batch, self.program, plan.name)
 
     def train(self, train: str | None = None, out: str | None = None, *, resume: bool = False,
-              overwrite: bool = False, **settings):
+              overwrite: bool = False, input_grads: str | None = None, **settings):
         """Run the file's train block (`train` names one); settings override its own
         (`epochs=5`, `seed=1`). With `out`, write checkpoints and metrics there, like
-        `graphdl run --out` (`resume`/`overwrite` as its flags)."""
+        `graphdl run --out` (`resume`/`overwrite`/`input_grads` as its flags; the
+        gradient norms are also `result.input_grads`)."""
         names = [p.name for p in self.checked.trains]
         settings = {k if k.split(".")[0] in (*names, "train") else f"{train or 'train'}.{k}": v
                     for k, v in settings.items()}
@@ -170,7 +172,8 @@ class Model:
             if problem:
                 raise TypeError(f"train(): {problem}")
         return train_model(self, train_name=train, out_dir=out, overrides=settings,
-                           progress=False, resume=resume, overwrite=overwrite)
+                           progress=False, resume=resume, overwrite=overwrite,
+                           input_grads=input_grads)
 
     def export(self, name: str, shapes: list[str]):
         """(the `jax.export.Exported` of graph `name`, whether it takes a key); `shapes`
@@ -190,15 +193,24 @@ class Model:
 def train_model(model: Model, train_name: str | None = None, out_dir: str | Path | None = None,
                 overrides: dict | None = None, progress: bool = True, resume: bool = False,
                 max_steps: int | None = None, quiet: bool = False,
-                overwrite: bool = False, tensorboard: bool = False) -> TrainResult:
+                overwrite: bool = False, tensorboard: bool = False,
+                input_grads: str | None = None) -> TrainResult:
     """Run a train block of `model` (`graphdl run`): the runtime's run_training, given the
-    plan, the data and the source text it needs."""
+    plan, the data and the source text it needs. `input_grads`: `"FIELD"` or
+    `"FIELD:AXIS"`, as `--input-grads`."""
     plan = model.plan(train_name, overrides)
+    probe = None
+    if input_grads is not None:
+        try:
+            probe = parse_input_grads(input_grads)
+        except ValueError as err:
+            raise CliError(str(err)) from None
     # the overrides are recorded with the checkpoint (replayed by --eval and --resume)
     return run_training(plan, model.sources, source_text=model.program.sources[model.path],
                         resize_eval=model.resize_eval(plan), out_dir=out_dir,
                         progress=progress, resume=resume, max_steps=max_steps, quiet=quiet,
-                        overwrite=overwrite, overrides=overrides, tensorboard=tensorboard)
+                        overwrite=overwrite, overrides=overrides, tensorboard=tensorboard,
+                        input_grads=probe)
 
 
 def evaluate_model(model: Model, train_name: str | None = None, out_dir: str | Path = "",

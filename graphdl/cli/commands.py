@@ -38,6 +38,9 @@ def add_runtime_commands(sub) -> None:
     p.add_argument("--steps", type=int, metavar="N", help="stop after N training steps")
     p.add_argument("--tensorboard", action="store_true",
                    help="also write TensorBoard event files to OUT/tensorboard (tensorboardX)")
+    p.add_argument("--input-grads", metavar="FIELD[:AXIS]",
+                   help="write OUT/input_grads.png: the norm of d loss / d data.FIELD at each "
+                        "position of AXIS (default 1), at the start and the end of training")
     p.add_argument("--eval", action="store_true", help="evaluate only (eval mode)")
     p.add_argument("--stochastic", choices=["sample", "mean"], default="sample")
     p.add_argument("--seed", type=int, default=0, help="the key for evaluation")
@@ -84,11 +87,13 @@ def cmd_run(args) -> int:
             return 0
         result = train_model(model, args.train, out, overrides, progress=not args.quiet,
                              resume=args.resume, max_steps=args.steps, quiet=args.quiet,
-                             overwrite=args.overwrite, tensorboard=args.tensorboard)
+                             overwrite=args.overwrite, tensorboard=args.tensorboard,
+                             input_grads=args.input_grads)
         if result.interrupted is not None:
             return _interrupted(args, out, result)
+        grads = f", {out}/input_grads.png" if result.input_grads else ""
         print(f"trained {result.steps} steps; wrote {out}/checkpoint, {out}/metrics.jsonl, "
-              f"{out}/loss.png")
+              f"{out}/loss.png{grads}")
         return 0
     return evaluate_graph(model, args)
 

@@ -70,7 +70,9 @@ def build_cell(b: Builder, ref: GraphRef, step_type: TensorType, span: Span, ins
                 return None
             if len(gdef.args) != 1:
                 b.error(f"a cell takes one input per step; `{gdef.name}` declares "
-                        f"{len(gdef.args)}", gdef.span)
+                        f"{len(gdef.args)}", gdef.args[1].span if gdef.args[1:] else gdef.span,
+                        hint="join the inputs of one step into one tensor (concat them "
+                             "before the scan), or pass a fixed one as an initial state")
                 return None
             arg = gdef.args[0]
             declared = b.resolve_type(arg.type)
@@ -85,7 +87,9 @@ def build_cell(b: Builder, ref: GraphRef, step_type: TensorType, span: Span, ins
             out = check_returns(b, gdef, results, span)
             if not isinstance(out, Tensor):
                 if not isinstance(out, Poison):
-                    b.error(f"a cell returns one tensor per step, got {describe(out)}", gdef.span)
+                    b.error(f"a cell returns one tensor per step, got {describe(out)}",
+                            _return_span(gdef), hint="return one tensor; keep other values "
+                                                     "in a `state`, which scan also returns")
                 return None
             states = {}
             for name, sid in scope.states.items():
@@ -111,6 +115,12 @@ def build_cell(b: Builder, ref: GraphRef, step_type: TensorType, span: Span, ins
         b.g = saved_g
 
 
+def _return_span(gdef: A.GraphDef) -> Span:
+    """The span of the cell's last `return`, or its header when there is none."""
+    returns = [st for st in gdef.body if isinstance(st, A.Return)]
+    return returns[-1].span if returns else gdef.span
+
+
 def check_delays(b: Builder, ir, span: Span) -> None:
     """Every cycle of an IR must pass through a delayed (state) edge."""
     if not nx.is_directed_acyclic_graph(dataflow(ir)):
@@ -128,14 +138,17 @@ def scan(b: Builder, args, kwargs, span, arg_spans, kw_spans):
         return Poison()
     xs, ref = bound["xs"], bound["cell"]
     if not isinstance(xs, Tensor):
-        return b.error(f"scan runs over a tensor, got {describe(xs)}", bound.span("xs"))
+        return b.error(f"scan runs over a tensor, got {describe(xs)}", bound.span("xs"),
+                       hint="scan(xs, cell): xs is the sequence, e.g. f32[B, T, D]")
     if not isinstance(ref, GraphRef) or ref.gdef.kind != "cell":
         return b.error(f"the second argument of scan must be a cell, got {describe(ref)}",
-                       bound.span("cell"))
+                       bound.span("cell"), hint="declare one step as `cell NAME(x: ...)`; "
+                                                "std.nn has rnn[H], lstm[H] and gru[H]")
     axis, reverse, unroll = (bound[k].value if isinstance(bound[k], Const) else None
                              for k in ("axis", "reverse", "unroll"))
     if not _is_int(axis):
-        return b.error("`axis` of scan must be a constant integer", bound.span("axis"))
+        return b.error("`axis` of scan must be a constant integer", bound.span("axis"),
+                       hint="axis = 1 runs over T of [B, T, D]")
     if not isinstance(reverse, bool):
         return b.error("`reverse` of scan must be true or false", bound.span("reverse"))
     if not _is_int(unroll) or unroll < 1:
@@ -273,11 +286,13 @@ def generate(b: Builder, args, kwargs, span, arg_spans, kw_spans):
         return Poison()
     if not isinstance(ref, GraphRef) or ref.gdef.kind != "cell":
         return b.error(f"the first argument of generate must be a cell, got {describe(ref)}",
-                       bound.span("cell"))
+                       bound.span("cell"), hint="generate(cell, start = tokens, steps = N): "
+                                                "the cell maps a token to logits")
     if not isinstance(start, Tensor) or start.type.dtype not in ("i32", "i64"):
         got = start.type if isinstance(start, Tensor) else describe(start)
         return b.error(f"`start` of generate must be integer tokens like i32[B], got {got}",
-                       bound.span("start"))
+                       bound.span("start"), hint="the first input token of each sequence, "
+                                                 "e.g. zeros([B], \"i32\")")
     n = steps.value if isinstance(steps, Const) else None
     if isinstance(n, Dim) and n.is_int():
         n = int(n)
@@ -297,6 +312,13 @@ def generate(b: Builder, args, kwargs, span, arg_spans, kw_spans):
             or not temperature > 0:
         return b.error("`temperature` of generate must be a constant number > 0",
                        bound.span("temperature"))
+    if "temperature" in bound.spans and choice != "sample":
+        # argmax and beam(k) rank tokens by their logits, which a temperature does not
+        # reorder: accepting it would suggest it changes the result
+        return b.error(f"`temperature` applies to pick = sample only; with pick = "
+                       f"{_pick_text(choice)} it would change nothing",
+                       bound.span("temperature"),
+                       hint="drop `temperature`, or sample: pick = sample")
     instance = ref.instance or b.call_prefix(ref.gdef.name, None)
     built = build_cell(b, ref, start.type, span, instance)
     if built is None:
@@ -324,6 +346,10 @@ def generate(b: Builder, args, kwargs, span, arg_spans, kw_spans):
                       extra={"logp": TensorType("f32", start.type.shape)})
 
 
+def _pick_text(choice) -> str:
+    return f"beam({choice[1]})" if isinstance(choice, list) else str(choice)
+
+
 def pick_value(b: Builder, node):
     """generate's `pick = argmax | sample | beam(k)`, read from the syntax (`sample` is no
     name in scope, and beam(k) no op)."""
@@ -344,7 +370,8 @@ def check_cell(b: Builder, ref: GraphRef) -> None:
     """Check a cell on its own: one step with its declared input type."""
     arg = ref.gdef.args[0] if ref.gdef.args else None
     if arg is None:
-        b.error(f"cell `{ref.gdef.name}` needs an input argument", ref.gdef.span)
+        b.error(f"cell `{ref.gdef.name}` needs an input argument", ref.gdef.span,
+                hint=f"a cell takes the input of one step: cell {ref.gdef.name}(x: f32[B, D])")
         return
     scope = Scope(ref.gdef.name, "cell")
     with b.in_scope(scope):

@@ -111,9 +111,12 @@ def _follow_on(d: Diagnostic, all_diagnostics: list[Diagnostic]) -> bool:
 
 
 def _dedupe(program: Program) -> None:
+    """One error per span: a cell or graph is elaborated once on its own (symbolic dims)
+    and again at each call, so one mistake would otherwise be reported once with `D`
+    and once with `4`; the first says it."""
     seen, out = set(), []
     for d in program.diagnostics:
-        key = (d.message, d.span)
+        key = d.span if d.span is not None else d.message
         if key not in seen and not _follow_on(d, program.diagnostics):
             seen.add(key)
             out.append(d)

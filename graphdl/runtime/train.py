@@ -47,6 +47,13 @@ from graphdl.runtime.checkpoint import (
     source_hash,
 )
 from graphdl.runtime.data import Source, batches, check_label_classes, num_batches
+from graphdl.runtime.input_grads import FILES as INPUT_GRAD_FILES
+from graphdl.runtime.input_grads import (
+    InputGrads,
+    check_input_grads,
+    input_grad_fn,
+    write_input_grads,
+)
 from graphdl.runtime.optim import make_optimizer
 from graphdl.runtime.reporting import OUT_FILES, Reporter
 from graphdl.runtime.writing import OutputError, probe_writable, refuse_symlink
@@ -60,6 +67,9 @@ from graphdl.runtime.writing import OutputError, probe_writable, refuse_symlink
 # front end for the one extra size is what the numbers have always come from.
 ResizeEval = Callable[[EvalPlan, int], "EvalPlan | None"]
 
+# the files of --out a run writes besides its checkpoint (a new run refuses to replace them)
+RUN_FILES = OUT_FILES + INPUT_GRAD_FILES
+
 
 @dataclass
 class TrainResult:
@@ -70,6 +80,7 @@ class TrainResult:
     out_dir: Path | None = None
     interrupted: int | None = None  # the signal (SIGINT, SIGTERM) that stopped the run early
     checkpoint: Path | None = None  # where the last checkpoint went (a rescue path if --out failed)
+    input_grads: dict[int, np.ndarray] | None = None  # --input-grads: step -> norm per position
 
 
 def user_error(message: str, span: Span | None = None, hint: str | None = None) -> GdlError:
@@ -367,10 +378,12 @@ def run_training(plan: TrainPlan, sources: Mapping[str, Source], *,
                  out_dir: str | Path | None = None, progress: bool = True, resume: bool = False,
                  max_steps: int | None = None, quiet: bool = False,
                  overwrite: bool = False, overrides: Mapping | None = None,
-                 tensorboard: bool = False) -> TrainResult:
+                 tensorboard: bool = False, input_grads: InputGrads | None = None) -> TrainResult:
     """Train `plan` (overrides already applied) on `sources` (data source name -> opened
     source). `source_text`: the .gdl text, whose hash the checkpoint in `out_dir` keeps;
-    `overrides`: the `--set` settings given, recorded in the run's header.
+    `overrides`: the `--set` settings given, recorded in the run's header;
+    `input_grads`: also measure the loss's gradient with respect to a data field at the
+    start and the end (runtime/input_grads.py).
 
     SIGINT/SIGTERM stop the run at the next step boundary with a checkpoint saved
     (`result.interrupted` is the signal); a non-finite loss is an error naming its step
@@ -389,6 +402,9 @@ def run_training(plan: TrainPlan, sources: Mapping[str, Source], *,
     start = 0
     if resume and out is not None:
         start = restore(trainer, out)
+    grads = _InputGradProbe(trainer, input_grads) if input_grads else None
+    if grads is not None:
+        grads.measure(start)
     # a host copy of where this run starts: an eager replay traces a non-finite loss from it
     snapshot = jax.device_get((trainer.params, trainer.stats, trainer.opt_states))
     header = run_header(plan, trainer, overrides, start if resume and out is not None else None)
@@ -415,9 +431,35 @@ def run_training(plan: TrainPlan, sources: Mapping[str, Source], *,
     result.history = reporter.history
     result.interrupted = stop.signum
     result.checkpoint = run.saved
+    if grads is not None:
+        grads.measure(step)
+        result.input_grads = grads.curves
+        if out is not None:
+            try:
+                write_input_grads(out, input_grads, grads.loss_name, grads.curves)
+            except OutputError as err:
+                raise user_error(str(err)) from None
     if stop.signum is None:
         reporter.summary(result.metrics)
     return result
+
+
+class _InputGradProbe:
+    """--input-grads: the gradient norms per position on the run's first batch, measured
+    with the parameters of the steps it is asked at (the first `step`'s loss)."""
+
+    def __init__(self, trainer: Trainer, spec: InputGrads):
+        self.trainer = trainer
+        self.batch = next(iter(trainer.batch_stream(0)), (0, {}))[1]
+        axis = check_input_grads(spec, self.batch, trainer.plan.span)
+        first = trainer.plan.steps[0]
+        self.loss_name = "loss" if len(trainer.plan.steps) == 1 else f"{first.name}.loss"
+        self.fn = input_grad_fn(trainer.ir, first.loss, spec.field, axis)
+        self.curves: dict[int, np.ndarray] = {}
+
+    def measure(self, step: int) -> None:
+        t = self.trainer
+        self.curves[step] = np.asarray(self.fn(t.params, t.stats, self.batch, jax.random.key(0)))
 
 
 def _train_loop(run: _Run, result: TrainResult, start: int, max_steps: int | None,
@@ -629,7 +671,7 @@ def check_out_dir(out: Path, resume: bool, overwrite: bool, source: str | None =
                          "that name", hint="choose another --out, or move the file away")
     file = checkpoint_path(folder)
     try:
-        for path in (file, *(out / name for name in OUT_FILES)):
+        for path in (file, *(out / name for name in RUN_FILES)):
             refuse_symlink(path)
     except OutputError as err:
         raise user_error(str(err)) from None
@@ -650,7 +692,7 @@ def _check_checkpoint(out: Path, file: Path, resume: bool, overwrite: bool,
         if resume:
             raise user_error(f"there is no checkpoint in {file.parent} to continue from or "
                              "evaluate", hint="train first: run without --resume or --eval")
-        others = [name for name in OUT_FILES if (out / name).exists()]
+        others = [name for name in RUN_FILES if (out / name).exists()]
         if others and not overwrite:
             raise user_error(f"{out} holds {' and '.join(others)} of another run; a new run "
                              "would replace them",
