@@ -35,7 +35,7 @@ def _train_blocks() -> list[tuple[Path, str]]:
 def test_models_folder_is_not_empty():
     names = {p.name for p in FILES}
     assert {"mlp.gdl", "mlp_digits.gdl", "cnn1d.gdl", "cnn2d.gdl", "cnn_global.gdl",
-            "augment.gdl"} <= names
+            "augment.gdl", "rnn.gdl", "lstm.gdl"} <= names
 
 
 @pytest.mark.parametrize("path", FILES, ids=lambda p: p.name)
@@ -103,3 +103,13 @@ def test_augmentation_gain():
     augmented = _test_metrics(_full("augment.gdl", "augmented"))["accuracy"]
     plain = _test_metrics(_full("augment.gdl", "plain"))["accuracy"]
     assert augmented - plain >= 0.02, f"augmented {augmented:.4f}, plain {plain:.4f}"
+
+
+@pytest.mark.slow
+def test_the_lstm_solves_the_adding_problem_and_the_rnn_does_not():
+    """T = 100, the same settings for both: the deck's vanishing gradient, measured."""
+    lstm = _full("lstm.gdl")
+    rnn = _full("rnn.gdl")
+    assert _test_metrics(lstm)["mse"] < 0.01
+    # the variance baseline is 1/6: the RNN learns no more than the mean answer
+    assert _test_metrics(rnn)["mse"] > 0.1
