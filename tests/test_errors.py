@@ -216,7 +216,8 @@ CASES = [
         """,
         [
             (1, 33, 'dataset() has no keyword `seeds`',
-             'its keywords are name, split, seed, path, n; did you mean `seed`?'),
+             'its keywords are name, split, seed, path, n, T, level, vocab, lower; did you '
+             'mean `seed`?'),
         ],
         id="bad_data_kw",
     ),
@@ -1410,7 +1411,8 @@ BINDER_CASES = [
         data digits = dataset()
         """,
         (1, 15, "dataset() is missing its argument `name`",
-         "its signature is dataset(name, split = none, seed = 0, path = none, n = none)"),
+         "its signature is dataset(name, split = none, seed = 0, path = none, n = none, "
+         "T = none, level = none, vocab = none, lower = none)"),
         id="data_missing"),
 ]
 

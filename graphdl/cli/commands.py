@@ -14,6 +14,13 @@ from pathlib import Path
 
 import numpy as np
 
+from graphdl.cli.decode import (
+    add_decode_args,
+    decoded_rows,
+    prompt_input,
+    source_vocabulary,
+    write_decoded,
+)
 from graphdl.cli.inputs import file_errors, load_checked, parse_overrides, replayed_overrides
 from graphdl.dims import numpy_name
 from graphdl.errors import CliError, GdlError, UserError
@@ -27,7 +34,8 @@ def add_runtime_commands(sub) -> None:
     p = sub.add_parser("run", help="train a file's train block, or evaluate its main graph")
     p.add_argument("file", metavar="FILE")
     p.add_argument("--train", metavar="NAME", help="which train block (default: the first)")
-    p.add_argument("--graph", metavar="NAME", help="the graph to evaluate (no train block)")
+    p.add_argument("--graph", metavar="NAME",
+                   help="evaluate this graph (with --out's checkpoint) instead of training")
     p.add_argument("--set", action="append", metavar="K=V", help="override a constant or setting")
     p.add_argument("--input", action="append", metavar="NAME=FILE.npy", help="an input array")
     p.add_argument("--out", metavar="DIR", help="output folder (default: runs/<file stem>/)")
@@ -45,6 +53,7 @@ def add_runtime_commands(sub) -> None:
     p.add_argument("--stochastic", choices=["sample", "mean"], default="sample")
     p.add_argument("--seed", type=int, default=0, help="the key for evaluation")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_decode_args(p)
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("bench", help="front-end, compile and steady-state step times")
@@ -78,7 +87,8 @@ def cmd_run(args) -> int:
     if args.steps is not None and args.steps <= 0:  # before anything is read or written
         raise CliError(f"--steps {args.steps}: a run needs at least 1 step")
     model, overrides = _model(args)
-    if model.checked.trains and args.input is None:
+    one_graph = any(v is not None for v in (args.graph, args.input, args.prompt, args.decode))
+    if model.checked.trains and not one_graph:
         from graphdl.api import evaluate_model, train_model  # lazy: JAX
         out = args.out or str(Path("runs") / Path(args.file).stem)
         if args.eval:
@@ -222,7 +232,10 @@ def cmd_run_eval_outputs(out_dir: Path, result) -> list[str]:
 def evaluate_graph(model, args) -> int:
     import jax  # lazy: `graphdl check` never imports JAX
     name = _pick_graph(model, args.graph)
-    inputs = _read_inputs(model, name, args.input)
+    # the vocabulary first: a bad --decode fails before anything compiles
+    vocab = source_vocabulary(model, args.decode, "target") if args.decode else None
+    inputs = prompt_input(model, name, args) if args.prompt is not None else \
+        _read_inputs(model, name, args.input)
     fn = model.compile(name)
     ckpt = Path(args.out or Path("runs") / Path(args.file).stem) / "checkpoint"
     variables = fn.init(jax.random.key(0), *inputs)
@@ -240,8 +253,11 @@ def evaluate_graph(model, args) -> int:
               "parameters", file=sys.stderr)
     result = fn(variables, *inputs, key=jax.random.key(args.seed), stochastic=args.stochastic)
     out_dir = Path(args.out or Path("runs") / Path(args.file).stem)
-    for path in cmd_run_eval_outputs(out_dir, result):
-        print(f"wrote {path}")
+    paths = cmd_run_eval_outputs(out_dir, result)
+    if vocab is not None:
+        paths.append(write_decoded(decoded_rows(result, vocab, name, args.decode), out_dir))
+    for path in paths:
+        print(f"wrote {path}", file=sys.stderr if vocab is not None else sys.stdout)
     return 0
 
 

@@ -378,6 +378,9 @@ class Builder:
                 return SplitRef(base, node.name)
             return self.error(f"data source `{base.name}` has no split `{node.name}`", node.span,
                               did_you_mean(node.name, splits) or f"its splits are {', '.join(splits)}")
+        form = self.forms.fields.get(type(base))
+        if form is not None:  # a graph's layer: `charlm.step`
+            return form(self, base, node)
         return self.error(f"{describe(base)} has no fields", node.span)
 
     def expr_Index(self, node: A.Index):

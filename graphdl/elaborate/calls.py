@@ -322,5 +322,36 @@ def layer_statement(b: Builder, st: A.Layer) -> None:
     b.bind(st.name, value, st.span)
 
 
-__all__ = ["INITIALIZERS", "bind_args", "bind_consts", "check_returns", "initializer",
+def graph_layer(b: Builder, ref: GraphRef, node: A.Field):
+    """`charlm.step`: the `layer step` of graph charlm's trained instance, so another
+    graph (a sampler) uses the very parameters a train block trained (`charlm.step.*`).
+    Of a `layer head = small[8]` of this graph, `head.d` is that instance's layer d."""
+    gdef, name = ref.gdef, node.name
+    if gdef.kind == "cell":
+        return b.error(f"`{gdef.name}` is a cell; only a graph's layers can be named as "
+                       f"GRAPH.LAYER", node.span,
+                       hint="declare the cell as a `layer` of a graph and name it GRAPH.LAYER")
+    layers = {st.name: st for st in gdef.body if isinstance(st, A.Layer)}
+    st = layers.get(name)
+    if st is None:
+        listed = f"its layers are {', '.join(layers)}" if layers else \
+            f"it declares no `layer`; only a layer of {gdef.name} can be named {gdef.name}.NAME"
+        return b.error(f"graph `{gdef.name}` has no layer `{name}`", node.span,
+                       did_you_mean(name, list(layers)) or listed)
+    trained = ref.instance in (None, gdef.name)  # not a `layer` instance of this graph
+    if trained and ref.consts != b.program.consts_for(gdef):
+        return b.error(f"`{b.text(node.value.span).strip('`')}.{name}` gives {gdef.name} its "
+                       "own constants, but a trained instance has the file's", node.span,
+                       hint=f"write {gdef.name}.{name}; set a constant with --set "
+                            f"{gdef.name}.NAME=VALUE")
+    scope = Scope(ref.instance or gdef.name, "graph")
+    with b.in_scope(scope):
+        if not bind_consts(b, ref, node.span):
+            return Poison()
+        layer_statement(b, st)
+    return scope.values.get(name, Poison())
+
+
+__all__ = ["INITIALIZERS", "bind_args", "bind_consts", "check_returns", "graph_layer",
+           "initializer",
            "inline_graph", "layer_statement", "param_statement", "run_body", "statement"]

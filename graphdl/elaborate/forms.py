@@ -10,6 +10,7 @@ and handed to the `Program`, where every Builder finds it as `b.forms`.
     build.py    `scan(xs, lstm)`   ->  b.forms.calls["scan"]        (cells.scan)
     build.py    `mlp(x)`           ->  b.forms.callees[GraphRef]     (calls.inline_graph)
     calls.py    `z ~ normal(...)`  ->  b.forms.statements[A.Sample]  (stochastic.sample_statement)
+    build.py    `charlm.step`      ->  b.forms.fields[GraphRef]      (calls.graph_layer)
 
 So build.py and calls.py never import cells, stochastic or train; to add a built-in form,
 write its handler where it belongs and add it to the table in specials.py.
@@ -29,6 +30,8 @@ CalleeForm = Callable[..., object]
 StatementForm = Callable[..., None]
 # (b, syntax node) -> value: a keyword argument read from its syntax, not evaluated
 SyntaxReader = Callable[..., object]
+# (b, value, A.Field node) -> value: a field of a value
+FieldForm = Callable[..., object]
 
 
 @dataclass(frozen=True)
@@ -49,3 +52,6 @@ class Forms:
     # (form, positional index) -> the keyword of syntax_keywords that position is:
     # generate's fifth argument is `pick`, so `generate(d, s, tok, 5, sample)` reads it too
     syntax_positions: Mapping[tuple[str, int], str] = field(default_factory=dict)
+    # `VALUE.NAME` of a value other than a record or a data source, by the value's type:
+    # a graph's layer (`charlm.step`, GraphRef)
+    fields: Mapping[type, FieldForm] = field(default_factory=dict)

