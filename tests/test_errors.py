@@ -822,7 +822,7 @@ CASES = [
         """,
         [
             (5, 31, '`start` of generate must be integer tokens like i32[B], got f32[B]',
-             None),
+             'the first input token of each sequence, e.g. zeros([B], "i32")'),
         ],
         id="generate_start",
     ),
@@ -880,7 +880,7 @@ CASES = [
         """,
         [
             (2, 29, '`axis` of scan must be a constant integer',
-             None),
+             'axis = 1 runs over T of [B, T, D]'),
         ],
         id="scan_axis",
     ),

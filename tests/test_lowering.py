@@ -817,7 +817,8 @@ def test_scan_lstm_matches_a_numpy_loop():
         for t in range(xs.shape[1]):
             xh = np.concatenate([xs[:, t], h], -1)
             gate = {k: xh @ p[n + "w"] + p[n + "b"] for k, n in names.items()}
-            c = sigmoid(gate["f"]) * c + sigmoid(gate["w"]) * np.tanh(gate["new"])
+            # std.nn's forget gate starts open: + 1 on its pre-activation
+            c = sigmoid(gate["f"] + 1.0) * c + sigmoid(gate["w"]) * np.tanh(gate["new"])
             h = sigmoid(gate["r"]) * np.tanh(c)
             outs.append(h)
         return np.stack(outs, 1), h, c
