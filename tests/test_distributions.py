@@ -128,17 +128,18 @@ def _lower(fam: Family, est: str, params: dict, options: dict | None = None):
     return lower_sample(ctx, node, params)
 
 
-def _scored(fam: Family, est: str) -> tuple[list, object]:
-    """The log-probability nodes the surrogate pass adds for a sample drawn by `est`."""
+def _scored(fam: Family, est: str) -> tuple[list, object, list]:
+    """The log-probability nodes the surrogate pass adds for a sample drawn by `est`
+    under a loss, the sample, and the expectation nodes added for it."""
     args = ", ".join(PARAMS[n][0] for n in fam.params)
-    src = (f"graph g(a: f32[B, 3], b: f32[B, 3]) {{\n    z ~ {fam.name}({args}) by {est}\n"
-           "    return z\n}\n")
+    src = (f"graph g(a: f32[B, 3], b: f32[B, 3]) -> f32[] {{\n"
+           f"    z ~ {fam.name}({args}) by {est}\n    return mean(cast(z, \"f32\"))\n}}\n")
     c = check_program("<t>", src, sources=SOURCES)
     assert not c.diagnostics
     ir = run_passes(c.irs["g"])
     (sid,) = [nid for nid, n in nodes(ir) if n.op == "sample"]
     return [n for _, n in nodes(ir) if n.op == "dist_log_prob" and n.inputs[-1] == sid], \
-        node(ir, sid)
+        node(ir, sid), [n for _, n in nodes(ir) if n.op == "expect"]
 
 
 @pytest.mark.parametrize("est,name", PAIRS, ids=[f"{e}-{f}" for e, f in PAIRS])
@@ -149,9 +150,11 @@ def test_estimator_on_each_family_it_admits(est, name):
     # every estimator gives the family's sample type: the graph downstream is the same
     assert value.shape == _sample_shape(fam)
     assert value.dtype == jnp.dtype(numpy_name(fam.sample_dtype))
-    # a score-function estimator is scored by the surrogate pass, once, per draw
-    scores, sample = _scored(fam, est)
+    # a score-function estimator is scored by the surrogate pass, once, per draw; an exact
+    # one is summed over its support by an expectation node
+    scores, sample, expectations = _scored(fam, est)
     assert len(scores) == (1 if estimator.score_function else 0)
+    assert len(expectations) == (1 if estimator.exact else 0)
     if scores:
         assert scores[0].type.shape == per_draw_shape(fam, sample.type.shape)
     if value.dtype.kind != "f":
@@ -160,7 +163,7 @@ def test_estimator_on_each_family_it_admits(est, name):
     w = jnp.asarray(RNG.normal(size=value.shape).astype(np.float32))
     grads = jax.grad(lambda ps: jnp.sum(_lower(fam, est, ps) * w))(params)
     moved = any(np.any(np.asarray(g) != 0) for g in grads.values())
-    assert moved != estimator.score_function
+    assert moved != (estimator.score_function or estimator.exact)
 
 
 @pytest.mark.parametrize("hard", [False, True])
