@@ -93,6 +93,22 @@ def test_every_family_has_a_reference():
     assert all(n in PARAMS for fam in FAMILIES.values() for n in fam.params)
 
 
+@pytest.mark.parametrize("name", [n for n, f in FAMILIES.items() if not f.continuous])
+def test_a_discrete_family_has_its_support(name):
+    """`enumerate` sums over `support`: one value per possible draw, in the sample's dtype
+    and shape, whose probabilities add up to 1."""
+    fam = FAMILIES[name]
+    assert fam.support is not None, f"{name} is discrete: give it a support for enumerate"
+    values = fam.support(A.shape[-1])
+    assert values.dtype == jnp.dtype(numpy_name(fam.sample_dtype))
+    assert values.shape[1:] == A.shape[-1:] if fam.one_hot else values.shape[1:] == ()
+    x = jnp.broadcast_to(values.reshape((-1,) + (1,) * (len(_sample_shape(fam)) - fam.one_hot)
+                                        + values.shape[1:]),
+                         (len(values),) + _sample_shape(fam))
+    probs = jnp.exp(jax.vmap(lambda v: fam.log_prob({"logits": jnp.asarray(A)}, v))(x))
+    np.testing.assert_allclose(np.asarray(probs.sum(0)), 1.0, rtol=1e-5)
+
+
 @pytest.mark.parametrize("name", list(FAMILIES))
 def test_family_end_to_end(name):
     fam = FAMILIES[name]

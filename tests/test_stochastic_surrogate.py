@@ -324,3 +324,25 @@ def test_the_ir_after_the_pass_verifies_and_prints():
     assert sur.attrs["samples"] == ["c"] and sur.attrs["terms"][0]["example"] == []
     assert any(arg.startswith("exact.") for arg in sur.args)
     assert node(ir, surrogate_of(ir, ir.graph["outputs"][0])).op == "surrogate"
+
+
+@pytest.mark.parametrize("body,split", [
+    ("cast(a == y, \"f32\")", "example"),
+    ("sum(onehot(a, 3) * dense(l, 3), axis = -1)", "example"),
+    ("(cast(a, \"f32\") |> expand_dims(-1) |> dense(4) |> relu)[:, 0]", "example"),
+    ("split(onehot(a, 4) + l2, 2, axis = -1)[0][:, 1]", "example"),
+    ("reshape(onehot(a, 4) + l2, [B, 2, 2])[:, 0, 1]", "example"),
+    ("(onehot(a, 3) |> batch_norm)[:, 0]", "batch_norm() at 3:26 mixes the examples"),
+    ("square(cast(a, \"f32\") - mean(cast(a, \"f32\"), 0))",
+     "mean() at 3:33 leaves no axis of examples"),
+    # linear in the batch mean: still a sum of per-example terms
+    ("cast(a, \"f32\") - mean(cast(a, \"f32\"), 0)", "example"),
+    ("transpose(onehot(a, 3))[0, :]", "transpose() at 3:9 mixes the examples"),
+    ("cast(a, \"f32\")[::-1]", "index() at 3:9 mixes the examples"),
+])
+def test_what_splits_per_example(body, split):
+    src = ("graph g(l: f32[B, 3], l2: f32[B, 4], y: i32[B]) -> f32[] {\n"
+           "    a ~ categorical(logits = l) by reinforce\n"
+           f"    v = {body}\n    return mean(v)\n}}\n")
+    (cost,) = [n for _, n in nodes(ir_after(src)) if n.op == "cost"]
+    assert {t["split"] for t in cost.attrs["terms"]} == {split}

@@ -136,7 +136,8 @@ def split_problem(g: IR, sample: int, term: int) -> str | None:
         n = node(g, nid)
         on_path = [(arg, node(g, src)) for src, arg in n.operands()
                    if src in path or src == sample]
-        if not n.shape:
+        shape = n.type[0].shape if isinstance(n.type, tuple) else n.shape  # split's parts
+        if not shape:
             return f"{_what(n)} leaves no axis of examples"
         rule = RULES.get(n.op)
         if rule is None or not rule(n, on_path):
