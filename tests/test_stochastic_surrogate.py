@@ -346,3 +346,23 @@ def test_what_splits_per_example(body, split):
            f"    v = {body}\n    return mean(v)\n}}\n")
     (cost,) = [n for _, n in nodes(ir_after(src)) if n.op == "cost"]
     assert {t["split"] for t in cost.attrs["terms"]} == {split}
+
+
+@pytest.mark.parametrize("loss,coef,times,per", [
+    ("-mean(v)", -1.0, [], ["B"]),
+    ("sum(v) / B", 1.0, [], ["B"]),
+    ("0.5 * sum(v) - mean(v) / 4", None, None, None),
+    ("mean(v + mean(l))", 1.0, [], ["B"]),  # the scalar counts B times, then / B
+    ("mean(expand_dims(v, 1) + l)", 1.0, [], ["B"]),  # v counts 3 times, then / (3 B)
+])
+def test_the_terms_of_a_loss(loss, coef, times, per):
+    src = ("graph g(l: f32[B, 3], y: i32[B]) -> f32[] {\n"
+           "    a ~ categorical(logits = l) by reinforce\n"
+           f"    v = cast(a == y, \"f32\")\n    return {loss}\n}}\n")
+    (cost,) = [n for _, n in nodes(ir_after(src)) if n.op == "cost"]
+    terms = [(t["coef"], [str(d) for d in t["times"]], [str(d) for d in t["per"]])
+             for t in cost.attrs["terms"]]
+    if coef is None:  # two terms of the one node v
+        assert terms == [(0.5, [], []), (-0.25, [], ["B"])]
+    else:
+        assert terms == [(coef, times, per)]

@@ -64,12 +64,20 @@ def additive_terms(g: IR, loss: int, stochastic: set[int]) -> list[Term]:
             walk(y, -coef if n.op == "sub" else coef, *_cancel(times + _broadcast(g, y, n), per))
         elif n.op == "neg":
             walk(x, -coef, times, per)
-        elif n.op == "mul" and _constant(g, y) is not None:
-            walk(x, coef * _constant(g, y), *_cancel(times + _broadcast(g, x, n), per))
-        elif n.op == "mul" and _constant(g, x) is not None:
-            walk(y, coef * _constant(g, x), *_cancel(times + _broadcast(g, y, n), per))
+        elif n.op == "mul" and (_constant(g, y) is not None or _constant(g, x) is not None):
+            if _constant(g, y) is None:  # 0.5 * v: the factor first
+                x, y = y, x
+            factor, spread = _constant(g, y), times + _broadcast(g, x, n)
+            if isinstance(factor, Dim):  # v * T, a symbolic dim used as a number
+                walk(x, coef, *_cancel(spread + (factor,), per))
+            else:
+                walk(x, coef * factor, *_cancel(spread, per))
         elif n.op == "div" and _constant(g, y) not in (None, 0.0):
-            walk(x, coef / _constant(g, y), *_cancel(times + _broadcast(g, x, n), per))
+            factor, spread = _constant(g, y), times + _broadcast(g, x, n)
+            if isinstance(factor, Dim):  # sum(v) / B
+                walk(x, coef, *_cancel(spread, per + (factor,)))
+            else:
+                walk(x, coef / factor, *_cancel(spread, per))
         elif n.op in ("sum", "mean"):
             x = node(g, operands["x"])
             axes = _axes(n.attrs["axis"], len(x.shape))
@@ -82,16 +90,17 @@ def additive_terms(g: IR, loss: int, stochastic: set[int]) -> list[Term]:
     return out
 
 
-def _constant(g: IR, nid: int | None) -> float | None:
-    """The number a scalar `const` node holds, or None for anything else."""
+def _constant(g: IR, nid: int | None) -> float | Dim | None:
+    """The number a scalar `const` node holds (a symbolic dim stays a Dim), or None."""
     if nid is None:
         return None
     n = node(g, nid)
     value = n.attrs.get("value")
-    if n.op == "const" and n.shape == () and isinstance(value, (int, float)) \
-            and not isinstance(value, bool):
-        return float(value)
-    return None
+    if n.op != "const" or n.shape != () or isinstance(value, bool):
+        return None
+    if isinstance(value, Dim):
+        return float(value.const()) if value.is_const() else value
+    return float(value) if isinstance(value, (int, float)) else None
 
 
 def _broadcast(g: IR, src: int, n: Node) -> tuple[Dim, ...]:
