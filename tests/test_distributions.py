@@ -93,6 +93,22 @@ def test_every_family_has_a_reference():
     assert all(n in PARAMS for fam in FAMILIES.values() for n in fam.params)
 
 
+@pytest.mark.parametrize("name", [n for n, f in FAMILIES.items() if not f.continuous])
+def test_a_discrete_family_has_its_support(name):
+    """`enumerate` sums over `support`: one value per possible draw, in the sample's dtype
+    and shape, whose probabilities add up to 1."""
+    fam = FAMILIES[name]
+    assert fam.support is not None, f"{name} is discrete: give it a support for enumerate"
+    values = fam.support(A.shape[-1])
+    assert values.dtype == jnp.dtype(numpy_name(fam.sample_dtype))
+    assert values.shape[1:] == A.shape[-1:] if fam.one_hot else values.shape[1:] == ()
+    x = jnp.broadcast_to(values.reshape((-1,) + (1,) * (len(_sample_shape(fam)) - fam.one_hot)
+                                        + values.shape[1:]),
+                         (len(values),) + _sample_shape(fam))
+    probs = jnp.exp(jax.vmap(lambda v: fam.log_prob({"logits": jnp.asarray(A)}, v))(x))
+    np.testing.assert_allclose(np.asarray(probs.sum(0)), 1.0, rtol=1e-5)
+
+
 @pytest.mark.parametrize("name", list(FAMILIES))
 def test_family_end_to_end(name):
     fam = FAMILIES[name]
@@ -128,17 +144,18 @@ def _lower(fam: Family, est: str, params: dict, options: dict | None = None):
     return lower_sample(ctx, node, params)
 
 
-def _scored(fam: Family, est: str) -> tuple[list, object]:
-    """The log-probability nodes the surrogate pass adds for a sample drawn by `est`."""
+def _scored(fam: Family, est: str) -> tuple[list, object, list]:
+    """The log-probability nodes the surrogate pass adds for a sample drawn by `est`
+    under a loss, the sample, and the expectation nodes added for it."""
     args = ", ".join(PARAMS[n][0] for n in fam.params)
-    src = (f"graph g(a: f32[B, 3], b: f32[B, 3]) {{\n    z ~ {fam.name}({args}) by {est}\n"
-           "    return z\n}\n")
+    src = (f"graph g(a: f32[B, 3], b: f32[B, 3]) -> f32[] {{\n"
+           f"    z ~ {fam.name}({args}) by {est}\n    return mean(cast(z, \"f32\"))\n}}\n")
     c = check_program("<t>", src, sources=SOURCES)
     assert not c.diagnostics
     ir = run_passes(c.irs["g"])
     (sid,) = [nid for nid, n in nodes(ir) if n.op == "sample"]
     return [n for _, n in nodes(ir) if n.op == "dist_log_prob" and n.inputs[-1] == sid], \
-        node(ir, sid)
+        node(ir, sid), [n for _, n in nodes(ir) if n.op == "expect"]
 
 
 @pytest.mark.parametrize("est,name", PAIRS, ids=[f"{e}-{f}" for e, f in PAIRS])
@@ -149,9 +166,11 @@ def test_estimator_on_each_family_it_admits(est, name):
     # every estimator gives the family's sample type: the graph downstream is the same
     assert value.shape == _sample_shape(fam)
     assert value.dtype == jnp.dtype(numpy_name(fam.sample_dtype))
-    # a score-function estimator is scored by the surrogate pass, once, per draw
-    scores, sample = _scored(fam, est)
+    # a score-function estimator is scored by the surrogate pass, once, per draw; an exact
+    # one is summed over its support by an expectation node
+    scores, sample, expectations = _scored(fam, est)
     assert len(scores) == (1 if estimator.score_function else 0)
+    assert len(expectations) == (1 if estimator.exact else 0)
     if scores:
         assert scores[0].type.shape == per_draw_shape(fam, sample.type.shape)
     if value.dtype.kind != "f":
@@ -160,7 +179,7 @@ def test_estimator_on_each_family_it_admits(est, name):
     w = jnp.asarray(RNG.normal(size=value.shape).astype(np.float32))
     grads = jax.grad(lambda ps: jnp.sum(_lower(fam, est, ps) * w))(params)
     moved = any(np.any(np.asarray(g) != 0) for g in grads.values())
-    assert moved != estimator.score_function
+    assert moved != (estimator.score_function or estimator.exact)
 
 
 @pytest.mark.parametrize("hard", [False, True])

@@ -10,6 +10,7 @@ import pytest
 
 from graphdl.api import loads
 from graphdl.cli.main import main
+from graphdl.dims import Dim
 from graphdl.elaborate.check import check_program
 from graphdl.ir import IRError, add_node, format_ir, node, nodes
 from graphdl.passes import pipeline
@@ -88,7 +89,13 @@ def test_surrogate_scores_each_score_function_sample():
     (out,) = after.graph["outputs"]
     sur = surrogate_of(after, out)
     assert sur != out and node(after, sur).op == "surrogate"
-    assert node(after, sur).inputs == [out, lp]
+    operands = {arg: src for src, arg in node(after, sur).operands()}
+    assert operands["loss"] == out and operands["logp.0"] == lp
+    # the loss's one term, r * onehot(a, 3), splits per example: a_i is scored by row i
+    cost = node(after, operands["cost.0"])
+    assert cost.op == "cost" and str(cost.type) == "f32[B]"
+    assert cost.attrs["terms"] == [{"coef": 1.0, "times": [], "per": [Dim("B")],
+                                    "split": "example"}]
 
 
 def test_no_score_function_sample_leaves_the_ir_alone():
@@ -108,7 +115,10 @@ def test_surrogate_reaches_into_a_scanned_cell():
     assert len(scan.type) == 3  # outputs, final state h, the stacked log-probabilities
     assert str(scan.type[2]) == "f32[T, B, 1]"
     sur = node(after, surrogate_of(after, after.graph["outputs"][0]))
-    assert node(after, sur.inputs[1]).op == "getitem"
+    operands = {arg: src for src, arg in sur.operands()}
+    assert node(after, operands["logp.0"]).op == "getitem"
+    # drawn inside a cell: scored by the whole loss, which the scan computes
+    assert sur.attrs["terms"][0]["whole"] == [0]
 
 
 def test_surrogate_gives_the_reinforce_gradient():

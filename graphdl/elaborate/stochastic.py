@@ -144,10 +144,14 @@ def sample_statement(b: Builder, st: A.Sample) -> None:
                 baseline = None
     attrs = {"family": dist.family, "estimator": est_name, "name": st.target,
              "options": {k: v for k, v in est_args.items() if not isinstance(v, (Tensor, Setting))}}
-    if isinstance(baseline, Setting):
-        attrs["baseline"] = ("moving_average", baseline.kwargs.get("decay", 0.9))
     inputs = list(dist.params.values())
     names = list(dist.params)
+    if isinstance(baseline, Setting):
+        # the running average of the node's cost is training state, like batch norm's
+        # statistics: a `stat` the surrogate pass reads and updates (passes/surrogate.py)
+        attrs["moving_average"] = baseline.kwargs.get("decay", 0.9)
+        baseline = b.param_node(b.call_prefix("moving_average", None), TensorType("f32", ()),
+                                ("zeros",), st.estimator.span, kind="stat")
     if isinstance(baseline, Tensor):
         inputs.append(baseline)
         names.append("baseline")

@@ -18,10 +18,11 @@ from graphdl.errors import Span
 
 # Ops that are not registry ops: values from outside (input, param, stat, state), the
 # loops that own a body IR (scan, generate), a result of a multi-result node (getitem),
-# the stochastic nodes (sample, dist_*) and the surrogate loss (passes/surrogate.py).
+# the stochastic nodes (sample, dist_*) and what the surrogate pass adds for them
+# (passes/surrogate.py): a sample's cost, an enumerated sample's expectation, the surrogate.
 STRUCTURAL_OPS = frozenset({
     "input", "param", "stat", "const", "state", "scan", "generate", "sample", "getitem",
-    "dist_log_prob", "dist_entropy", "dist_mean", "dist_kl", "surrogate",
+    "dist_log_prob", "dist_entropy", "dist_mean", "dist_kl", "cost", "expect", "surrogate",
 })
 
 

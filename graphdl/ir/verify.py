@@ -8,7 +8,8 @@ bad node and prints the IR around it:
     >>> %3 = add(x=%0, y=%9) : f32[B, 4]
         return %3
 
-Checked, recursively into the bodies of scan/generate nodes (and a cell's `cell_body`):
+Checked, recursively into the bodies of scan/generate/expect nodes (and a cell's
+`cell_body`):
 each input exists and has its edge (and each edge its input); the op is a registry op or
 a structural one; a registry op's operands and attributes fit its signature, its
 weights are there, and its shape rule gives the type the node declares; every node has a
@@ -185,7 +186,12 @@ def _check_node(g: IR, nid: int, n: Node, records: dict, bad) -> None:
         _check_getitem(nid, n, list(operand_types.values()), bad)
     elif n.op in LOOPS:
         _check_loop(nid, n, bad)
-    elif n.op == "sample" or n.op.startswith("dist_"):
+    elif n.op == "expect":
+        body = n.attrs.get("body")
+        outs = body.graph.get("outputs", []) if isinstance(body, nx.DiGraph) else None
+        if outs is None or not isinstance(n.type, tuple) or len(n.type) != len(outs):
+            bad(nid, "expect needs a `body` IR with one output per result")
+    if n.op in ("sample", "expect") or n.op.startswith("dist_"):
         if not n.inputs:
             bad(nid, f"{n.op} needs the parameters of its distribution")
         if "family" not in n.attrs:

@@ -16,7 +16,13 @@ from graphdl.ir.graph import IR, node, nodes, order
 from graphdl.ir.node import Node
 from graphdl.lower.context import LowerCtx, NeedsKey
 from graphdl.lower.generate import lower_generate
-from graphdl.lower.stochastic import lower_dist, lower_sample, lower_surrogate
+from graphdl.lower.stochastic import (
+    lower_cost,
+    lower_dist,
+    lower_expect,
+    lower_sample,
+    lower_surrogate,
+)
 from graphdl.ops import REGISTRY
 
 
@@ -24,7 +30,7 @@ def _operands(n: Node, env: dict) -> dict:
     kwargs: dict = {}
     for src, name in n.operands():
         value = env[src]
-        if "." in name and name.split(".", 1)[0] in ("xs", "terms"):  # a list: xs.0, xs.1
+        if "." in name and name.split(".", 1)[0] == "xs":  # a list: xs.0, xs.1
             kwargs.setdefault(name.split(".", 1)[0], []).append(value)
         else:
             kwargs[name] = value
@@ -143,11 +149,14 @@ def _lower_node(ctx: LowerCtx, nid: int, n: Node, env: dict, inputs: dict, state
         return lower_generate(ctx, nid, n, env, run_ir, _initial)
     if op == "scan":
         return lower_scan(ctx, nid, n, env)
+    if op in ("cost", "surrogate"):  # operands by their own names: term.0, logp.1, ...
+        values = {arg: env[src] for src, arg in n.operands()}
+        return (lower_cost if op == "cost" else lower_surrogate)(ctx, n, values)
+    if op == "expect":
+        return lower_expect(ctx, nid, n, env, run_ir)
     kwargs = _operands(n, env)
     if op == "sample":
         return lower_sample(ctx, n, kwargs)
-    if op == "surrogate":
-        return lower_surrogate(kwargs)
     if op.startswith("dist_"):
         return lower_dist(n, kwargs)
     return REGISTRY[op].lower(ctx, **kwargs, **attrs)

@@ -40,11 +40,20 @@ class Family:
     drop_last: bool = False  # the sample drops the parameters' last (class) axis
     one_hot: bool = False  # a sample is one-hot over its last axis: one draw is a vector
     hint: str | None = None  # the hint when an estimator does not apply (else: the list)
+    # a discrete family: (K) -> every value one draw takes, stacked on a new first axis
+    # (K is the class count, the last axis of the logits); `by enumerate` sums over them
+    support: Callable | None = None
 
 
 def per_draw_shape(family: Family, sample_shape: tuple) -> tuple:
     """The shape of one value per draw (log_prob, entropy, kl): a one-hot axis reduced."""
     return sample_shape[:-1] if family.one_hot else sample_shape
+
+
+def values_per_draw(family: Family, classes):
+    """How many values one draw of a discrete family takes, for `classes` classes (the
+    last axis of its logits; an int or a symbolic dim)."""
+    return classes if family.drop_last or family.one_hot else 2
 
 
 # -- normal -------------------------------------------------------------------
@@ -148,19 +157,20 @@ FAMILIES: dict[str, Family] = {f.name: f for f in (
            sample_dtype="f32", event_from="logits", sample=_bernoulli_sample,
            log_prob=_bernoulli_log_prob, entropy=_bernoulli_entropy,
            mean=lambda p: jnn.sigmoid(p["logits"]), kl=_bernoulli_kl, aliases=_PROBS,
-           probs="logit",
+           probs="logit", support=lambda k: jnp.array([0.0, 1.0], jnp.float32),
            hint="use `by reinforce`, `by enumerate` or `by straight_through`"),
     Family("categorical", ("logits",), continuous=False, reparameterizable=False,
            sample_dtype="i32", event_from="logits", sample=_categorical_sample,
            log_prob=_categorical_log_prob, entropy=_softmax_entropy, mean=_categorical_mean,
            kl=_softmax_kl, aliases=_PROBS, probs="log", drop_last=True,
+           support=lambda k: jnp.arange(k, dtype=jnp.int32),
            hint="use `by reinforce`, `by enumerate`, or onehot_categorical with "
                 "`by gumbel_softmax(...)`"),
     Family("onehot_categorical", ("logits",), continuous=False, reparameterizable=False,
            sample_dtype="f32", event_from="logits", sample=_onehot_sample,
            log_prob=_onehot_log_prob, entropy=_softmax_entropy,
            mean=lambda p: jnn.softmax(p["logits"], axis=-1), kl=_softmax_kl, aliases=_PROBS,
-           probs="log", one_hot=True),
+           probs="log", one_hot=True, support=lambda k: jnp.eye(k, dtype=jnp.float32)),
 )}
 
 

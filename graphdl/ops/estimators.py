@@ -4,7 +4,9 @@ An entry says which keywords the estimator takes, which families it applies to (
 predicate on the family's flags, so a new family needs no edit here), and how it lowers:
 `lower(key, family, params, shape, options) -> value`. A `score_function` estimator's
 value carries no gradient: the surrogate pass (graphdl/passes/surrogate.py) scores the
-sample with the family's log_prob and adds cost * grad log p to the loss.
+sample with the family's log_prob and adds cost * grad log p to the loss. An `exact`
+estimator's value carries none either: the surrogate pass replaces the loss terms that
+depend on the sample by their expectation, summed over the support (`support_size`).
 """
 
 from __future__ import annotations
@@ -27,14 +29,21 @@ class Estimator:
     score_function: bool  # the surrogate pass adds a log-probability term for it
     default: bool = False  # chosen when `~` names no estimator and it applies
     requires: str | None = None  # "needs ..." in the error when it does not apply
+    exact: bool = False  # the surrogate pass sums the loss over the support instead
+
+
+# `by enumerate` runs the graph below the node once per point of its support (vmapped):
+# beyond this many points that is no longer the cheap exact answer it promises
+MAX_SUPPORT = 1024
 
 
 def _reparam(key, family: Family, p: Params, shape, options: dict):
     return family.sample(key, p, shape)
 
 
-def _score_function(key, family: Family, p: Params, shape, options: dict):
-    # the sample carries no gradient; the surrogate pass adds cost * grad log p(sample)
+def _no_gradient(key, family: Family, p: Params, shape, options: dict):
+    # the sample carries no gradient: the surrogate pass adds cost * grad log p(sample)
+    # (reinforce) or the exact expectation over the support (enumerate)
     return lax.stop_gradient(family.sample(key, p, shape))
 
 
@@ -59,10 +68,9 @@ ESTIMATORS: dict[str, Estimator] = {e.name: e for e in (
               "parameters", (), lambda f: f.reparameterizable, _reparam, score_function=False,
               default=True, requires="a continuous distribution"),
     Estimator("reinforce", "score function (REINFORCE): cost * grad log p, unbiased, high "
-              "variance", ("baseline",), lambda f: True, _score_function, score_function=True),
-    # lowered like reinforce for now: the exact sum over values is not implemented yet
+              "variance", ("baseline",), lambda f: True, _no_gradient, score_function=True),
     Estimator("enumerate", "exact sum over the values of a small discrete distribution", (),
-              lambda f: not f.continuous, _score_function, score_function=True),
+              lambda f: not f.continuous, _no_gradient, score_function=False, exact=True),
     Estimator("gumbel_softmax", "relaxed one-hot sample, biased by design (temperature)",
               ("temperature", "hard"), lambda f: f.one_hot and f.params == ("logits",),
               _gumbel_softmax, score_function=False),
@@ -98,3 +106,12 @@ def estimator_error(family: Family, estimator: str) -> tuple[str, str]:
     else:
         msg = f"`{estimator}` does not apply to {family.name} ({kind})"
     return msg, estimator_hint(family)
+
+
+def support_problem(name: str, values: int, draws: int) -> str | None:
+    """Why `values ** draws` points are too many to enumerate, or None."""
+    if values ** min(draws, 64) <= MAX_SUPPORT:
+        return None
+    count = f"{values}^{draws}" + (f" = {values ** draws}" if draws <= 64 else "")
+    return f"`{name}` is too large to enumerate: its support has {count} points, " \
+           f"more than {MAX_SUPPORT}"
