@@ -128,3 +128,36 @@ def test_show_prints_the_ir_after_fuse_dense(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "dense_split(x=%0, w0=%" in out and "units=[4, 2]" in out
     assert "units=[5, 5, 5, 5]" in out
+
+
+GENERATE = """cell dec[V = 6, H = 4](tok: i32[B]) -> f32[B, V] {
+    state h: f32[B, H] = zeros
+    e = embedding(tok, vocab = V, dim = H)
+    h = tanh(dense(e, H)) * sigmoid(dense(e, H)) + dense(h, H)
+    return dense(h, V)
+}
+graph g(start: i32[B]) {
+    r = generate(dec, start = start, steps = 5)
+    return r.out, r.logp
+}
+"""
+
+
+def test_siblings_in_a_generate_body_are_fused_and_decode_the_same(monkeypatch):
+    (body,) = [n.attrs["body"] for _, n in nodes(run_passes(ir_of(GENERATE)))
+               if n.op == "generate"]
+    assert (count(body, "dense"), count(body, "dense_split")) == (2, 1)  # dense(h), dense(h, V)
+    start = np.array([0, 1, 3, 5], np.int32)
+
+    def decode():
+        fn = loads(GENERATE).compile("g")
+        variables = fn.init(jax.random.key(1), start)
+        rng = np.random.default_rng(2)
+        params = {k: rng.normal(size=np.shape(v)).astype(np.float32)
+                  for k, v in sorted(variables["params"].items())}
+        return fn({"params": params}, start)
+    fused = decode()
+    monkeypatch.setattr(pipeline, "PIPELINE",
+                        tuple(p for p in pipeline.PIPELINE if p.name != "fuse_dense"))
+    for got, want in zip(fused, decode()):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
