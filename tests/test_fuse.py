@@ -10,6 +10,8 @@ from graphdl.api import loads
 from graphdl.cli.main import main
 from graphdl.elaborate.check import check_program
 from graphdl.ir import node, nodes
+from graphdl.lower.context import LowerCtx
+from graphdl.lower.evaluate import loop_invariants
 from graphdl.passes import pipeline
 from graphdl.passes.pipeline import run_passes
 from graphdl.runtime.data import SOURCES
@@ -63,10 +65,13 @@ def test_the_lstm_gates_become_one_dense_split():
     assert (count(after, "dense"), count(after, "dense_split")) == (0, 1)
     (fused,) = [n for _, n in nodes(after) if n.op == "dense_split"]
     assert fused.attrs == {"units": [5, 5, 5, 5], "bias": True}
-    assert fused.args == ["x", "w0", "b0", "w1", "b1", "w2", "b2", "w3", "b3"]
-    # each gate's weights are its own parameters, in the gates' order
-    names = [node(after, i).attrs["name"].rsplit(".", 3)[1] for i in fused.inputs[1::2]]
-    assert names == ["f", "w", "r", "new"]
+    assert fused.args == ["x", "w", "b"]
+    # its weights: each gate's own parameters, concatenated in the gates' order
+    for weight, concat in zip("wb", fused.inputs[1:]):
+        assert node(after, concat).op == "concat"
+        names = [node(after, i).attrs["name"] for i in node(after, concat).inputs]
+        assert names == [f"g.run.lstm.{gate}.dense.{weight}" for gate in ("f", "w", "r", "new")]
+    assert str(node(after, fused.inputs[1]).type) == "f32[7, 20]"  # [D + H, 4H]
 
 
 def test_only_siblings_with_the_same_input_and_bias_flag_are_fused():
@@ -77,6 +82,32 @@ def test_only_siblings_with_the_same_input_and_bias_flag_are_fused():
     rest = [n for _, n in nodes(after) if n.op == "dense"]
     assert sorted((node(after, n.inputs[0]).attrs["name"], n.attrs["bias"]) for n in rest) == \
         [("x", False), ("z", True)]  # d (no bias) and c (another input) stay as they were
+
+
+def equations(jaxpr):
+    """Every equation of a jaxpr, those of the jaxprs inside it included."""
+    for e in jaxpr.eqns:
+        yield e
+        for v in e.params.values():
+            inner = getattr(v, "jaxpr", v)
+            if hasattr(inner, "eqns"):
+                yield from equations(inner)
+
+
+def test_the_concatenated_weights_are_computed_once_before_the_loop():
+    """lower_scan computes what depends on parameters alone before lax.scan: the
+    concatenated weights (so their gradient is summed as one over the steps), not the
+    matmul on the step's input."""
+    fn = loads(SRC).compile("g")
+    variables = fn.init(jax.random.key(0), *INPUTS)
+    body = scan_body(fn.lowered(INPUTS)[0])
+    hoisted = loop_invariants(body, LowerCtx(variables["params"], {}))
+    assert {node(body, i).op for i in hoisted} == {"param", "concat"}
+    jaxpr = jax.make_jaxpr(lambda v: fn(v, *INPUTS))(variables).jaxpr
+    (scan,) = [e for e in equations(jaxpr) if e.primitive.name == "scan"]
+    inside = [e for e in equations(scan.params["jaxpr"].jaxpr)
+              if e.primitive.name == "concatenate"]
+    assert len(inside) == 1  # concat([x, h]) alone; the weights' concats run before
 
 
 def test_a_lone_dense_is_left_alone():
@@ -126,7 +157,7 @@ def test_show_prints_the_ir_after_fuse_dense(tmp_path, capsys):
     path.write_text(SRC)
     assert main(["show", str(path), "--ir", "--after", "fuse_dense"]) == 0
     out = capsys.readouterr().out
-    assert "dense_split(x=%0, w0=%" in out and "units=[4, 2]" in out
+    assert "dense_split(x=%0, w=%" in out and "units=[4, 2]" in out
     assert "units=[5, 5, 5, 5]" in out
 
 

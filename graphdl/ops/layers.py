@@ -58,11 +58,10 @@ register("dense", "x, units: int, bias: bool = true", _dense_infer, _dense_lower
          weights=_dense_weights, doc="x @ w + b over the last axis")
 
 
-# -- dense_split: several dense layers on one input as one matmul --------------------------
-# The `fuse_dense` pass (graphdl/passes/fuse_dense.py) rewrites sibling `dense` nodes into
-# one of these, so an LSTM's four gates are one [D + H, 4H] matmul as a JAX user writes
-# it. Each part keeps its own weights w<i>, b<i> (its own parameters, names and init):
-# they are concatenated in the lowering, where XLA hoists the concat out of a scan.
+# -- dense_split: one dense layer whose result is split into parts ---------------------------
+# The `fuse_dense` pass (graphdl/passes/fuse_dense.py) writes sibling `dense` nodes as one
+# of these on their weights concatenated (`concat` nodes), so an LSTM's four gates are one
+# [D + H, 4H] matmul, as a JAX user writes it.
 def _parts(units) -> list:
     """The unit count of each part (`ints` also takes one number; sizes may be symbolic)."""
     return list(units) if isinstance(units, (list, tuple)) else [units]
@@ -73,26 +72,19 @@ def _dense_split_infer(x, units, bias):
 
 
 def _dense_split_weights(x, units, bias):
-    out: dict[str, Weight] = {}
-    for i, u in enumerate(_parts(units)):
-        out.update({f"{k}{i}": w for k, w in _dense_weights(x, u, bias).items()})
-    return out
+    return _dense_weights(x, sum((Dim.of(u) for u in _parts(units)), Dim(0)), bias)
 
 
-def _dense_split_lower(ctx, x, units, bias, **weights):
-    ws = [weights[f"w{i}"] for i in range(len(_parts(units)))]
-    y = x @ jnp.concatenate(ws, axis=1)
-    if bias:
-        y = y + jnp.concatenate([weights[f"b{i}"] for i in range(len(ws))])
-    ends = list(itertools.accumulate(w.shape[1] for w in ws))[:-1]
+def _dense_split_lower(ctx, x, units, bias, w, b=None):
+    y = _dense_lower(ctx, x, units, bias, w, b)
+    ends = list(itertools.accumulate(ctx.size(u) for u in _parts(units)))[:-1]
     return tuple(jnp.split(y, ends, axis=-1))
 
 
 register("dense_split", "x, units: ints, bias: bool = true", _dense_split_infer,
          _dense_split_lower, weights=_dense_split_weights,
-         doc="`dense(x, u)` for each `u` of `units`, with their own weights `w0, b0, w1, ...`, "
-             "as one matmul; a tuple of results (the `fuse_dense` pass writes sibling "
-             "`dense` calls as one)")
+         doc="one `dense` of `sum(units)` outputs, split into a part of each size in `units`: "
+             "a tuple (the `fuse_dense` pass writes sibling `dense` calls as one)")
 
 
 # -- convolutions -------------------------------------------------------------
