@@ -138,8 +138,10 @@ def loop_invariants(body: IR, ctx: LowerCtx) -> dict:
         if n.op == "param" or (op is not None and not op.random and not op.stats
                                and all(i in invariant for i in n.inputs)):
             invariant.add(nid)
+    outside = LowerCtx(ctx.params, ctx.stats, None, ctx.train, ctx.stochastic)  # no draws
+    outside.dims = dict(ctx.dims)
     env: dict = {}
-    _run_nodes(body, ctx, [nid for nid in order(body) if nid in invariant], env, {}, None)
+    _run_nodes(body, outside, [nid for nid in order(body) if nid in invariant], env, {}, None)
     return env
 
 

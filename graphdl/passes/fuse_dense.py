@@ -68,7 +68,7 @@ def sibling_groups(g: IR) -> list[list[int]]:
     for nid, n in nodes(g):
         if n.op != "dense":
             continue
-        operands = dict((arg, src) for src, arg in n.operands())
+        operands = {arg: src for src, arg in n.operands()}
         weight_dtypes = tuple(node(g, operands[k]).dtype for k in ("w", "b") if k in operands)
         key = (operands["x"], n.attrs["bias"], n.dtype, weight_dtypes)
         groups.setdefault(key, []).append(nid)
@@ -82,7 +82,7 @@ def fuse(g: IR, group: list[int]) -> int:
     x = first.inputs[first.args.index("x")]
     inputs, args = [x], ["x"]
     for weight in ("w", "b") if first.attrs["bias"] else ("w",):
-        parts = [dict((a, i) for i, a in node(g, nid).operands())[weight] for nid in group]
+        parts = [{arg: src for src, arg in node(g, nid).operands()}[weight] for nid in group]
         inputs.append(_concat(g, parts, first))
         args.append(weight)
     units = [node(g, nid).attrs["units"] for nid in group]
