@@ -128,8 +128,8 @@ def loop_invariants(body: IR, ctx: LowerCtx) -> dict:
     XLA hoists such values out of the forward loop by itself, but not out of the loop
     the gradient runs: there a weight that `fuse_dense` concatenated inside the body is
     sliced back into its parts at every step and each part's gradient summed on its own
-    (about 2.5% of an LSTM train step); computed before the loop, its gradient is summed
-    as one and sliced once.
+    (a few percent of an LSTM train step); computed before the loop, its gradient is
+    summed as one and sliced once.
     """
     invariant: set[int] = set()
     for nid in order(body):

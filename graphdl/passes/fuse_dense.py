@@ -2,11 +2,11 @@
 
 An LSTM cell writes its four gates as four `dense(xh, H)` on the same `xh`; a JAX user
 writes one `xh @ W[D + H, 4H]` and splits it, which XLA runs faster than four matmuls of
-a quarter of the width on an idle 2-core CPU (77 against 96 ms per train step of the
-adding-problem LSTM, issue 8). This pass writes the first as the second: the `dense`
-nodes that read the same input node, with the same `bias` flag, result dtype and weight
-dtypes, become one `dense_split` on their weights concatenated, and each one's value is
-read back from it through a `getitem`:
+a quarter of the width on an otherwise idle 2-core CPU (a train step of the
+adding-problem LSTM: 85 against 91 ms, benchmarks/README.md). This pass writes the first
+as the second: the `dense` nodes that read the same input node, with the same `bias`
+flag, result dtype and weight dtypes, become one `dense_split` on their weights
+concatenated, and each one's value is read back from it through a `getitem`:
 
     ir g(%0)
       %0 = input(name="x") : f32[B, 3]
