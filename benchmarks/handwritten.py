@@ -1,8 +1,10 @@
 """The shipped models written by hand in plain JAX, as a user would, for benchmarks.
 
-Each entry: the .gdl file, and `loss(params, stats, batch, key) -> (loss, new_stats)`.
-Parameter names are graphdl's, so both sides start from identical values; the work per
-step is the same (dropout masks, batch-norm running statistics).
+Each entry: the .gdl file (in models/, or a path from the repository root), and
+`loss(params, stats, batch, key) -> (loss, new_stats)`. Parameter names are graphdl's, so
+both sides start from identical values; the work per step is the same (dropout masks,
+batch-norm running statistics). An entry with `params` lays graphdl's parameters out as
+the hand-written model keeps them (the LSTM's four gates as one matrix).
 """
 
 from __future__ import annotations
@@ -83,8 +85,40 @@ def cnn2d_loss(p, stats, batch, key):
     return xent(dense(p, "cnn2d.out.dense_1", h), y), new
 
 
+# -- the adding-problem LSTM: one [D + H, 4H] matmul per step, split into the gates --------
+LSTM = "adder.run.lstm."
+GATES = ("f", "w", "r", "new")  # forget, write, read, candidate: std.nn's order
+
+
+def lstm_params(p):
+    """graphdl's four gate denses as one matrix and one bias, the way a JAX user keeps them."""
+    out = {k: v for k, v in p.items() if not k.startswith(LSTM)}
+    out["lstm.w"] = jnp.concatenate([p[f"{LSTM}{g}.dense.w"] for g in GATES], axis=1)
+    out["lstm.b"] = jnp.concatenate([p[f"{LSTM}{g}.dense.b"] for g in GATES])
+    return out
+
+
+def lstm_loss(p, stats, batch, key):
+    x, y = batch["data.x"], batch["data.y"]
+    hidden = p["lstm.b"].shape[0] // 4
+
+    def step(carry, x_t):
+        h, c = carry
+        gates = jnp.concatenate([x_t, h], -1) @ p["lstm.w"] + p["lstm.b"]
+        f, w, r, new = jnp.split(gates, 4, axis=-1)
+        c = jax.nn.sigmoid(f) * c + jax.nn.sigmoid(w) * jnp.tanh(new)
+        h = jax.nn.sigmoid(r) * jnp.tanh(c)
+        return (h, c), None
+
+    zeros = jnp.zeros((x.shape[0], hidden), x.dtype)
+    (h, _), _ = lax.scan(step, (zeros, zeros), jnp.moveaxis(x, 1, 0))
+    pred = dense(p, "adder.out.dense", h)
+    return jnp.mean(jnp.square(pred - y)), {}
+
+
 HANDWRITTEN = {
     "mlp": {"file": "mlp.gdl", "loss": mlp_loss},
     "cnn1d": {"file": "cnn1d.gdl", "loss": cnn1d_loss},
     "cnn2d": {"file": "cnn2d.gdl", "loss": cnn2d_loss},
+    "lstm": {"file": "benchmarks/lstm_adding.gdl", "loss": lstm_loss, "params": lstm_params},
 }

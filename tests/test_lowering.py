@@ -319,6 +319,13 @@ case("dense", "dense", g1("dense(x, 4)"), {"x": f32(2, 3)},
      lambda p, x: x @ p["g.out.dense.w"] + p["g.out.dense.b"])
 case("dense_nobias", "dense", g1("dense(x, 4, bias = false)", X3), {"x": f32(2, 3, 4)},
      lambda p, x: x @ p["g.out.dense.w"])
+DS = "g.a.dense_split."
+case("dense_split", "dense_split getitem",
+     "graph g(x: f32[B, 3]) {\n    a, b = dense_split(x, [4, 2])\n    return a, b\n}\n",
+     {"x": f32(2, 3)}, lambda p, x: (x @ p[DS + "w"][:, :4] + p[DS + "b"][:4],
+                                     x @ p[DS + "w"][:, 4:] + p[DS + "b"][4:]))
+case("dense_split_nobias", "dense_split", g1("dense_split(x, [2, 3, 1], bias = false)[2]", X3),
+     {"x": f32(2, 3, 4)}, lambda p, x: x @ p["g.out.dense_split.w"][:, 5:])
 C = "g.out.conv."
 case("conv1d_valid_stride", "conv", g1("conv(x, 4, kernel = 3, stride = 2, padding = \"valid\")",
                                         "x: f32[B, 9, 2]"),

@@ -6,6 +6,8 @@ JAX operations, so a graph runs as fast as the same JAX written by hand.
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 from jax import lax
@@ -81,6 +83,8 @@ def lower_scan(ctx: LowerCtx, nid: int, n: Node, env: dict):
     masked = {0} | {i for i, o in enumerate(body.graph["outputs"])
                     if i and batch and (node(body, o).shape or ())[:1] == batch}
 
+    invariants = loop_invariants(body, ctx)
+
     def step(carry, inp):
         state, stats = carry
         x_t, t = inp
@@ -88,7 +92,7 @@ def lower_scan(ctx: LowerCtx, nid: int, n: Node, env: dict):
                        jax.random.fold_in(jax.random.fold_in(base, nid), t), ctx.train,
                        ctx.stochastic)
         sub.dims = dict(ctx.dims)
-        values = run_ir(body, sub, {x_name: x_t}, state)
+        values = run_ir(body, sub, {x_name: x_t}, state, invariants)
         nxt = {name: values[body.graph["states"][name][1]] for name in states}
         new_stats = {name: sub.stats[name] for name in stat_names}
         outs = [values[o] for o in body.graph["outputs"]]
@@ -113,10 +117,43 @@ def _where(live, new, old):
     return jnp.where(live.reshape(live.shape + (1,) * (new.ndim - 1)), new, old)
 
 
-def run_ir(ir: IR, ctx: LowerCtx, inputs: dict, states: dict | None = None) -> dict:
-    """Values of every node of `ir`, keyed by node id; inputs by name."""
+def run_ir(ir: IR, ctx: LowerCtx, inputs: dict, states: dict | None = None,
+           given: dict | None = None) -> dict:
+    """Values of every node of `ir`, keyed by node id; inputs by name. The nodes in
+    `given` (id -> value) are not computed again."""
+    env: dict = dict(given or {})
+    _run_nodes(ir, ctx, [nid for nid in order(ir) if nid not in env], env, inputs, states)
+    return env
+
+
+def loop_invariants(body: IR, ctx: LowerCtx) -> dict:
+    """The values of a loop body's nodes that are the same at every step (computed from
+    parameters and constants alone: no input, state, statistic or random draw), computed
+    once, before the loop.
+
+    XLA hoists such values out of the forward loop by itself, but not out of the loop
+    the gradient runs: there a weight that `fuse_dense` concatenated inside the body is
+    sliced back into its parts at every step and each part's gradient summed on its own
+    (a few percent of an LSTM train step); computed before the loop, its gradient is
+    summed as one and sliced once.
+    """
+    invariant: set[int] = set()
+    for nid in order(body):
+        n = node(body, nid)
+        op = REGISTRY.get(n.op)
+        if n.op == "param" or (op is not None and not op.random and not op.stats
+                               and all(i in invariant for i in n.inputs)):
+            invariant.add(nid)
+    outside = LowerCtx(ctx.params, ctx.stats, None, ctx.train, ctx.stochastic)  # no draws
+    outside.dims = dict(ctx.dims)
     env: dict = {}
-    for nid in order(ir):
+    _run_nodes(body, outside, [nid for nid in order(body) if nid in invariant], env, {}, None)
+    return env
+
+
+def _run_nodes(ir: IR, ctx: LowerCtx, ids: list[int], env: dict, inputs: dict, states) -> None:
+    """Compute the nodes `ids` of `ir`, in that order, into `env`."""
+    for nid in ids:
         n = node(ir, nid)
         ctx.node_id, ctx._draws = nid, 0
         try:
@@ -128,7 +165,6 @@ def run_ir(ir: IR, ctx: LowerCtx, inputs: dict, states: dict | None = None) -> d
         except Exception as err:  # re-raise with the node's .gdl span
             raise GdlError([UserError(f"while computing {n.op}(): {type(err).__name__}: {err}",
                                       n.span).diagnostic]) from err
-    return env
 
 
 def _lower_node(ctx: LowerCtx, nid: int, n: Node, env: dict, inputs: dict, states):
@@ -146,7 +182,8 @@ def _lower_node(ctx: LowerCtx, nid: int, n: Node, env: dict, inputs: dict, state
     if op == "getitem":
         return env[n.inputs[0]][attrs["index"]]
     if op == "generate":
-        return lower_generate(ctx, nid, n, env, run_ir, _initial)
+        run_body = functools.partial(run_ir, given=loop_invariants(attrs["body"], ctx))
+        return lower_generate(ctx, nid, n, env, run_body, _initial)
     if op == "scan":
         return lower_scan(ctx, nid, n, env)
     if op in ("cost", "surrogate"):  # operands by their own names: term.0, logp.1, ...

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 
 from graphdl.dims import Dim, TensorType, promote
@@ -55,6 +56,35 @@ def _dense_lower(ctx, x, units, bias, w, b=None):
 
 register("dense", "x, units: int, bias: bool = true", _dense_infer, _dense_lower,
          weights=_dense_weights, doc="x @ w + b over the last axis")
+
+
+# -- dense_split: one dense layer whose result is split into parts ---------------------------
+# The `fuse_dense` pass (graphdl/passes/fuse_dense.py) writes sibling `dense` nodes as one
+# of these on their weights concatenated (`concat` nodes), so an LSTM's four gates are one
+# [D + H, 4H] matmul, as a JAX user writes it.
+def _parts(units) -> list:
+    """The unit count of each part (`ints` also takes one number; sizes may be symbolic)."""
+    return list(units) if isinstance(units, (list, tuple)) else [units]
+
+
+def _dense_split_infer(x, units, bias):
+    return tuple(_dense_infer(x, u, bias) for u in _parts(units))
+
+
+def _dense_split_weights(x, units, bias):
+    return _dense_weights(x, sum((Dim.of(u) for u in _parts(units)), Dim(0)), bias)
+
+
+def _dense_split_lower(ctx, x, units, bias, w, b=None):
+    y = _dense_lower(ctx, x, units, bias, w, b)
+    ends = list(itertools.accumulate(ctx.size(u) for u in _parts(units)))[:-1]
+    return tuple(jnp.split(y, ends, axis=-1))
+
+
+register("dense_split", "x, units: ints, bias: bool = true", _dense_split_infer,
+         _dense_split_lower, weights=_dense_split_weights,
+         doc="one `dense` of `sum(units)` outputs, split into a part of each size in `units`: "
+             "a tuple (the `fuse_dense` pass writes sibling `dense` calls as one)")
 
 
 # -- convolutions -------------------------------------------------------------

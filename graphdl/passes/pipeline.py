@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 from graphdl.ir.graph import IR, clone
 from graphdl.ir.verify import check_ir
-from graphdl.passes import surrogate, verify
+from graphdl.passes import fuse_dense, surrogate, verify
 
 
 @dataclass(frozen=True)
@@ -32,6 +32,8 @@ PIPELINE: tuple[Pass, ...] = (
     Pass("verify", verify.run, "check the IR elaboration built (arity, types, cycles)"),
     Pass("surrogate", surrogate.run,
          "score each score-function sample; a surrogate node beside each scalar loss"),
+    Pass("fuse_dense", fuse_dense.run,
+         "dense nodes that read the same input become one dense_split (one matmul)"),
 )
 PASS_NAMES = tuple(p.name for p in PIPELINE)
 
