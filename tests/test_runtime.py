@@ -337,6 +337,54 @@ def test_graph_with_params_uses_the_checkpoint(tmp_path, straight, capsys):
                                rtol=1e-4, atol=1e-5)
 
 
+GAN = """\
+graph generator(z: f32[B, 2]) -> f32[B, 2] {
+    return z |> dense(4) |> relu |> dense(2)
+}
+
+graph critic(x: f32[B, 2]) -> f32[B, 1] {
+    return dense(x, 1)
+}
+
+data ring = gaussian_ring(4, n = 256)
+
+train {
+    data = ring.train(batch = 32, shuffle = true)
+    z ~ normal(0, 1, shape = [32, 2])
+    step critic {
+        loss = mean(bce(critic(data.x), 1) + bce(critic(stop_gradient(generator(z))), 0))
+        over critic
+    }
+    step generator {
+        loss = mean(bce(critic(generator(z)), 1))
+        over generator
+    }
+    steps = 5
+}
+"""
+
+
+def test_one_graph_runs_from_a_checkpoint_holding_more(tmp_path, capsys):
+    """A GAN's generator runs from the GAN's checkpoint: it takes the parameters it uses
+    (the critic's are in the checkpoint too, and are not an error)."""
+    gdl = tmp_path / "gan.gdl"
+    gdl.write_text(GAN)
+    out = tmp_path / "run"
+    code, _, err = run_in_process(capsys, "run", gdl, "--out", out, "--quiet")
+    assert code == 0, err
+    z = np.random.default_rng(0).normal(size=(6, 2)).astype(np.float32)
+    np.save(tmp_path / "z.npy", z)
+    code, _, err = run_in_process(capsys, "run", gdl, "--out", out, "--graph", "generator",
+                                  "--input", f"z={tmp_path / 'z.npy'}")
+    assert code == 0, err
+    p = load_checkpoint(out / "checkpoint").params
+    assert any(n.startswith("critic.") for n in p)
+    h = np.maximum(z @ p["generator.out.dense.w"] + p["generator.out.dense.b"], 0)
+    np.testing.assert_allclose(np.load(out / "output.npy"),
+                               h @ p["generator.out.dense_1.w"] + p["generator.out.dense_1.b"],
+                               rtol=1e-5, atol=1e-6)
+
+
 def _bad_inputs(d: Path) -> dict:
     np.save(d / "wide.npy", np.zeros((2, 4), np.float32))
     np.save(d / "rank3.npy", np.zeros((2, 3, 1), np.float32))

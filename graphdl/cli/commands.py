@@ -242,8 +242,12 @@ def evaluate_graph(model, args) -> int:
     if (ckpt / "checkpoint.safetensors").exists():
         try:
             loaded = load_checkpoint(ckpt)
-            variables = {"params": restore_into(variables["params"], loaded.params),
-                         **({"stats": restore_into(variables["stats"], loaded.stats)}
+            # one graph of the trained model takes the parameters it uses (a GAN's
+            # generator runs from the GAN's checkpoint); every one of them must be there
+            variables = {"params": restore_into(variables["params"], loaded.params,
+                                                subset=True),
+                         **({"stats": restore_into(variables["stats"], loaded.stats,
+                                                   subset=True)}
                             if "stats" in variables else {})}
         except CheckpointError as err:
             raise GdlError([UserError(f"cannot use the checkpoint in {ckpt} for `{name}`: "

@@ -607,14 +607,17 @@ def _fmt_shape(shape: tuple[int, ...]) -> str:
 # --------------------------------------------------------------------------- restoring
 
 
-def restore_into(params_template: dict[str, Any], ckpt_params: dict[str, Any]) -> dict[str, Any]:
+def restore_into(params_template: dict[str, Any], ckpt_params: dict[str, Any],
+                 subset: bool = False) -> dict[str, Any]:
     """Checkpoint values for exactly the template's names, in the template's order.
 
     Raises CheckpointError listing missing, unexpected and mismatched names
-    (shape or dtype), with a did-you-mean for names that were probably renamed.
+    (shape or dtype), with a did-you-mean for names that were probably renamed. With
+    `subset`, the checkpoint may hold more than the template (one graph of a trained
+    model, e.g. a GAN's generator, takes only the parameters it uses).
     """
     missing = [n for n in params_template if n not in ckpt_params]
-    unexpected = [n for n in ckpt_params if n not in params_template]
+    unexpected = [] if subset else [n for n in ckpt_params if n not in params_template]
     mismatched = [
         _describe_mismatch(n, params_template[n], ckpt_params[n])
         for n in params_template
