@@ -89,9 +89,9 @@ def test_another_axis(model):
     assert all(c.shape == (2,) for c in curves.values())
 
 
-def _run(tmp_path, *flags):
-    path = tmp_path / "m.gdl"
-    path.write_text(MODEL)
+def _run(tmp_path, *flags, source: str = MODEL, name: str = "m.gdl"):
+    path = tmp_path / name
+    path.write_text(source)
     return subprocess.run([sys.executable, "-m", "graphdl", "run", str(path), "--quiet",
                            "--out", str(tmp_path / "out"), *flags],
                           capture_output=True, text=True, timeout=300)
@@ -118,8 +118,7 @@ def test_bad_flags_are_user_errors(tmp_path, flag, message, hint):
 
 
 def test_an_integer_field_is_refused(tmp_path):
-    path = tmp_path / "c.gdl"
-    path.write_text("""\
+    done = _run(tmp_path, "--input-grads", "x", name="c.gdl", source="""\
 data copies = copy(5, 4, n = 64)
 
 graph net(x: i32[B, T]) -> f32[B, T, 4] {
@@ -132,9 +131,6 @@ train {
     steps = 1
 }
 """)
-    done = subprocess.run([sys.executable, "-m", "graphdl", "run", str(path), "--quiet",
-                           "--out", str(tmp_path / "out"), "--input-grads", "x"],
-                          capture_output=True, text=True, timeout=300)
     assert done.returncode == 2
     assert "c.gdl:7:1: error: --input-grads x: the field is int32 (integers)" in done.stderr
     assert "the gradient stops at the embedding" in done.stderr

@@ -13,7 +13,6 @@ parameters; the key is fixed, so a graph with dropout gives the same numbers eac
 
 from __future__ import annotations
 
-import io
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +24,7 @@ import numpy as np
 from graphdl.errors import GdlError, Span, UserError
 from graphdl.lower import LowerCtx, run_ir
 from graphdl.lower.compile import compile_fn
-from graphdl.runtime.writing import atomic_write
+from graphdl.runtime.writing import atomic_write, write_figure
 
 FILES = ("input_grads.json", "input_grads.png")
 
@@ -118,7 +117,4 @@ def write_input_grads(out: Path, spec: InputGrads, loss_name: str,
     ax.set_ylabel(f"‖∂{loss_name}/∂{spec.field}_t‖")
     ax.legend()
     fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=100)
-    plt.close(fig)
-    atomic_write(out / FILES[1], lambda f: f.write(buffer.getvalue()))
+    write_figure(fig, out / FILES[1])

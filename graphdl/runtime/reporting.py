@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import json
 import sys
 from pathlib import Path
@@ -11,7 +10,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from graphdl.runtime.writing import OutputError, atomic_write, open_append
+from graphdl.runtime.writing import OutputError, atomic_write, open_append, write_figure
 
 # the files of --out a run writes besides its checkpoint (a new run refuses to replace them)
 OUT_FILES = ("metrics.jsonl", "loss.png")
@@ -161,10 +160,7 @@ class Reporter:
             ax.set_xlabel("step")
             ax.legend()
         fig.tight_layout()
-        buffer = io.BytesIO()  # rendered first, then written atomically (never through a link)
-        fig.savefig(buffer, format="png", dpi=100)
-        plt.close(fig)
-        atomic_write(self.out / "loss.png", lambda f: f.write(buffer.getvalue()))
+        write_figure(fig, self.out / "loss.png")
 
     def summary(self, metrics: dict) -> None:
         if self.quiet or not metrics:

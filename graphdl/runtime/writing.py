@@ -54,6 +54,18 @@ def replace_atomically(path: Path, write: Callable[[BinaryIO], None]) -> None:
         raise
 
 
+def write_figure(fig, path: Path) -> None:
+    """Render a matplotlib figure to PNG in memory, close it, then write it atomically
+    (never through a link), so a kill mid-render leaves the old plot."""
+    import io
+
+    import matplotlib.pyplot as plt
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=100)
+    plt.close(fig)
+    atomic_write(path, lambda f: f.write(buffer.getvalue()))
+
+
 def open_append(path: Path) -> BinaryIO:
     """Open an existing file of ours for appending, refusing a link at its name."""
     refuse_symlink(path)
