@@ -287,6 +287,15 @@ def test_errors_are_at_the_samples_line(src, expected):
     assert all(d.span.file == "m.gdl" and d.hint for d in err.value.diagnostics)
 
 
+@pytest.mark.parametrize("src,expected", ERRORS)
+def test_check_reports_the_pass_errors(tmp_path, capsys, src, expected):
+    path = tmp_path / "m.gdl"
+    path.write_text(src)
+    assert main(["check", str(path)]) == 2
+    line, col, message = expected
+    assert f"{path}:{line}:{col}: error: {message}" in capsys.readouterr().err
+
+
 def test_a_support_too_large_for_the_batch_is_an_error_when_compiled():
     """Not split per example, a node is enumerated jointly: 2^16 points for 16 examples."""
     src = ("graph g(l: f32[B, 1]) -> f32[] {\n    b ~ bernoulli(logits = l) by enumerate\n"
@@ -302,13 +311,15 @@ def test_a_support_too_large_for_the_batch_is_an_error_when_compiled():
                        "is not a sum over the examples"]
 
 
-def test_a_pass_error_exits_2_at_its_line(tmp_path, capsys):
+@pytest.mark.parametrize("command", [["show", "--after", "surrogate"], ["check"]])
+def test_a_pass_error_exits_2_at_its_line(tmp_path, capsys, command):
+    """`graphdl check` runs the passes up to the surrogate too: it reports what they find."""
     path = tmp_path / "m.gdl"
     path.write_text(ERRORS[0].values[0])
-    assert main(["show", str(path), "--after", "surrogate"]) == 2
-    err = capsys.readouterr().err
+    assert main([command[0], str(path), *command[1:]]) == 2
+    out, err = capsys.readouterr()
     assert f"{path}:2:5: error: `a` is too large to enumerate" in err
-    assert "Traceback" not in err
+    assert "Traceback" not in err and "ok" not in out
 
 
 def test_the_ir_after_the_pass_verifies_and_prints():

@@ -20,7 +20,7 @@ from graphdl.cli.show import show
 from graphdl.elaborate.check import check_program
 from graphdl.elaborate.overrides import override_errors
 from graphdl.errors import CliError, GdlError, render_all
-from graphdl.passes.pipeline import PASS_NAMES
+from graphdl.passes.pipeline import PASS_NAMES, run_passes
 from graphdl.runtime.data import SOURCES
 
 EXIT_OK, EXIT_RUNTIME, EXIT_USER = 0, 1, 2
@@ -37,6 +37,8 @@ def cmd_check(args) -> int:
         if problem:
             print(f"error: {problem}", file=sys.stderr)
             status = EXIT_USER
+        if not diagnostics and not problem:
+            diagnostics = pass_diagnostics(checked)
         if diagnostics:
             print(render_all(diagnostics, checked.program.sources), file=sys.stderr)
             status = EXIT_USER
@@ -45,6 +47,20 @@ def cmd_check(args) -> int:
             print(f"{path}: ok ({n} graph{'s' if n != 1 else ''}, "
                   f"{len(checked.trains)} train block{'s' if len(checked.trains) != 1 else ''})")
     return status
+
+
+def pass_diagnostics(checked) -> list:
+    """The errors the IR passes find (the surrogate pass's need the loss: an `enumerate`
+    support too large, two enumerated nodes in one term, ...), from running the pipeline
+    up to `surrogate` on every graph and train block of a file that checked clean."""
+    found = []
+    irs = list(checked.irs.values()) + [plan.ir for plan in checked.trains]
+    for ir in irs:
+        try:
+            run_passes(ir, until="surrogate")
+        except GdlError as err:
+            found += [d for d in err.diagnostics if d not in found]
+    return found
 
 
 def cmd_show(args) -> int:
