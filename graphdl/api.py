@@ -185,20 +185,21 @@ class Model:
     def gradvar(self, train: str | None = None, out: str | None = None, *,
                 keys: int = DEFAULT_KEYS, seed: int | None = None,
                 variables: dict | None = None, chunk: int | None = None,
-                **settings) -> GradVar:
+                only: list[str] | None = None, **settings) -> GradVar:
         """Each gradient estimator's noise, measured (`graphdl gradvar`): for each
         stochastic node below the train block's loss and each estimator of its family,
         the mean, variance and SNR of the gradient over `keys` keys on the block's first
         batch. With `out` (a run folder), the parameters of its checkpoint when there is
         one, and OUT/gradvar.json written; `variables` (`{"params": ..., "stats": ...}`,
-        any subset) are set over the parameters. Returns `result.rows` (one `Row` each:
+        any subset) are set over the parameters; `only` keeps the rows of these
+        estimators (`["reinforce + moving_average(0.9)"]`, as the table writes them). Returns `result.rows` (one `Row` each:
         `node`, `estimator`, `mean_norm`, `variance`, `snr`, `stderr`, and per parameter
         `mean` and `variances`)."""
         settings = self._settings("gradvar", train, settings)
         plan = self.plan(train, settings)
         result = measure_gradvar(plan, self.sources, keys=keys, seed=seed,
                                  checkpoint=Path(out) / "checkpoint" if out else None,
-                                 variables=variables, chunk=chunk)
+                                 variables=variables, chunk=chunk, only=only)
         if out is not None:
             write_gradvar(Path(out), result)
         return result

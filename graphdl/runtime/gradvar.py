@@ -387,7 +387,7 @@ def _set_variables(trainer: Trainer, variables: Mapping) -> None:
 def measure_gradvar(plan: TrainPlan, sources: Mapping[str, Source], *,
                     keys: int = DEFAULT_KEYS, seed: int | None = None,
                     checkpoint: str | Path | None = None, variables: Mapping | None = None,
-                    chunk: int | None = None,
+                    chunk: int | None = None, only: list[str] | None = None,
                     progress: Callable[[Row], None] | None = None) -> GradVar:
     """Measure every estimator of every stochastic node below `plan`'s losses.
 
@@ -395,7 +395,8 @@ def measure_gradvar(plan: TrainPlan, sources: Mapping[str, Source], *,
     block's); checkpoint: a checkpoint folder whose parameters and statistics to use, when
     it holds one (else the initial parameters); variables: `{"params": .., "stats": ..}`
     set over either; chunk: keys per vmapped call (default: by the parameter count);
-    progress: called with each row as it is done.
+    only: measure just the rows whose estimator (its label, e.g. "reinforce +
+    moving_average(0.9)") is listed; progress: called with each row as it is done.
     """
     problem = keys_problem(keys)
     if problem:
@@ -439,6 +440,8 @@ def measure_gradvar(plan: TrainPlan, sources: Mapping[str, Source], *,
         for path, n in nodes:
             mean_cost = None  # reinforce without a baseline measures it first
             for v in variants(n):
+                if only is not None and v.label not in only:
+                    continue
                 row = Row(step_name, node_name(n), v.label, v.declared, keys)
                 tic = time.perf_counter()
                 use = stats
@@ -511,7 +514,9 @@ def table_text(result: GradVar) -> str:
 
     where = {"checkpoint": f"the checkpoint in {result.checkpoint} "
                            f"(step {result.checkpoint_step})",
-             "initial": "the initial ones", "given": "the ones given"}[result.parameters]
+             "initial": "the initial ones" + (f" (no checkpoint in {result.checkpoint})"
+                                               if result.checkpoint else ""),
+             "given": "the ones given"}[result.parameters]
     out = [f"train {result.train}: {result.keys} keys (seed {result.seed}) on the first "
            f"training batch ({result.examples} examples); parameters: {where}", "",
            fmt(head), *(fmt(c) for c in lines), ""]
