@@ -223,3 +223,85 @@ def test_keys_problem():
     assert keys_problem(1000) is None
     assert "at least 2" in keys_problem(0)
     assert "whole number" in keys_problem(2.5)
+
+
+# -- which nodes, which estimators, and the IR each row runs --------------------------------
+NODES = """\
+data d = npz("bandit.npz", split = [0.5, 0.5])
+
+graph pick(r: f32[B, 3]) -> f32[B] {
+    b ~ categorical(logits = r) by enumerate
+    return sum(r * onehot(b, 3), axis = -1)
+}
+
+graph value(r: f32[B, 3]) -> f32[B] {
+    return dense(r, 1)[:, 0]
+}
+
+train {
+    data = d.train(batch = 4)
+    g ~ onehot_categorical(logits = dense(data.x, 3)) by gumbel_softmax(temperature = 0.5)
+    a ~ categorical(logits = dense(data.x, 3)) by reinforce(baseline = value(data.x))
+    loss = -mean(sum(data.x * onehot(a, 3), axis = -1) * pick(data.x)) + mean(g)
+    steps = 1
+}
+"""
+
+
+def test_the_nodes_their_estimators_and_the_ir_of_a_row(folder):
+    from graphdl.ir import node
+    from graphdl.passes.pipeline import run_passes
+    from graphdl.runtime.gradvar import (
+        measured_params,
+        node_name,
+        stochastic_nodes,
+        variants,
+        with_variant,
+    )
+
+    (folder / "nodes.gdl").write_text(NODES)
+    plan = graphdl.load("nodes.gdl").plan()
+    loss = plan.steps[0].loss
+    found = stochastic_nodes(plan.ir, loss)
+    assert [node_name(n) for _, n in found] == ["g", "a", "pick.b"]  # called graphs too
+    labels = {node_name(n): [(v.label, v.declared) for v in variants(n)] for _, n in found}
+    assert labels["g"] == [("reinforce", False), ("enumerate", False),
+                           ("gumbel_softmax(temperature = 0.5)", True),
+                           ("straight_through", False)]
+    assert labels["a"] == [("reinforce", False), ("reinforce + baseline tensor", True),
+                           ("enumerate", False)]
+    assert labels["pick.b"] == [("reinforce", False), ("enumerate", True)]
+    # the row's copy: only the node under study changes, its baseline goes
+    path, a = found[1]
+    plain = with_variant(plan.ir, path, variants(a)[0])
+    assert "baseline" in a.args and "baseline" not in node(plain, path[0]).args
+    assert node(plan.ir, path[0]).attrs["estimator"] == "reinforce"  # the plan's IR is kept
+    assert node(plain, found[0][0][0]).attrs["options"] == {"temperature": 0.5}
+    run_passes(plain)  # a valid IR for the pipeline
+    # the value network's own parameters are not the estimator's noise
+    trainable = sorted(n for n in plan.ir.graph["params_by_name"])
+    measured = measured_params(plan.ir, loss, trainable)
+    assert not any(n.startswith("value.") for n in measured)
+    assert any(n.startswith("value.") for n in trainable) and measured
+
+
+def test_an_estimator_the_pass_cannot_build_is_a_row_with_its_reason(folder, capsys):
+    (folder / "wide.gdl").write_text(
+        'data d = npz("bandit.npz", split = [0.5, 0.5])\n\ntrain {\n'
+        "    data = d.train(batch = 4)\n"
+        "    c ~ bernoulli(logits = dense(data.x, 16)) by reinforce\n"
+        "    loss = mean(c)\n    steps = 1\n}\n")
+    (row,) = graphdl.load("wide.gdl").gradvar(keys=2, only=["enumerate"]).rows
+    assert row.variance is None and "too large to enumerate" in row.problem
+    assert row.problem.startswith("5:5: ")  # where the node is
+    from graphdl.runtime.gradvar import GradVar, table_text
+    text = table_text(GradVar("train", 2, 0, 4, "initial", None, rows=[row]))
+    assert text.splitlines()[3].split() == ["c", "enumerate", "n/a", "n/a", "n/a", "n/a"]
+    assert "c enumerate: n/a, 5:5: `c` is too large to enumerate" in text
+
+
+def test_data_root_applies(folder, capsys):
+    (folder / "inner").mkdir()
+    (folder / "inner" / "b.gdl").write_text(BANDIT.replace("bandit.npz", "../bandit.npz"))
+    assert main(["gradvar", "inner/b.gdl", "--data-root", "inner"]) == 2
+    assert "is outside the data root" in capsys.readouterr().err
