@@ -305,3 +305,44 @@ def test_data_root_applies(folder, capsys):
     (folder / "inner" / "b.gdl").write_text(BANDIT.replace("bandit.npz", "../bandit.npz"))
     assert main(["gradvar", "inner/b.gdl", "--data-root", "inner"]) == 2
     assert "is outside the data root" in capsys.readouterr().err
+
+
+CELL = """\
+data d = npz("bandit.npz", split = [0.5, 0.5])
+
+cell walk(x: f32[B, 3]) -> f32[B, 3] {
+    state h: f32[B, 3] = zeros
+    e ~ bernoulli(logits = dense(x, 3)) by reinforce(baseline = moving_average(0.5))
+    h = h + e * x
+    return h
+}
+
+train {
+    data = d.train(batch = 4)
+    a ~ categorical(logits = dense(data.x, 3)) by reinforce
+    run = scan(stack([data.x, data.x], axis = 1), walk, axis = 1)
+    loss = mean(sum(run.out[:, -1, :], axis = -1)) - mean(sum(data.x * onehot(a, 3), axis = -1))
+    steps = 1
+}
+"""
+
+
+def test_a_node_drawn_in_a_cell_has_a_row_and_a_cost(folder):
+    """A cell's node is found through its scan; the row without its baseline reads its
+    cost (the moving average's estimate), and `enumerate` is refused in a cell."""
+    from graphdl.ir import node
+    from graphdl.passes.pipeline import run_passes
+    from graphdl.runtime.gradvar import _cost_node, stochastic_nodes, variants, with_variant
+
+    (folder / "cell.gdl").write_text(CELL)
+    plan = graphdl.load("cell.gdl").plan()
+    loss = plan.steps[0].loss
+    found = stochastic_nodes(plan.ir, loss)
+    assert [(len(path), n.attrs["name"]) for path, n in found] == [(1, "a"), (2, "e")]
+    for path, n in found:
+        ir = run_passes(with_variant(plan.ir, path, variants(n)[0]))
+        cost = _cost_node(ir, loss, path, n.attrs["name"])
+        assert node(ir, cost).op == "cost" and node(ir, cost).attrs["sample"] == n.attrs["name"]
+    path, e = found[1]
+    with pytest.raises(graphdl.GdlError, match="cannot be enumerated inside a cell"):
+        run_passes(with_variant(plan.ir, path, variants(e)[2]))

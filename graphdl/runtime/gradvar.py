@@ -273,17 +273,20 @@ def _chunk_fn(ir: IR, loss: int, names: list[str], cost: int | None) -> Callable
     return compile_fn(chunk)
 
 
-def _cost_node(ir: IR, loss: int, sample: int) -> int | None:
-    """The `cost` node of `sample` (a node of this IR) that the loss's surrogate reads."""
+def _cost_node(ir: IR, loss: int, path: tuple[int, ...], name: str) -> int | None:
+    """The `cost` node the loss's surrogate reads for the sample at `path`: the one whose
+    log-probability scores that sample (a cell's: read from its scan, by the name)."""
     s = surrogate_of(ir, loss)
     if s == loss:
         return None
-    operands = {arg: src for src, arg in node(ir, s).operands()}
-    for arg, src in operands.items():
-        if arg.startswith("logp."):
-            lp = node(ir, src)
-            if lp.op == "dist_log_prob" and dict((a, i) for i, a in lp.operands()).get("x") == sample:
-                return operands.get(f"cost.{arg[5:]}")
+    surrogate = node(ir, s)
+    operands = {arg: src for src, arg in surrogate.operands()}
+    for j, sample in enumerate(surrogate.attrs["samples"]):
+        lp = node(ir, operands[f"logp.{j}"])
+        scores = dict((a, i) for i, a in lp.operands()).get("x") == path[0] \
+            if lp.op == "dist_log_prob" else (lp.inputs == [path[0]] and sample == name)
+        if scores:
+            return operands[f"cost.{j}"]
     return None
 
 
@@ -450,7 +453,7 @@ def measure_gradvar(plan: TrainPlan, sources: Mapping[str, Source], *,
                     if v.baseline and v.baseline != "tensor":
                         use, row.baseline_value, row.baseline_from = _moving_average(
                             plan.ir, path, stats, result, mean_cost)
-                    cost = _cost_node(ir, step.loss, path[0]) if len(path) == 1 else None
+                    cost = _cost_node(ir, step.loss, path, n.attrs["name"])
                     moments, row.loss, mc = _run_variant(ir, step.loss, names, cost, params,
                                                          use, batch, key_array, counts, per)
                     if v.estimator == "reinforce" and v.baseline is None and cost is not None:
@@ -478,7 +481,7 @@ def _moving_average(ir: IR, path: tuple[int, ...], stats: dict, result: GradVar,
     value = float(stats[name])
     if name in result.restored:
         return stats, value, "checkpoint"
-    if mean_cost is None:  # a node inside a cell: its cost is not read off here
+    if mean_cost is None:  # the row without the baseline could not be measured
         return stats, value, "initial"
     return {**stats, name: jnp.asarray(mean_cost, jnp.float32)}, mean_cost, "mean cost"
 
@@ -517,8 +520,10 @@ def table_text(result: GradVar) -> str:
              "initial": "the initial ones" + (f" (no checkpoint in {result.checkpoint})"
                                                if result.checkpoint else ""),
              "given": "the ones given"}[result.parameters]
-    out = [f"train {result.train}: {result.keys} keys (seed {result.seed}) on the first "
-           f"training batch ({result.examples} examples); parameters: {where}", "",
+    batch = f"the first training batch ({result.examples} examples)" if result.examples \
+        else "no data (the block reads none)"
+    out = [f"train {result.train}: {result.keys} keys (seed {result.seed}) on {batch}; "
+           f"parameters: {where}", "",
            fmt(head), *(fmt(c) for c in lines), ""]
     out.append("* the file's own estimator; variance = E|g - mean g|^2 summed over the "
                "parameters, snr = |mean grad| / sqrt(variance), std err = sqrt(variance / keys)")
