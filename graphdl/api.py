@@ -31,6 +31,7 @@ from graphdl.passes.pipeline import run_passes, surrogate_of
 from graphdl.reading import FileRefused, read_gdl_text
 from graphdl.runtime.data import SOURCES, Source
 from graphdl.runtime.export import exported_graph
+from graphdl.runtime.gradvar import DEFAULT_KEYS, GradVar, measure_gradvar, write_gradvar
 from graphdl.runtime.input_grads import parse_input_grads
 from graphdl.runtime.train import (
     TrainResult,
@@ -158,22 +159,50 @@ class Model:
         the front end builds it again (see graphdl.runtime.train.ResizeEval)."""
         return functools.partial(evaluation_for_batch, self.program, plan.name)
 
-    def train(self, train: str | None = None, out: str | None = None, *, resume: bool = False,
-              overwrite: bool = False, input_grads: str | None = None, **settings):
-        """Run the file's train block (`train` names one); settings override its own
-        (`epochs=5`, `seed=1`). With `out`, write checkpoints and metrics there, like
-        `graphdl run --out` (`resume`/`overwrite`/`input_grads` as its flags; the
-        gradient norms are also `result.input_grads`)."""
+    def _settings(self, caller: str, train: str | None, settings: dict) -> dict:
+        """`epochs=5` as the override `train.epochs` (or `NAME.epochs` for block NAME),
+        each key checked."""
         names = [p.name for p in self.checked.trains]
         settings = {k if k.split(".")[0] in (*names, "train") else f"{train or 'train'}.{k}": v
                     for k, v in settings.items()}
         for key in settings:
             problem = unknown_override(self.program, key)
             if problem:
-                raise TypeError(f"train(): {problem}")
+                raise TypeError(f"{caller}(): {problem}")
+        return settings
+
+    def train(self, train: str | None = None, out: str | None = None, *, resume: bool = False,
+              overwrite: bool = False, input_grads: str | None = None, **settings):
+        """Run the file's train block (`train` names one); settings override its own
+        (`epochs=5`, `seed=1`). With `out`, write checkpoints and metrics there, like
+        `graphdl run --out` (`resume`/`overwrite`/`input_grads` as its flags; the
+        gradient norms are also `result.input_grads`)."""
+        settings = self._settings("train", train, settings)
         return train_model(self, train_name=train, out_dir=out, overrides=settings,
                            progress=False, resume=resume, overwrite=overwrite,
                            input_grads=input_grads)
+
+    def gradvar(self, train: str | None = None, out: str | None = None, *,
+                keys: int = DEFAULT_KEYS, seed: int | None = None,
+                variables: dict | None = None, chunk: int | None = None,
+                only: list[str] | None = None, **settings) -> GradVar:
+        """Each gradient estimator's noise, measured (`graphdl gradvar`): for each
+        stochastic node below the train block's loss and each estimator of its family,
+        the mean, variance and SNR of the gradient over `keys` keys on the block's first
+        batch. With `out` (a run folder), the parameters of its checkpoint when there is
+        one, and OUT/gradvar.json written; `variables` (`{"params": ..., "stats": ...}`,
+        any subset) are set over the parameters; `only` keeps the rows of these
+        estimators (`["reinforce + moving_average(0.9)"]`, as the table writes them). Returns `result.rows` (one `Row` each:
+        `node`, `estimator`, `mean_norm`, `variance`, `snr`, `stderr`, and per parameter
+        `mean` and `variances`)."""
+        settings = self._settings("gradvar", train, settings)
+        plan = self.plan(train, settings)
+        result = measure_gradvar(plan, self.sources, keys=keys, seed=seed,
+                                 checkpoint=Path(out) / "checkpoint" if out else None,
+                                 variables=variables, chunk=chunk, only=only)
+        if out is not None:
+            write_gradvar(Path(out), result)
+        return result
 
     def export(self, name: str, shapes: list[str]):
         """(the `jax.export.Exported` of graph `name`, whether it takes a key); `shapes`

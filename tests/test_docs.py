@@ -304,7 +304,9 @@ def test_fixed_api_and_command_problems_stay_fixed():
     assert cell.graphs == []
     with pytest.raises(KeyError, match="is a cell"):
         cell.compile("c")
-    assert "gradvar" not in build_parser().description
     sub = next(a for a in build_parser()._actions if a.dest == "command")
+    # the description names the commands there are (it once named one there was not)
+    named = build_parser().description.split(": ", 1)[1].rstrip(".").split(", ")
+    assert named == list(sub.choices)
     export_input = next(a for a in sub.choices["export"]._actions if "--input" in a.option_strings)
     assert "keeps that dim symbolic" in export_input.help

@@ -26,6 +26,7 @@ from graphdl.ir import (
     nodes,
     order,
     remove_node,
+    remove_operand,
     replace_uses,
     users,
     verify,
@@ -151,6 +152,17 @@ def test_remove_node_takes_dead_nodes_only():
     replace_uses(g, 1, 0)
     remove_node(g, 1)
     assert 1 not in g and order(g) == [0, 2] and verify(g) == []
+
+
+def test_remove_operand_drops_the_operand_and_its_edge():
+    g = chain()
+    two = add_node(g, "add", [1, 1], ["x", "y"], {}, F, None)
+    remove_operand(g, two, "y")  # %1 is still read as x: the edge stays
+    assert node(g, two).inputs == [1] and node(g, two).args == ["x"] and g.has_edge(1, two)
+    remove_operand(g, 2, "x")
+    assert node(g, 2).inputs == [] and not g.has_edge(1, 2)
+    with pytest.raises(IRError, match="no operand `y`"):
+        remove_operand(g, 2, "y")
 
 
 def test_remove_node_forgets_a_removed_parameter():

@@ -1,4 +1,4 @@
-"""The `graphdl` command line: check, show, run, bench, export."""
+"""The `graphdl` command line: check, show, run, bench, export, gradvar."""
 
 from graphdl.cli.main import main
 

@@ -1,4 +1,5 @@
-"""`graphdl run`, `bench` and `export`: the commands that compile and execute.
+"""`graphdl run`, `bench` and `export` (and `gradvar`, in gradvar.py): the commands that
+compile and execute.
 
 This module is imported for every command (it adds these to the parser), so what pulls
 in JAX (graphdl.api, graphdl.runtime) is imported inside the commands that run: `graphdl
@@ -21,6 +22,7 @@ from graphdl.cli.decode import (
     source_vocabulary,
     write_decoded,
 )
+from graphdl.cli.gradvar import add_gradvar_command
 from graphdl.cli.inputs import file_errors, load_checked, parse_overrides, replayed_overrides
 from graphdl.dims import numpy_name
 from graphdl.errors import CliError, GdlError, UserError
@@ -70,6 +72,8 @@ def add_runtime_commands(sub) -> None:
                    help="each input's shape, e.g. x=B,64 (a name keeps that dim symbolic)")
     p.add_argument("--out", metavar="FILE")
     p.set_defaults(func=cmd_export)
+
+    add_gradvar_command(sub)
 
 
 def _model(args):

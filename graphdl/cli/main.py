@@ -1,4 +1,4 @@
-"""The `graphdl` command: check, show, run, bench, export.
+"""The `graphdl` command: check, show, run, bench, export, gradvar.
 
 User errors print as compiler diagnostics and exit 2; `--debug` shows tracebacks.
 """
@@ -125,7 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_show)
 
     add_runtime_commands(sub)
-    for command in sub.choices.values():  # check, show, run, bench, export
+    for command in sub.choices.values():  # check, show, run, bench, export, gradvar
         add_data_root(command)
     return parser
 

@@ -13,6 +13,7 @@ from graphdl.ir.graph import (
     nodes,
     order,
     remove_node,
+    remove_operand,
     replace_uses,
     users,
 )
@@ -22,4 +23,4 @@ from graphdl.ir.verify import check_ir, verify
 
 __all__ = ["IR", "IRError", "Node", "STRUCTURAL_OPS", "add_delay", "add_node", "check_ir",
            "clone", "dataflow", "format_ir", "format_node", "is_delay", "new_ir", "node", "nodes", "order",
-           "remove_node", "replace_uses", "users", "verify"]
+           "remove_node", "remove_operand", "replace_uses", "users", "verify"]

@@ -126,6 +126,19 @@ def replace_uses(g: IR, old: int, new: int) -> None:
                              for name, (sid, nxt) in g.graph["states"].items()}
 
 
+def remove_operand(g: IR, nid: int, arg: str) -> None:
+    """Node `nid` no longer reads its operand `arg` (the edge goes unless it reads the same
+    node as another operand); what fed it stays, maybe dead."""
+    n = node(g, nid)
+    if arg not in n.args:
+        raise IRError(f"%{nid} ({n.op}) has no operand `{arg}`")
+    i = n.args.index(arg)
+    src = n.inputs[i]
+    del n.inputs[i], n.args[i]
+    if src not in n.inputs:
+        g.remove_edge(src, nid)
+
+
 def remove_node(g: IR, nid: int) -> None:
     """Remove a dead node: one that nothing reads and that is no input, output or state."""
     if any(True for _ in g.successors(nid)):
