@@ -35,7 +35,7 @@ from graphdl.runtime.data import batches, open_source
 # The settings of the two .gdl files: (source arguments, batch, epochs, lr, Z, H).
 SETTINGS = {
     "digits": ({"name": "digits", "split": [0.8, 0.2], "seed": 0}, 64, 200, 1e-3, 8, 256),
-    "mnist1d": ({"name": "mnist1d"}, 100, 50, 1e-3, 8, 256),
+    "mnist1d": ({"name": "mnist1d"}, 100, 50, 1e-3, 16, 256),
 }
 
 

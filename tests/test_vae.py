@@ -55,10 +55,10 @@ def test_the_vae_graph_is_the_kl_minus_the_reconstruction():
     assert not np.allclose(sampled, got)
 
 
-@pytest.mark.parametrize("name,sampler,width", [("vae.gdl", "decode", 64),
-                                                ("vae_mnist1d.gdl", "decode_signal", 40)])
+@pytest.mark.parametrize("name,sampler,latent,width", [
+    ("vae.gdl", "decode", 8, 64), ("vae_mnist1d.gdl", "decode_signal", 16, 40)])
 def test_training_lowers_the_nelbo_and_the_sampler_runs_from_the_checkpoint(
-        tmp_path, capsys, name, sampler, width):
+        tmp_path, capsys, name, sampler, latent, width):
     model = graphdl.load(MODELS / name)
     out = tmp_path / "run"
     result = train_model(model, out_dir=out, overrides={"steps": 30}, progress=False,
@@ -68,7 +68,7 @@ def test_training_lowers_the_nelbo_and_the_sampler_runs_from_the_checkpoint(
     nelbo = result.metrics["test"]["nelbo"]
     assert np.isfinite(nelbo) and nelbo > 0
 
-    z = np.random.default_rng(0).normal(size=(6, 8)).astype(np.float32)
+    z = np.random.default_rng(0).normal(size=(6, latent)).astype(np.float32)
     np.save(tmp_path / "z.npy", z)
     code = main(["run", str(MODELS / name), "--out", str(out), "--graph", sampler,
                  "--input", f"z={tmp_path / 'z.npy'}"])
