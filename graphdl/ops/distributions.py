@@ -110,12 +110,17 @@ def _bernoulli_kl(p: Params, q: Params):
 
 # -- categorical (an index) and onehot_categorical (a one-hot vector) ---------
 def _categorical_sample(key, p: Params, shape):
-    return jax.random.categorical(key, p["logits"], axis=-1).astype(jnp.int32)
+    # `shape` (the sample's, without the class axis) may add leading axes to the logits'
+    # (`shape = [S, ...]`): draws, not one per distribution
+    return jax.random.categorical(key, p["logits"], axis=-1, shape=shape).astype(jnp.int32)
 
 
 def _categorical_log_prob(p: Params, x):
     logp = jnn.log_softmax(p["logits"], axis=-1)
-    return jnp.take_along_axis(logp, x[..., None], axis=-1)[..., 0]
+    # the draws and the logits broadcast (draws `shape = [S, ...]` of one distribution)
+    batch = jnp.broadcast_shapes(jnp.shape(x), logp.shape[:-1])
+    logp = jnp.broadcast_to(logp, batch + logp.shape[-1:])
+    return jnp.take_along_axis(logp, jnp.broadcast_to(x, batch)[..., None], axis=-1)[..., 0]
 
 
 def _categorical_mean(p: Params):
@@ -123,7 +128,7 @@ def _categorical_mean(p: Params):
 
 
 def _onehot_sample(key, p: Params, shape):
-    idx = jax.random.categorical(key, p["logits"], axis=-1)
+    idx = jax.random.categorical(key, p["logits"], axis=-1, shape=shape[:-1])
     return jnn.one_hot(idx, p["logits"].shape[-1])
 
 

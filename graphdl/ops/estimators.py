@@ -48,7 +48,7 @@ def _no_gradient(key, family: Family, p: Params, shape, options: dict):
 
 
 def _gumbel_softmax(key, family: Family, p: Params, shape, options: dict):
-    g = jax.random.gumbel(key, p["logits"].shape)
+    g = jax.random.gumbel(key, shape)  # the sample's shape, which `shape = [...]` may widen
     soft = jnn.softmax((p["logits"] + g) / options.get("temperature", 1.0), axis=-1)
     if not options.get("hard", False):
         return soft
