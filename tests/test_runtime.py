@@ -657,3 +657,25 @@ def test_length_overrides_replace_the_files_length(tmp_path):
     assert model.plan(overrides={"train.steps": 3}).num_steps == 3
     result = graphdl.load(path).train(epochs=1)
     assert result.steps == 6
+
+
+def test_each_evaluation_batch_draws_its_own_noise_and_the_train_split_evaluates(tmp_path):
+    """A `~` in an evaluation: the train split's two batches of 256 must not draw the same
+    noise as each other (nor as the val split's one batch of 256): every x is 0, so with
+    one key for every batch the two splits' means would be equal."""
+    import graphdl
+    (tmp_path / "m.gdl").write_text(
+        'data pts = npz("pts.npz", split = [0.5, 0.25, 0.25], seed = 0)\n'
+        "train {\n    data = pts.train(batch = 8)\n    z ~ normal(data.x, 1.0)\n"
+        "    w = data.x |> dense(1)\n    loss = mean(w * w)\n    steps = 1\n"
+        "    evaluate on pts.train { m = mean(z) }\n    evaluate on pts.val { m2 = mean(z) }\n}\n")
+    np.savez(tmp_path / "pts.npz", x=np.zeros((1024, 2), np.float32))
+    metrics = graphdl.load(tmp_path / "m.gdl").train(out=tmp_path / "out").metrics
+    train, val = metrics["train"]["m"], metrics["val"]["m2"]
+    assert abs(train) < 5 / np.sqrt(1024) and abs(val) < 5 / np.sqrt(512)
+    assert train != val
+    # the evaluation of the split named `train` is told from the training records
+    rows = records(tmp_path / "out", "train")
+    assert [r.get("eval", False) for r in rows] == [False, True]
+    assert "loss" in rows[0] and "m" in rows[1]
+    assert (tmp_path / "out" / "loss.png").stat().st_size > 0

@@ -91,7 +91,7 @@ class Reporter:
                                   f"{err.strerror or err}") from None
         if self.tb is not None:
             for key, value in record.items():
-                if key not in ("step", "epoch", "split") and isinstance(value, (int, float)):
+                if key not in ("step", "epoch", "split", "eval") and isinstance(value, (int, float)):
                     self.tb.add_scalar(f"{record['split']}/{key}", value, record["step"])
 
     def train(self, step: int, epoch: int, losses: dict, rate: float | None) -> None:
@@ -107,7 +107,8 @@ class Reporter:
             self.progress.update(self.task, completed=step, info=info)
 
     def evaluation(self, step: int, epoch: int, split: str, values: dict) -> None:
-        self._write({"step": step, "epoch": epoch, "split": split, **values})
+        # `eval` tells an evaluation of the split named `train` from the training records
+        self._write({"step": step, "epoch": epoch, "split": split, "eval": True, **values})
         if self.progress is not None:
             text = "  ".join(f"{k} {v:.4f}" for k, v in values.items())
             self.progress.console.print(f"epoch {epoch} step {step} {split}: {text}")
@@ -132,8 +133,8 @@ class Reporter:
         import matplotlib
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
-        train = [r for r in self.history if r.get("split") == "train"]
-        evals = [r for r in self.history if r.get("split") not in ("train", "header")]
+        train = [r for r in self.history if r.get("split") == "train" and not r.get("eval")]
+        evals = [r for r in self.history if r.get("eval")]
         if not train:
             return
         fig, axes = plt.subplots(1, 2 if evals else 1, figsize=(10 if evals else 5, 3.5), squeeze=False)
@@ -152,7 +153,8 @@ class Reporter:
             for split in sorted({r["split"] for r in evals}):
                 rows = [r for r in evals if r["split"] == split]
                 # several evaluate blocks may share a split, each with its own metrics
-                keys = dict.fromkeys(k for r in rows for k in r if k not in ("step", "epoch", "split"))
+                keys = dict.fromkeys(k for r in rows for k in r
+                                     if k not in ("step", "epoch", "split", "eval"))
                 for key in keys:
                     have = [r for r in rows if key in r]
                     ax.plot([r["step"] for r in have], [r[key] for r in have], marker="o",

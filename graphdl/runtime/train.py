@@ -231,8 +231,8 @@ class Trainer:
             plan = ev if size == ev.batch.batch else self._resized(ev, size)
             ir = run_passes(plan.ir)
 
-            def fn(params, stats, batch, plan=plan, ir=ir):
-                ctx = LowerCtx(params, stats, jax.random.key(0), train=False)
+            def fn(params, stats, batch, key, plan=plan, ir=ir):
+                ctx = LowerCtx(params, stats, key, train=False)
                 values = run_ir(ir, ctx, batch)
                 return {m: values[nid] for m, nid in plan.metrics.items()}
             self._eval_fns[key] = compile_fn(fn)
@@ -249,9 +249,14 @@ class Trainer:
         arrays = self.sources[ev.source].arrays(ev.split)
         n = len(next(iter(arrays.values())))
         totals: dict[str, float] = {m: 0.0 for m in ev.metrics}
-        for batch in batches(arrays, ev.batch.batch, shuffle=False, seed=0, epoch=0, drop_last=False):
+        # each batch its own key (fixed, so an evaluation is reproducible): with one key
+        # for all, every batch of one size would draw the same noise for its rows
+        key0 = jax.random.key(0)
+        for index, batch in enumerate(batches(arrays, ev.batch.batch, shuffle=False, seed=0,
+                                              epoch=0, drop_last=False)):
             size = len(next(iter(batch.values())))
-            out = self._eval_fn(ev, size)(self.params, self.stats, self._inputs(batch))
+            out = self._eval_fn(ev, size)(self.params, self.stats, self._inputs(batch),
+                                          jax.random.fold_in(key0, index))
             for m, v in out.items():
                 totals[m] += float(v) * size
         return {m: v / n for m, v in totals.items()}
