@@ -136,8 +136,7 @@ def _image_grid(plt, samples, inputs, image_shape):
         shown = np.nan_to_num((canvas - low) / max(high - low, 1e-12), nan=1.0)
         ax.imshow(np.clip(shown, 0, 1), interpolation="nearest")
     else:
-        cmap = plt.get_cmap("gray").copy()
-        cmap.set_bad("white")
+        cmap = plt.get_cmap("gray").with_extremes(bad="white")
         ax.imshow(np.ma.masked_invalid(canvas), cmap=cmap, vmin=low, vmax=high,
                   interpolation="nearest")
     ax.set_axis_off()
