@@ -129,9 +129,11 @@ def _image_grid(plt, samples, inputs, image_shape):
         r, c = divmod(i, cols)
         canvas[pad + r * (h + pad):pad + r * (h + pad) + h,
                pad + c * (w + pad):pad + c * (w + pad) + w] = images[i]
-    scale = min(10.0, max(3.0, 0.06 * max(canvas.shape[:2])))
-    fig, ax = plt.subplots(figsize=(scale * canvas.shape[1] / max(canvas.shape[:2]),
-                                    scale * canvas.shape[0] / max(canvas.shape[:2]) + 0.4))
+    scale = min(10.0, max(3.0, 0.06 * max(canvas.shape[:2])))  # inches of the longer side
+    width = scale * canvas.shape[1] / max(canvas.shape[:2])
+    height = scale * canvas.shape[0] / max(canvas.shape[:2])
+    fig = plt.figure(figsize=(width, height + 0.4))  # 0.4 inch above for the title
+    ax = fig.add_axes((0.0, 0.0, 1.0, height / (height + 0.4)))
     if colour:  # RGB(A) in [0, 1]; the gaps white
         shown = np.nan_to_num((canvas - low) / max(high - low, 1e-12), nan=1.0)
         ax.imshow(np.clip(shown, 0, 1), interpolation="nearest")
