@@ -21,7 +21,7 @@ from graphdl.elaborate.check import Checked, build_graph_ir, check_program
 from graphdl.elaborate.overrides import override_errors, value_text
 from graphdl.elaborate.program import Program, unknown_override
 from graphdl.elaborate.train import evaluation_for_batch
-from graphdl.errors import CliError, Diagnostic, GdlError, UserError
+from graphdl.errors import CliError, Diagnostic, GdlError, UserError, did_you_mean
 from graphdl.ir.graph import IR
 from graphdl.ir.plan import TrainPlan
 from graphdl.lower import LowerCtx, init_params, param_specs, run_ir
@@ -29,10 +29,12 @@ from graphdl.lower.compile import compile_fn
 from graphdl.lower.context import NeedsKey
 from graphdl.passes.pipeline import run_passes, surrogate_of
 from graphdl.reading import FileRefused, read_gdl_text
-from graphdl.runtime.data import SOURCES, Source
+from graphdl.runtime.checkpoint import CheckpointError, load_checkpoint, restore_into
+from graphdl.runtime.data import SOURCES, DataError, Source
 from graphdl.runtime.export import exported_graph
 from graphdl.runtime.gradvar import DEFAULT_KEYS, GradVar, measure_gradvar, write_gradvar
 from graphdl.runtime.input_grads import parse_input_grads
+from graphdl.runtime.sample import FilledInputs, SampleError, fill_inputs, input_specs
 from graphdl.runtime.train import (
     TrainResult,
     pick_plan,
@@ -204,6 +206,55 @@ class Model:
             write_gradvar(Path(out), result)
         return result
 
+    def sample(self, graph: str, n: int = 64, *, seed: int = 0,
+               inputs: dict[str, np.ndarray] | None = None, data: str | None = None,
+               out: str | Path | None = None, variables: dict | None = None) -> Samples:
+        """Draw from graph `graph` with trained parameters (`graphdl sample`): the
+        checkpoint in `out` (default `runs/<file stem>/`; only the parameters the graph
+        uses), or `variables` (e.g. `model.train().variables`). Its inputs are `inputs`
+        by name, else the first `n` examples of the split `data` ("digits.test") by field
+        name, else N(0, 1) noise with the leading dim `n`; `~` in the graph draws with the
+        key of `seed`. Raises CliError for what cannot be met (one line)."""
+        if graph not in self.graphs:
+            hint = did_you_mean(graph, self.graphs)
+            raise CliError(f"--graph {graph}: no such graph; the graphs are "
+                           f"{', '.join(self.graphs)}" + (f" ({hint})" if hint else ""))
+        fn = self.compile(graph)
+        given = {k: (f"--input {k}", np.asarray(v)) for k, v in (inputs or {}).items()}
+        try:
+            split = None if data is None else (data, self.split_arrays(data, "--data"))
+            filled = fill_inputs(graph, input_specs(self.ir(graph)), n, seed=seed,
+                                 given=given, data=split)
+        except SampleError as err:
+            raise CliError(str(err)) from None
+        if variables is None:
+            folder = Path(out) if out is not None else Path("runs") / Path(self.path).stem
+            variables = checkpoint_variables(fn, filled.arrays, folder / "checkpoint",
+                                             required=True, train_hint=self.path)
+        output = fn(variables, *filled.arrays, key=jax.random.key(seed))
+        if isinstance(output, tuple):
+            raise CliError(f"`{graph}` returns {len(output)} outputs; sample draws one tensor "
+                           "(return the samples alone)")
+        return Samples(np.asarray(output), filled)
+
+    def split_arrays(self, ref: str, flag: str) -> dict[str, np.ndarray]:
+        """The arrays of a data split named `SRC.SPLIT` ("digits.test"), by field."""
+        source, dot, split = ref.partition(".")
+        sources = self.sources
+        if not dot or source not in sources:
+            known = ", ".join(f"{s}.{p}" for s, src in sources.items() for p in src.splits)
+            hint = did_you_mean(source, list(sources)) if dot else None
+            raise CliError(f"{flag} {ref}: expected SRC.SPLIT, a data source of {self.path} "
+                           f"and one of its splits: {known or 'it has no data sources'}"
+                           + (f" ({hint})" if hint else ""))
+        if split not in sources[source].splits:
+            raise CliError(f"{flag} {ref}: `{source}` has no split `{split}`; its splits are "
+                           f"{', '.join(sources[source].splits)}")
+        try:
+            return sources[source].arrays(split)
+        except DataError as err:
+            raise CliError(f"{flag} {ref}: {err}") from None
+
     def export(self, name: str, shapes: list[str]):
         """(the `jax.export.Exported` of graph `name`, whether it takes a key); `shapes`
         as `graphdl export --input` gives them (`x=B,64`: B stays symbolic)."""
@@ -217,6 +268,45 @@ class Model:
             ir, problems = build_quietly(self.program, name, types, concrete)
             return ir, [d.message for d in problems]
         return exported_graph(name, args, shapes, build_ir)
+
+
+class Samples:
+    """What `Model.sample` drew: `output` (the graph's samples, [N, ...]) and `inputs`
+    (the arrays it was fed, by name), with `given` (input name -> where it came from:
+    `--input z`, `--data digits.test`) and `drawn` (the noise, e.g.
+    `"z: f32[64, 2] ~ normal(0, 1)"`)."""
+
+    def __init__(self, output: np.ndarray, filled: FilledInputs):
+        self.output = output
+        self.inputs = dict(zip(filled.names, filled.arrays))
+        self.given = filled.given
+        self.drawn = filled.drawn
+
+
+def checkpoint_variables(fn: CompiledGraph, inputs, checkpoint: Path, *, required: bool,
+                         train_hint: str = "FILE") -> dict:
+    """The variables graph `fn` uses, from the checkpoint folder `checkpoint`: one graph
+    of a trained model takes the parameters it uses (a GAN's generator runs from the GAN's
+    checkpoint), and each of those must be there. Without a checkpoint: fresh parameters,
+    or, when `required` and the graph has parameters, an error saying to train first."""
+    variables = fn.init(jax.random.key(0), *inputs)
+    if not (checkpoint / "checkpoint.safetensors").exists():
+        if required and variables["params"]:
+            raise GdlError([UserError(
+                f"no checkpoint in {checkpoint}; `{fn.name}` needs the trained parameters",
+                hint=f"train first: graphdl run {train_hint} --out {checkpoint.parent} "
+                     "(or give --out the run folder that holds the checkpoint)").diagnostic])
+        return variables
+    try:
+        loaded = load_checkpoint(checkpoint)
+        restored = {"params": restore_into(variables["params"], loaded.params, subset=True)}
+        if "stats" in variables:
+            restored["stats"] = restore_into(variables["stats"], loaded.stats, subset=True)
+    except CheckpointError as err:
+        raise GdlError([UserError(f"cannot use the checkpoint in {checkpoint} for "
+                                  f"`{fn.name}`: {err.message}", hint=err.hint).diagnostic]) \
+            from None
+    return restored
 
 
 def train_model(model: Model, train_name: str | None = None, out_dir: str | Path | None = None,

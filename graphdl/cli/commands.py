@@ -28,7 +28,6 @@ from graphdl.dims import numpy_name
 from graphdl.errors import CliError, GdlError, UserError
 from graphdl.parse import ast as A
 from graphdl.reading import open_regular
-from graphdl.runtime.checkpoint import CheckpointError, load_checkpoint, restore_into
 from graphdl.runtime.data import npy_size_problem
 
 
@@ -143,7 +142,7 @@ def _pick_graph(model, name):
 NPY_MAGIC = b"\x93NUMPY"
 
 
-def _load_npy(key: str, path: str):
+def read_npy(key: str, path: str):
     """One --input array: a plain .npy file (no pickles), or a one-line CliError."""
     where = f"--input {key}={path}"
     with file_errors(where, ".npy", prefix="cannot read it ("), open_regular(path) as f:
@@ -187,7 +186,7 @@ def _read_inputs(model, name, items) -> list:
                            f"{', '.join(arg_names)}")
         if key in given:
             raise CliError(f"--input {key} is given twice")
-        given[key] = (path, _load_npy(key, path))
+        given[key] = (path, read_npy(key, path))
     missing = [n for n in arg_names if n not in given]
     if missing:
         raise CliError(f"`{name}` needs --input for {', '.join(missing)}, e.g. "
@@ -240,23 +239,12 @@ def evaluate_graph(model, args) -> int:
     vocab = source_vocabulary(model, args.decode, "target") if args.decode else None
     inputs = prompt_input(model, name, args) if args.prompt is not None else \
         _read_inputs(model, name, args.input)
+    from graphdl.api import checkpoint_variables  # lazy: JAX
     fn = model.compile(name)
     ckpt = Path(args.out or Path("runs") / Path(args.file).stem) / "checkpoint"
-    variables = fn.init(jax.random.key(0), *inputs)
-    if (ckpt / "checkpoint.safetensors").exists():
-        try:
-            loaded = load_checkpoint(ckpt)
-            # one graph of the trained model takes the parameters it uses (a GAN's
-            # generator runs from the GAN's checkpoint); every one of them must be there
-            variables = {"params": restore_into(variables["params"], loaded.params,
-                                                subset=True),
-                         **({"stats": restore_into(variables["stats"], loaded.stats,
-                                                   subset=True)}
-                            if "stats" in variables else {})}
-        except CheckpointError as err:
-            raise GdlError([UserError(f"cannot use the checkpoint in {ckpt} for `{name}`: "
-                                      f"{err.message}", hint=err.hint).diagnostic]) from None
-    elif variables["params"] and not args.quiet:
+    variables = checkpoint_variables(fn, inputs, ckpt, required=False)
+    if not (ckpt / "checkpoint.safetensors").exists() and variables["params"] \
+            and not args.quiet:
         print(f"note: no checkpoint in {ckpt}; `{name}` runs with freshly initialised "
               "parameters", file=sys.stderr)
     result = fn(variables, *inputs, key=jax.random.key(args.seed), stochastic=args.stochastic)

@@ -1,4 +1,4 @@
-"""The `graphdl` command: check, show, run, bench, export, gradvar.
+"""The `graphdl` command: check, show, run, bench, export, gradvar, sample.
 
 User errors print as compiler diagnostics and exit 2; `--debug` shows tracebacks.
 """
@@ -16,6 +16,7 @@ from graphdl.cli.inputs import (
     parse_overrides,
     read_source,
 )
+from graphdl.cli.sample import add_sample_command
 from graphdl.cli.show import show
 from graphdl.elaborate.check import check_program
 from graphdl.elaborate.overrides import override_errors
@@ -125,7 +126,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_show)
 
     add_runtime_commands(sub)
-    for command in sub.choices.values():  # check, show, run, bench, export, gradvar
+    add_sample_command(sub)
+    for command in sub.choices.values():  # check, show, run, bench, export, gradvar, sample
         add_data_root(command)
     return parser
 

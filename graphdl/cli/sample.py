@@ -1,0 +1,153 @@
+"""`graphdl sample FILE --graph G`: draw from a trained graph and write a PNG of the draws.
+
+The graph runs from the checkpoint of `--out` (default `runs/<file stem>/`), taking only
+the parameters it uses, so a GAN's generator draws from the GAN's checkpoint. Its inputs
+come from `--input` files, the first n examples of `--data SRC.SPLIT`, or N(0, 1) noise
+(graphdl.runtime.sample); the samples go to OUT/samples_<G>.npy and a scatter or grid of
+them to OUT/samples_<G>.png (graphdl.runtime.sample_plot). Every misuse is exit 2.
+
+JAX is imported inside `cmd_sample`, never when the parser is built.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from graphdl.cli.inputs import load_checked, parse_overrides, replayed_overrides
+from graphdl.errors import CliError
+
+DEFAULT_N = 64
+
+
+def add_sample_command(sub) -> None:
+    p = sub.add_parser("sample", help="draw from a trained graph (a generator) and write a "
+                                      "PNG of the samples")
+    p.add_argument("file", metavar="FILE")
+    p.add_argument("--graph", metavar="NAME", required=True, help="the graph to draw from")
+    p.add_argument("--n", type=int, metavar="N",
+                   help=f"how many samples: the leading dim of the noise inputs, or the "
+                        f"examples taken from --data (default {DEFAULT_N})")
+    p.add_argument("--seed", type=int, default=0,
+                   help="the key of the noise inputs and of the graph's own `~` draws")
+    p.add_argument("--out", metavar="DIR",
+                   help="the run folder with the checkpoint, where the samples are written "
+                        "(default: runs/<file stem>/)")
+    p.add_argument("--png", metavar="PATH", help="the plot (default OUT/samples_<graph>.png)")
+    p.add_argument("--input", action="append", metavar="NAME=FILE.npy",
+                   help="give an input instead of drawing it")
+    p.add_argument("--data", metavar="SRC.SPLIT",
+                   help="feed the inputs named like the split's fields with its first N "
+                        "examples (a reconstruction: each input is drawn beside its output)")
+    p.add_argument("--real", metavar="SRC.SPLIT",
+                   help="under a 2-D scatter, draw the split's real points in another colour")
+    p.add_argument("--shape", metavar="H,W", help="draw [N, D] samples as H x W images")
+    p.add_argument("--set", action="append", metavar="K=V",
+                   help="override a graph constant (the checkpoint's recorded overrides "
+                        "are replayed without it)")
+    p.set_defaults(func=cmd_sample)
+
+
+def _image_shape(text: str | None) -> tuple[int, int] | None:
+    if text is None:
+        return None
+    parts = text.split(",")
+    try:
+        h, w = (int(p) for p in parts)
+    except ValueError:
+        raise CliError(f"--shape {text}: expected H,W, two positive integers, e.g. "
+                       "--shape 28,28") from None
+    if h < 1 or w < 1:
+        raise CliError(f"--shape {text}: expected H,W, two positive integers, e.g. "
+                       "--shape 28,28")
+    return h, w
+
+
+def cmd_sample(args) -> int:
+    from graphdl.api import Model  # lazy: JAX
+    from graphdl.cli.commands import read_npy
+    from graphdl.runtime.sample import SampleError, check_n
+    from graphdl.runtime.sample_plot import LayoutError, choose_layout, plot_samples
+    from graphdl.runtime.writing import OutputError
+
+    n = DEFAULT_N if args.n is None else args.n
+    try:
+        check_n(n)
+    except SampleError as err:
+        raise CliError(str(err)) from None
+    image = _image_shape(args.shape)  # before anything is compiled
+    out = Path(args.out or Path("runs") / Path(args.file).stem)
+    overrides = replayed_overrides(parse_overrides(args.set), out, "sample")
+    model = Model(load_checked(args.file, overrides, args.data_root), args.file)
+    given = {}
+    for item in args.input or []:
+        key, sep, path = item.partition("=")
+        if not sep or not key or not path:
+            raise CliError(f"--input {item}: expected NAME=FILE.npy")
+        if key in given:
+            raise CliError(f"--input {key} is given twice")
+        given[key] = read_npy(key, path)
+    real = _real_points(model, args.real) if args.real else None
+    drawn = model.sample(args.graph, n, seed=args.seed, inputs=given, data=args.data, out=out)
+    samples = drawn.output
+    if args.n is not None and not drawn.inputs and samples.shape[:1] != (n,):
+        print(f"note: `{args.graph}` takes no inputs; its {samples.shape[0]} samples come "
+              "from its own draws (--n does not apply)", file=sys.stderr)
+    try:
+        layout = choose_layout(samples.shape, image)
+    except LayoutError as err:
+        raise CliError(f"`{args.graph}` returns {samples.dtype}{list(samples.shape)}: "
+                       f"{err}") from None
+    if real is not None and layout.kind != "scatter":
+        raise CliError(f"--real {args.real}: `{args.graph}` returns {list(samples.shape)}, "
+                       "not 2-D points [N, 2]; --real is drawn under a scatter")
+    paired = _paired_input(drawn, samples)
+    for line in drawn.drawn:
+        print(line)
+    png = Path(args.png) if args.png else out / f"samples_{args.graph}.png"
+    npy = out / f"samples_{args.graph}.npy"
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        png.parent.mkdir(parents=True, exist_ok=True)
+        _write_npy(npy, samples)
+        title = f"{Path(args.file).name}: {args.graph}, {len(samples)} samples, seed {args.seed}"
+        plot_samples(samples, layout, png, title=title, inputs=paired, real=real,
+                     real_name=args.real or "real")
+    except (OutputError, OSError) as err:
+        raise CliError(str(err)) from None
+    print(f"wrote {npy} ({samples.dtype}{list(samples.shape)})")
+    print(f"wrote {png} ({layout.describe(len(samples), paired is not None)})")
+    return 0
+
+
+def _real_points(model, ref: str) -> np.ndarray:
+    """The first float field of 2-D points [M, 2] of the split `ref` (`x` first)."""
+    arrays = model.split_arrays(ref, "--real")
+    order = sorted(arrays, key=lambda k: k != "x")
+    for name in order:
+        a = arrays[name]
+        if a.ndim == 2 and a.shape[1] == 2 and a.dtype.kind == "f":
+            return a
+    fields = ", ".join(f"{k} {list(v.shape[1:])}" for k, v in arrays.items())
+    raise CliError(f"--real {ref}: no field of 2-D points [2] to draw; its fields are {fields}")
+
+
+def _paired_input(drawn, samples: np.ndarray) -> np.ndarray | None:
+    """The input given from --data or --input with the output's shape (a reconstruction
+    is drawn beside its input), else None."""
+    for name in drawn.given:
+        x = drawn.inputs[name]
+        if x.shape == samples.shape:
+            return x
+    return None
+
+
+def _write_npy(path: Path, array: np.ndarray) -> None:
+    import io
+
+    from graphdl.runtime.writing import atomic_write
+    buffer = io.BytesIO()
+    np.save(buffer, array)
+    atomic_write(path, lambda f: f.write(buffer.getvalue()))
