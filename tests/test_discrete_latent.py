@@ -18,7 +18,6 @@ import graphdl
 from graphdl.api import train_model
 from graphdl.elaborate.check import check_program
 from graphdl.ir.graph import node, order
-from graphdl.ir.printer import _attr
 from graphdl.runtime.data import SOURCES
 
 MODEL = Path(__file__).resolve().parents[1] / "models" / "discrete_vae.gdl"
@@ -42,7 +41,7 @@ def _canonical(ir) -> list[str]:
     for nid in index:
         n = node(ir, nid)
         operands = [f"{a}=%{index[i]}" for i, a in n.operands() if a != "baseline"]
-        attrs = [f"{k}={_attr(v)}" for k, v in n.attrs.items() if k not in ESTIMATOR_ATTRS]
+        attrs = [f"{k}={v!r}" for k, v in n.attrs.items() if k not in ESTIMATOR_ATTRS]
         lines.append(f"{n.op}({', '.join(operands + attrs)}) : {n.type} @ {n.scope}")
     return lines + [f"return {[index[o] for o in ir.graph['outputs']]}"]
 
