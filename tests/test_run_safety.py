@@ -262,6 +262,24 @@ def test_early_stop_restores_the_best_weights(tmp_path):
     same_params(result.variables["params"], again.variables["params"])
 
 
+def test_the_final_evaluation_after_an_early_stop_uses_the_restored_weights(tmp_path):
+    # The val block ran at the stopping step on the weights being replaced; it runs again.
+    import graphdl
+    from graphdl.api import train_model
+    text = SCHEDULE.replace("LR", "3.0").replace(
+        "early_stop(accuracy, patience = 2)", 'early_stop(val_loss, patience = 1, mode = "min")'
+    ).replace("accuracy = mean(", "val_loss = mean(cross_entropy(net(data.x), data.y))\n"
+              "        accuracy = mean(")
+    result = train_model(graphdl.load(make_project(tmp_path, text)), out_dir=tmp_path / "a",
+                         progress=False)
+    val = [r for r in result.history if r["split"] == "val"]
+    assert result.steps < 72, "early stopping did not fire; pick another learning rate"
+    best = min(val, key=lambda r: r["val_loss"])
+    at_stop = [r for r in val if r["step"] == result.steps][0]  # before the weights went back
+    assert at_stop["val_loss"] > best["val_loss"]
+    assert result.metrics["val"]["val_loss"] == pytest.approx(best["val_loss"], rel=1e-5)
+
+
 def test_ema_starts_at_the_first_value_and_smooths():
     smooth = ema([1.0, 0.0, 1.0, 0.0], 0.9)
     assert smooth[0] == 1.0 and 0.0 < min(smooth[1:]) and max(smooth[1:]) < 1.0

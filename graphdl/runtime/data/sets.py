@@ -114,7 +114,11 @@ def _tabular(name: str) -> Callable[[dict, Path], Source]:
             data, target = _sklearn(loader)
             y = target.astype(np.int32) if classes else target.astype(np.float32)[:, None]
             arrays = {"x": data.astype(np.float32), "y": y}
-            return standardize(split_arrays(arrays, fractions, seed, names, describe)), {}
+            splits = standardize(split_arrays(arrays, fractions, seed, names, describe))
+            # A regression target is standardized too (train split's mean and std), so a
+            # model's outputs and the losses on them are of order 1 whatever the units
+            # (diabetes' progress scores run from 25 to 346).
+            return (splits if classes else standardize(splits, "y")), {}
 
         y_field = Field((), "i32") if classes else Field((1,), "f32")
         return Source(
