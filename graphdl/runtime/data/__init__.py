@@ -83,7 +83,7 @@ SOURCES: dict[str, SourceDef] = {
             "name split seed path n T level vocab lower",
             {"split": None, "seed": 0, "path": None, "n": None, "T": None, "level": None,
              "vocab": None, "lower": None},
-            f"A named data set: {', '.join(sorted(DATASETS))}. digits: x f32[8, 8, 1] in "
+            f"A named data set: {', '.join(sorted(DATASETS))}. digits: x f32[64] (image f32[8, 8, 1]) in "
             "[0, 1], y i32 (default split [0.8, 0.2]); iris, wine, breast_cancer: x f32[D] "
             "standardized, y i32; diabetes: x f32[10] and y f32[1], both standardized; "
             "mnist1d: x f32[40], own 4000/1000 split (n = total samples); mnist: x f32[28, 28, 1], own 60000/10000 split, "
