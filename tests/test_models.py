@@ -182,3 +182,21 @@ def test_regression_nll(train):
     """Diabetes, standardised targets: seeds 0-2 gave NLL 1.12-1.22, MSE 0.49-0.59."""
     m = _test_metrics(_full("regression.gdl", train))
     assert m["nll"] < 1.3 and m["mse"] < 0.65
+
+
+@pytest.mark.slow
+def test_gradvar_on_the_trained_bandit():
+    """docs/results.md: `enumerate` is exact; both `reinforce` means agree with it within
+    their noise; at the trained policy the mean-cost baseline is the noisier (11x)."""
+    trained = _full("reinforce.gdl", "bandit")
+    result = graphdl.load(MODELS / "reinforce.gdl").gradvar(
+        "bandit", keys=1000, variables=trained.variables)
+    rows = {r.estimator: r for r in result.rows}
+    exact = rows["enumerate"]
+    assert exact.variance < 1e-10 * exact.mean_norm ** 2
+    for label in ("reinforce", "reinforce + moving_average(0.9)"):
+        r = rows[label]
+        for name, want in exact.mean.items():
+            assert np.all(np.abs(r.mean[name] - want)
+                          <= 6 * np.sqrt(r.variances[name] / 1000) + 1e-7), (label, name)
+    assert rows["reinforce + moving_average(0.9)"].variance > 3 * rows["reinforce"].variance
