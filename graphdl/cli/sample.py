@@ -131,7 +131,8 @@ def cmd_sample(args) -> int:
     except (OutputError, OSError) as err:
         raise CliError(str(err)) from None
     print(f"wrote {npy} ({samples.dtype}{list(samples.shape)})")
-    print(f"wrote {png} ({layout.describe(len(samples), paired is not None)})")
+    coloured = "" if labels is None else f", coloured by {args.color}"
+    print(f"wrote {png} ({layout.describe(len(samples), paired is not None)}{coloured})")
     return 0
 
 
