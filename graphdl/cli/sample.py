@@ -4,7 +4,9 @@ The graph runs from the checkpoint of `--out` (default `runs/<file stem>/`), tak
 the parameters it uses, so a GAN's generator draws from the GAN's checkpoint. Its inputs
 come from `--input` files, the first n examples of `--data SRC.SPLIT`, or N(0, 1) noise
 (graphdl.runtime.sample); the samples go to OUT/samples_<G>.npy and a scatter or grid of
-them to OUT/samples_<G>.png (graphdl.runtime.sample_plot). Every misuse is exit 2.
+them to OUT/samples_<G>.png (graphdl.runtime.sample_plot); `--color FIELD` colours a
+scatter by an integer field of the `--data` split (an autoencoder's codes by class).
+Every misuse is exit 2.
 
 JAX is imported inside `cmd_sample`, never when the parser is built.
 """
@@ -43,6 +45,9 @@ def add_sample_command(sub) -> None:
                         "examples (a reconstruction: each input is drawn beside its output)")
     p.add_argument("--real", metavar="SRC.SPLIT",
                    help="under a 2-D scatter, draw the split's real points in another colour")
+    p.add_argument("--color", metavar="FIELD",
+                   help="colour a 2-D scatter by an integer field of the --data split "
+                        "(e.g. the class y of each code), with a legend of its values")
     p.add_argument("--shape", metavar="H,W", help="draw [N, D] samples as H x W images")
     p.add_argument("--set", action="append", metavar="K=V",
                    help="override a graph constant (the checkpoint's recorded overrides "
@@ -78,6 +83,9 @@ def cmd_sample(args) -> int:
     except SampleError as err:
         raise CliError(str(err)) from None
     image = _image_shape(args.shape)  # before anything is compiled
+    if args.color is not None and args.data is None:
+        raise CliError(f"--color {args.color}: needs --data SRC.SPLIT, the split whose field "
+                       "colours the points")
     out = Path(args.out or Path("runs") / Path(args.file).stem)
     overrides = replayed_overrides(parse_overrides(args.set), out, "sample")
     model = Model(load_checked(args.file, overrides, args.data_root), args.file)
@@ -103,6 +111,11 @@ def cmd_sample(args) -> int:
     if real is not None and layout.kind != "scatter":
         raise CliError(f"--real {args.real}: `{args.graph}` returns {list(samples.shape)}, "
                        "not 2-D points [N, 2]; --real is drawn under a scatter")
+    if args.color is not None and layout.kind != "scatter":
+        raise CliError(f"--color {args.color}: `{args.graph}` returns {list(samples.shape)}, "
+                       "not 2-D points [N, 2]; --color colours a scatter")
+    labels = _color_labels(model, args.data, args.color, len(samples)) \
+        if args.color is not None else None
     paired = _paired_input(drawn, samples)
     for line in drawn.drawn:
         print(line)
@@ -114,11 +127,12 @@ def cmd_sample(args) -> int:
         _write_npy(npy, samples)
         title = f"{Path(args.file).name}: {args.graph}, {len(samples)} samples, seed {args.seed}"
         plot_samples(samples, layout, png, title=title, inputs=paired, real=real,
-                     real_name=args.real or "real")
+                     real_name=args.real or "real", labels=labels, label_name=args.color)
     except (OutputError, OSError) as err:
         raise CliError(str(err)) from None
     print(f"wrote {npy} ({samples.dtype}{list(samples.shape)})")
-    print(f"wrote {png} ({layout.describe(len(samples), paired is not None)})")
+    coloured = "" if labels is None else f", coloured by {args.color}"
+    print(f"wrote {png} ({layout.describe(len(samples), paired is not None)}{coloured})")
     return 0
 
 
@@ -132,6 +146,25 @@ def _real_points(model, ref: str) -> np.ndarray:
             return a
     fields = ", ".join(f"{k} {list(v.shape[1:])}" for k, v in arrays.items())
     raise CliError(f"--real {ref}: no field of 2-D points [2] to draw; its fields are {fields}")
+
+
+def _color_labels(model, ref: str, name: str, n: int) -> np.ndarray:
+    """The integer field `name` of the split `ref`, one value per point: its first `n`
+    examples, the ones `--data` fed the graph."""
+    arrays = model.split_arrays(ref, "--data")
+    if name not in arrays:
+        fields = ", ".join(arrays)
+        raise CliError(f"--color {name}: the split {ref} has no field `{name}`; its fields "
+                       f"are {fields}")
+    field = np.asarray(arrays[name])
+    if field.ndim != 1 or field.dtype.kind not in "iub":
+        raise CliError(f"--color {name}: the field {ref}.{name} is {field.dtype}"
+                       f"{list(field.shape[1:])} per example; --color takes an integer "
+                       "field with one value per example (a class)")
+    if len(field) < n:
+        raise CliError(f"--color {name}: the split {ref} has {len(field)} examples, fewer than "
+                       f"the {n} points")
+    return field[:n]
 
 
 def _paired_input(drawn, samples: np.ndarray) -> np.ndarray | None:

@@ -1,7 +1,8 @@
 """The PNG `graphdl sample` writes, chosen by the shape of the samples.
 
 - [N, 2]: a scatter of the points (the real data of a split beside them in another
-  colour, when given);
+  colour, when given; or each point coloured by an integer label, such as the class of
+  the digit an autoencoder encoded, with a legend of the labels);
 - [N, H, W], [N, H, W, C] (C = 1, 3 or 4), or [N, D] with D a perfect square (or an
   explicit H x W = D): a grid of images, about sqrt(N) columns;
 - [N, D] otherwise: a grid of small line plots (signals such as MNIST-1D's).
@@ -75,9 +76,10 @@ def choose_layout(shape: tuple[int, ...], image: tuple[int, int] | None = None) 
 
 def plot_samples(samples: np.ndarray, layout: Layout, path: Path, *, title: str,
                  inputs: np.ndarray | None = None, real: np.ndarray | None = None,
-                 real_name: str = "real") -> None:
+                 real_name: str = "real", labels: np.ndarray | None = None,
+                 label_name: str = "label") -> None:
     """Write the PNG of `samples` to `path`; `inputs` (same shape) are drawn beside them,
-    `real` [M, 2] points under a scatter."""
+    `real` [M, 2] points under a scatter, and `labels` [N] (integers) colour its points."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -85,7 +87,7 @@ def plot_samples(samples: np.ndarray, layout: Layout, path: Path, *, title: str,
 
     samples = np.asarray(samples, np.float32)
     if layout.kind == "scatter":
-        fig = _scatter(plt, samples, inputs, real, real_name)
+        fig = _scatter(plt, samples, inputs, real, real_name, labels, label_name)
     elif layout.kind == "images":
         fig = _image_grid(plt, samples, inputs, layout.image_shape)
     else:
@@ -94,18 +96,32 @@ def plot_samples(samples: np.ndarray, layout: Layout, path: Path, *, title: str,
     write_figure(fig, path)
 
 
-def _scatter(plt, points, inputs, real, real_name):
-    fig, ax = plt.subplots(figsize=(5, 5))
+def _scatter(plt, points, inputs, real, real_name, labels=None, label_name="label"):
+    fig, ax = plt.subplots(figsize=(5, 5) if labels is None else (6.5, 5))
     if real is not None:
         ax.scatter(real[:, 0], real[:, 1], s=4, c="tab:orange", alpha=0.5, linewidths=0,
                    label=f"{real_name} ({len(real)})")
     if inputs is not None:
         ax.scatter(inputs[:, 0], inputs[:, 1], s=4, c="tab:gray", alpha=0.5, linewidths=0,
                    label=f"inputs ({len(inputs)})")
-    ax.scatter(points[:, 0], points[:, 1], s=4, c="tab:blue", alpha=0.5, linewidths=0,
-               label=f"samples ({len(points)})")
+    if labels is None:
+        ax.scatter(points[:, 0], points[:, 1], s=4, c="tab:blue", alpha=0.5, linewidths=0,
+                   label=f"samples ({len(points)})")
+        ax.set_aspect("equal", adjustable="datalim")
+        ax.legend(loc="upper right", fontsize=8, markerscale=3)
+        return fig
+    values = np.unique(labels)
+    cmap = plt.get_cmap("tab10" if len(values) <= 10 else "tab20")
+    size = 10 if len(points) <= 2000 else 4  # a few hundred codes: dots big enough to see
+    for i, value in enumerate(values):
+        mine = labels == value
+        ax.scatter(points[mine, 0], points[mine, 1], s=size, color=cmap(i % cmap.N),
+                   alpha=0.7, linewidths=0, label=f"{label_name} = {value} ({int(mine.sum())})")
     ax.set_aspect("equal", adjustable="datalim")
-    ax.legend(loc="upper right", fontsize=8, markerscale=3)
+    # outside the axes: ten classes would hide the points they name
+    fig.subplots_adjust(left=0.08, right=0.74)
+    ax.legend(loc="center left", bbox_to_anchor=(1.02, 0.5), fontsize=8, markerscale=2,
+              frameon=False)
     return fig
 
 
