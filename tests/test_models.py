@@ -46,7 +46,8 @@ def test_models_folder_is_not_empty():
     assert {"mlp.gdl", "mlp_digits.gdl", "cnn1d.gdl", "cnn2d.gdl", "cnn_global.gdl",
             "augment.gdl", "rnn.gdl", "lstm.gdl", "lstm_seq.gdl", "charlm.gdl",
             "reinforce.gdl", "vae.gdl", "vae_mnist1d.gdl", "gan.gdl",
-            "discrete_vae.gdl", "regression.gdl"} <= names
+            "discrete_vae.gdl", "regression.gdl", "autoencoder.gdl",
+            "conv_autoencoder.gdl"} <= names
 
 
 @pytest.mark.parametrize("path", FILES, ids=lambda p: p.name)
