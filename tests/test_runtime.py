@@ -628,7 +628,10 @@ def test_early_stop_counts_only_its_own_metric(tmp_path):
     path = make_project(tmp_path, SCHEDULE.replace("LR", "0.0"))
     result = graphdl.load(path).train(out=tmp_path / "out")
     assert result.steps == 18  # val at 6 (best), 12 (1 bad), 18 (2 bad: stop)
-    assert [r["step"] for r in records(tmp_path / "out", "val")] == [6, 12, 18]
+    # the evaluation that stopped the run, and again on the restored weights of step 6
+    val = records(tmp_path / "out", "val")
+    assert [r["step"] for r in val] == [6, 12, 18, 18]
+    assert val[-1]["accuracy"] == val[0]["accuracy"] == result.metrics["val"]["accuracy"]
     assert [r["step"] for r in records(tmp_path / "out", "test")] == [5, 10, 15, 18]
     assert "loss" in result.metrics["test"] and "accuracy" in result.metrics["val"]
 
