@@ -383,6 +383,12 @@ def test_one_graph_runs_from_a_checkpoint_holding_more(tmp_path, capsys):
     np.testing.assert_allclose(np.load(out / "output.npy"),
                                h @ p["generator.out.dense_1.w"] + p["generator.out.dense_1.b"],
                                rtol=1e-5, atol=1e-6)
+    # a graph whose parameters no train block of this run trained: said so, exit 2
+    gdl.write_text(GAN + "\ngraph probe(z: f32[B, 2]) -> f32[B, 1] {\n    return dense(z, 1)\n}\n")
+    code, _, err = run_in_process(capsys, "run", gdl, "--out", out, "--graph", "probe",
+                                  "--input", f"z={tmp_path / 'z.npy'}")
+    assert code == 2 and "probe.out.dense.w" in err
+    assert "did not train these parameters" in err and "Traceback" not in err
 
 
 def _bad_inputs(d: Path) -> dict:

@@ -624,11 +624,15 @@ def restore_into(params_template: dict[str, Any], ckpt_params: dict[str, Any],
         if n in ckpt_params and not _same_layout(params_template[n], ckpt_params[n])
     ]
     if missing or unexpected or mismatched:
+        untrained = subset and not mismatched  # one graph whose parameters the run never had
         raise CheckpointError(
             _restore_message(missing, unexpected, mismatched),
             hint=_did_you_mean(missing, unexpected)
-            or "the model changed since the checkpoint was written; train from scratch "
-            "or restore the original model",
+            or ("the run that wrote this checkpoint did not train these parameters: point "
+                "--out at the run of a train block that uses this graph, or train one "
+                "that does" if untrained else
+                "the model changed since the checkpoint was written; train from scratch "
+                "or restore the original model"),
         )
     return {name: ckpt_params[name] for name in params_template}
 
