@@ -167,6 +167,23 @@ def read_npy(key: str, path: str):
     return x
 
 
+def read_input_flags(items: list[str] | None, unknown=None) -> dict[str, tuple[str, np.ndarray]]:
+    """The `--input NAME=FILE.npy` flags, read: NAME -> (FILE, array), in the order given.
+    `unknown(NAME)` says why a name is not an input (or None when it is one)."""
+    given: dict[str, tuple[str, np.ndarray]] = {}
+    for item in items or []:
+        key, sep, path = item.partition("=")
+        if not sep or not key or not path:
+            raise CliError(f"--input {item}: expected NAME=FILE.npy")
+        problem = unknown(key) if unknown is not None else None
+        if problem:
+            raise CliError(problem)
+        if key in given:
+            raise CliError(f"--input {key} is given twice")
+        given[key] = (path, read_npy(key, path))
+    return given
+
+
 def _read_inputs(model, name, items) -> list:
     """The --input arrays of graph `name`, checked against its declared argument types.
 
@@ -176,17 +193,8 @@ def _read_inputs(model, name, items) -> list:
     """
     gdef = model.program.graphs[name]
     arg_names = [a.name for a in gdef.args]
-    given: dict[str, tuple[str, object]] = {}
-    for item in items or []:
-        key, sep, path = item.partition("=")
-        if not sep or not key or not path:
-            raise CliError(f"--input {item}: expected NAME=FILE.npy")
-        if key not in arg_names:
-            raise CliError(f"--input {key}: `{name}` has no input `{key}`; its inputs are "
-                           f"{', '.join(arg_names)}")
-        if key in given:
-            raise CliError(f"--input {key} is given twice")
-        given[key] = (path, read_npy(key, path))
+    given = read_input_flags(items, lambda key: None if key in arg_names else (
+        f"--input {key}: `{name}` has no input `{key}`; its inputs are {', '.join(arg_names)}"))
     missing = [n for n in arg_names if n not in given]
     if missing:
         raise CliError(f"`{name}` needs --input for {', '.join(missing)}, e.g. "

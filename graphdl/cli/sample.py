@@ -72,7 +72,7 @@ def _image_shape(text: str | None) -> tuple[int, int] | None:
 
 def cmd_sample(args) -> int:
     from graphdl.api import Model  # lazy: JAX
-    from graphdl.cli.commands import read_npy
+    from graphdl.cli.commands import read_input_flags
     from graphdl.runtime.sample import SampleError, check_n
     from graphdl.runtime.sample_plot import LayoutError, choose_layout, plot_samples
     from graphdl.runtime.writing import OutputError
@@ -89,14 +89,7 @@ def cmd_sample(args) -> int:
     out = Path(args.out or Path("runs") / Path(args.file).stem)
     overrides = replayed_overrides(parse_overrides(args.set), out, "sample")
     model = Model(load_checked(args.file, overrides, args.data_root), args.file)
-    given = {}
-    for item in args.input or []:
-        key, sep, path = item.partition("=")
-        if not sep or not key or not path:
-            raise CliError(f"--input {item}: expected NAME=FILE.npy")
-        if key in given:
-            raise CliError(f"--input {key} is given twice")
-        given[key] = read_npy(key, path)
+    given = {key: x for key, (_, x) in read_input_flags(args.input).items()}
     real = _real_points(model, args.real) if args.real else None
     drawn = model.sample(args.graph, n, seed=args.seed, inputs=given, data=args.data, out=out)
     samples = drawn.output
