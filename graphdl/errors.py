@@ -59,6 +59,11 @@ class UserError(Exception):
         self.diagnostic = Diagnostic(message, span, hint, list(notes))
 
 
+def user_error(message: str, span: Span | None = None, hint: str | None = None) -> GdlError:
+    """One located diagnostic as a raisable GdlError (the runtime's checks of a plan)."""
+    return GdlError([UserError(message, span, hint).diagnostic])
+
+
 class CliError(Exception):
     """A user error outside any .gdl source (a bad flag value, an unreadable file):
     printed as `error: ...` with exit status 2."""

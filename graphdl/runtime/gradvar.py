@@ -39,7 +39,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from graphdl.errors import Diagnostic, GdlError, Span, UserError
+from graphdl.errors import Diagnostic, GdlError, user_error
 from graphdl.ir.graph import IR, clone, node, order, remove_operand
 from graphdl.ir.node import Node
 from graphdl.ir.plan import TrainPlan
@@ -143,10 +143,6 @@ class GradVar:
 
 def _gdl(v) -> str:
     return ("true" if v else "false") if isinstance(v, bool) else str(v)
-
-
-def _error(message: str, span: Span | None = None, hint: str | None = None) -> GdlError:
-    return GdlError([UserError(message, span, hint).diagnostic])
 
 
 def keys_problem(keys) -> str | None:
@@ -358,7 +354,7 @@ def _restore(trainer: Trainer, folder: Path, result: GradVar) -> None:
         ckpt = load_checkpoint(folder)
         params = restore_into(trainer.params, ckpt.params, subset=True)
     except CheckpointError as err:
-        raise _error(f"cannot use the checkpoint in {folder}: {err.message}",
+        raise user_error(f"cannot use the checkpoint in {folder}: {err.message}",
                      hint=err.hint) from None
     trainer.params = {k: jnp.asarray(v) for k, v in params.items()}
     kept = [k for k in trainer.stats if k not in ckpt.stats]
@@ -403,17 +399,17 @@ def measure_gradvar(plan: TrainPlan, sources: Mapping[str, Source], *,
     """
     problem = keys_problem(keys)
     if problem:
-        raise _error(problem)
+        raise user_error(problem)
     found = {i: stochastic_nodes(plan.ir, s.loss) for i, s in enumerate(plan.steps)}
     if not any(found.values()):
-        raise _error(f"the loss of `train {plan.name}` depends on no stochastic node, so "
+        raise user_error(f"the loss of `train {plan.name}` depends on no stochastic node, so "
                      "there is no gradient estimator to measure", plan.span,
                      "gradvar measures the estimators of `z ~ distribution by ESTIMATOR` "
                      "nodes below the loss")
     trainer = Trainer(plan, sources)  # the data, the initial parameters, each step's subset
     batch = next(iter(trainer.batch_stream(0)), (0, None))[1]
     if batch is None:
-        raise _error(f"`train {plan.name}` runs no step, so it has no first batch", plan.span)
+        raise user_error(f"`train {plan.name}` runs no step, so it has no first batch", plan.span)
     seed = trainer.seed if seed is None else int(seed)
     examples = plan.batch.batch if plan.batch else 0
     result = GradVar(plan.name, keys, seed, examples, "initial",
@@ -433,7 +429,7 @@ def measure_gradvar(plan: TrainPlan, sources: Mapping[str, Source], *,
         names = sorted(measured_params(plan.ir, step.loss, trainer.subsets[i]))
         size = sum(int(np.size(params[n])) for n in names)
         if not names:
-            raise _error(f"the loss of `train {plan.name}` reaches no trainable parameter, "
+            raise user_error(f"the loss of `train {plan.name}` reaches no trainable parameter, "
                          "so there is no gradient to measure", plan.span)
         per = chunk or max(1, min(MAX_CHUNK, keys, CHUNK_ENTRIES // max(size, 1)))
         counts = [min(per, keys - at) for at in range(0, keys, per)]
@@ -547,7 +543,7 @@ def write_gradvar(out: Path, result: GradVar) -> Path:
         out.mkdir(parents=True, exist_ok=True)
         atomic_write(path, lambda f: f.write(text))
     except OSError as err:
-        raise _error(f"cannot write {path}: {err.strerror or err}") from None
+        raise user_error(f"cannot write {path}: {err.strerror or err}") from None
     except OutputError as err:
-        raise _error(str(err)) from None
+        raise user_error(str(err)) from None
     return path

@@ -21,7 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from graphdl.errors import GdlError, Span, UserError
+from graphdl.errors import Span, user_error
 from graphdl.lower import LowerCtx, run_ir
 from graphdl.lower.compile import compile_fn
 from graphdl.runtime.writing import atomic_write, write_figure
@@ -46,31 +46,27 @@ def parse_input_grads(text: str) -> InputGrads:
         raise ValueError(f"--input-grads {text!r}: the axis {axis!r} is not an integer") from None
 
 
-def _error(message: str, span: Span | None, hint: str | None = None) -> GdlError:
-    return GdlError([UserError(message, span, hint).diagnostic])
-
-
 def check_input_grads(spec: InputGrads, batch: dict[str, np.ndarray], span: Span | None) -> int:
     """The axis (made non-negative) after checking that `spec` names a float field of the
     training batch with that axis, and not its batch axis 0; else a user error at the
     train block."""
     fields = {k.removeprefix("data."): v for k, v in batch.items()}
     if not fields:
-        raise _error(f"--input-grads {spec.field}: this train block reads no data", span,
+        raise user_error(f"--input-grads {spec.field}: this train block reads no data", span,
                      "the gradient is taken with respect to a field of the training batch")
     if spec.field not in fields:
-        raise _error(f"--input-grads {spec.field}: the training data has no field "
+        raise user_error(f"--input-grads {spec.field}: the training data has no field "
                      f"`{spec.field}`", span, f"its fields: {', '.join(sorted(fields))}")
     value = fields[spec.field]
     if not np.issubdtype(value.dtype, np.floating):
-        raise _error(f"--input-grads {spec.field}: the field is {value.dtype} (integers), and "
+        raise user_error(f"--input-grads {spec.field}: the field is {value.dtype} (integers), and "
                      "the loss has no gradient with respect to integers", span,
                      "take it with respect to a float field (for token ids, the gradient "
                      "stops at the embedding)")
     rank = value.ndim
     axis = spec.axis + rank if spec.axis < 0 else spec.axis
     if not 1 <= axis < rank:
-        raise _error(f"--input-grads {spec.field}:{spec.axis}: the field has shape "
+        raise user_error(f"--input-grads {spec.field}:{spec.axis}: the field has shape "
                      f"{list(value.shape)}, whose axes other than the batch axis 0 are "
                      f"1..{rank - 1}", span,
                      "name the axis whose positions to plot, e.g. 1 for the time of [B, T, D]")

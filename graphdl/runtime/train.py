@@ -29,7 +29,7 @@ import numpy as np
 import optax
 import safetensors
 
-from graphdl.errors import GdlError, Span, UserError
+from graphdl.errors import GdlError, Span, user_error
 from graphdl.ir.graph import node, order
 from graphdl.ir.plan import EarlyStopPlan, EvalPlan, TrainPlan
 from graphdl.lower import LowerCtx, init_params, run_ir
@@ -81,10 +81,6 @@ class TrainResult:
     interrupted: int | None = None  # the signal (SIGINT, SIGTERM) that stopped the run early
     checkpoint: Path | None = None  # where the last checkpoint went (a rescue path if --out failed)
     input_grads: dict[int, np.ndarray] | None = None  # --input-grads: step -> norm per position
-
-
-def user_error(message: str, span: Span | None = None, hint: str | None = None) -> GdlError:
-    return GdlError([UserError(message, span, hint).diagnostic])
 
 
 def pick_plan(plans: Sequence[TrainPlan], name: str | None, where: str) -> TrainPlan:
