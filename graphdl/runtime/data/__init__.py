@@ -14,7 +14,8 @@ with x_train/x_test) keeps it: two fractions then divide its training part into 
 and val, and its test part is never touched.
 
 The sources themselves live in `sets` (dataset), `mnist`, `shakespeare`, `files` (npz,
-csv), `gen` (generated tasks) and `text` (text, parallel).
+csv), `gen` (generated tasks), `text` (text, parallel), `skipgram` and `labelled`
+(labelled_text); `corpora` reads the `path` or named `corpus` of the last two.
 """
 
 from __future__ import annotations
@@ -30,7 +31,9 @@ from graphdl.runtime.data.base import DataError, Field, Source, did_you_mean
 from graphdl.runtime.data.classes import check_label_classes
 from graphdl.runtime.data.files import npy_size_problem, open_csv, open_npz
 from graphdl.runtime.data.gen import open_adding, open_copy, open_gaussian_ring, open_reverse
+from graphdl.runtime.data.labelled import open_labelled_text
 from graphdl.runtime.data.sets import DATASETS, open_dataset
+from graphdl.runtime.data.skipgram import open_skipgram
 from graphdl.runtime.data.text import Vocabulary, open_parallel, open_text, vocabulary
 
 __all__ = [
@@ -161,6 +164,30 @@ SOURCES: dict[str, SourceDef] = {
             "padded with 0; longer pairs are dropped. info has src_vocab, tgt_vocab. "
             f"{_SPLIT_DOC} (default [0.9, 0.1]).",
         ),
+        _def(
+            "skipgram",
+            "path corpus window negatives vocab min_count subsample lower passes split seed",
+            {"path": None, "corpus": None, "window": 5, "negatives": 5, "vocab": None,
+             "min_count": 5, "subsample": 1e-3, "lower": True, "passes": 1, "split": None,
+             "seed": 0},
+            "Skip-gram pairs for word2vec from a text file or folder (path) or a named "
+            "corpus ('shakespeare'): center i32, context i32 (within a dynamic window of "
+            "up to `window` words), negatives i32[negatives] drawn from unigram^0.75; "
+            "frequent words subsampled (word2vec's formula, t = subsample); words seen "
+            "fewer than min_count times or past vocab are dropped; passes = fresh draws "
+            f"stacked; info has vocab and counts. {_SPLIT_DOC} (default [0.95, 0.05]).",
+        ),
+        _def(
+            "labelled_text",
+            "path corpus T vocab lower n_train split seed",
+            {"path": None, "corpus": None, "T": 32, "vocab": None, "lower": True,
+             "n_train": None, "split": None, "seed": 0},
+            "Windows of T word tokens labelled by their document's class: path = a folder "
+            "whose subfolders are the classes, or corpus = 'shakespeare' (the plays by the "
+            "First Folio's genres: comedy, history, tragedy). x i32[T], y i32. Split by "
+            "document within each class; vocabulary from the train documents; n_train "
+            f"keeps that many training windows. {_SPLIT_DOC} (default [0.75, 0.25]).",
+        ),
     )
 }
 
@@ -174,6 +201,8 @@ _OPENERS: dict[str, Callable[[dict, Path], Source]] = {
     "gaussian_ring": open_gaussian_ring,
     "text": open_text,
     "parallel": open_parallel,
+    "skipgram": open_skipgram,
+    "labelled_text": open_labelled_text,
 }
 
 

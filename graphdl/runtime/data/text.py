@@ -105,7 +105,7 @@ def _vocab_limit(args: dict, minimum: int) -> int | None:
 def open_text(args: dict, base_dir: Path) -> Source:
     """Non-overlapping windows of T + 1 tokens: x = the first T, y = the last T."""
     path = resolve_path(args, "path", base_dir, want_dir=None)
-    return language_model_source(args, lambda: _read_texts(path), f"text({path.name!r})",
+    return language_model_source(args, lambda: read_texts(path), f"text({path.name!r})",
                                  str(path))
 
 
@@ -142,7 +142,8 @@ def language_model_source(args: dict, read: Callable[[], str], describe: str,
     return Source(fields, names, load, describe=describe, info_needs_load=True)
 
 
-def _text_files(path: Path) -> list[Path]:
+def text_files(path: Path) -> list[Path]:
+    """The files of `path`: itself, or the regular files under a folder, sorted."""
     if path.is_file():
         return [path]
     files = sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith("."))
@@ -151,11 +152,12 @@ def _text_files(path: Path) -> list[Path]:
     return files
 
 
-def _read_texts(path: Path) -> str:
+def read_texts(path: Path) -> str:
+    """The text of a file, or of every file of a folder joined by newlines."""
     # errors="replace": a stray non-UTF-8 byte in a large corpus should cost one token,
     # not the whole run.
     try:
-        return "\n".join(read_text_file(p) for p in _text_files(path))
+        return "\n".join(read_text_file(p) for p in text_files(path))
     except OSError as err:
         raise DataError(f"cannot read {path}: {err}", arg="path") from err
 
