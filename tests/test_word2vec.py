@@ -236,11 +236,11 @@ def test_labelled_text_splits_by_document_within_each_class(tmp_path):
 def test_labelled_text_errors(tmp_path):
     write_classes(tmp_path / "one", {"only": {"a.txt": "x y z"}})
     with pytest.raises(DataError, match="each subfolder is a class"):
-        open_source("labelled_text", ["one"], {}, tmp_path).info
+        open_source("labelled_text", ["one"], {}, tmp_path).arrays("train")
     write_classes(tmp_path / "few", {"a": {"1.txt": "x " * 50}, "b": {"1.txt": "y " * 50,
                                                                     "2.txt": "y " * 50}})
     with pytest.raises(DataError) as info:
-        open_source("labelled_text", ["few"], {}, tmp_path).info
+        open_source("labelled_text", ["few"], {}, tmp_path).arrays("train")
     assert "class 'a'" in str(info.value) and "too few for 2 splits" in str(info.value)
     (tmp_path / "file.txt").write_text("x")
     with pytest.raises(DataError, match="is not a folder"):
