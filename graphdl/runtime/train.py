@@ -56,6 +56,7 @@ from graphdl.runtime.input_grads import (
 )
 from graphdl.runtime.optim import make_optimizer
 from graphdl.runtime.reporting import OUT_FILES, Reporter
+from graphdl.runtime.saved_vocab import check_vocabularies, save_vocabularies
 from graphdl.runtime.vectors import fill_vectors
 from graphdl.runtime.writing import OutputError, probe_writable, refuse_symlink
 
@@ -153,9 +154,16 @@ class Trainer:
         self.seed = int(plan.seed or 0)
         irs = [plan.ir] + [e.ir for e in plan.evaluations]
         self.params, self.stats = init_params(irs, jax.random.key(self.seed))
+        specs = param_specs(irs)
+        # the token sources whose vocabularies are saved beside the checkpoint
+        self.vocab_sources = list(dict.fromkeys(
+            [*([plan.batch.source] if plan.batch else []), *(e.source for e in plan.evaluations),
+             *(s["init"][2] for s in specs.values() if s["init"][0] == "vectors")]))
+        self.vocab_written: Path | None = None  # the folder they were written to
+        self.resumed = False  # restored from a checkpoint (its vocabularies stay)
         self.notes: list[str] = []  # said when the run starts: how many vectors were found
         if pretrained:
-            self.notes = fill_vectors(self.params, param_specs(irs), sources, main_file)
+            self.notes = fill_vectors(self.params, specs, sources, main_file)
             self.params = {k: jnp.asarray(v) for k, v in self.params.items()}
         frozen = frozen_names(irs)
         self.subsets = [self._subset(s.over, frozen) for s in plan.steps]
@@ -414,6 +422,7 @@ def run_training(plan: TrainPlan, sources: Mapping[str, Source], *,
     start = 0
     if resume and out is not None:
         start = restore(trainer, out)
+        check_vocabularies(out, sources, trainer.vocab_sources, "--resume")
     grads = _InputGradProbe(trainer, input_grads) if input_grads else None
     if grads is not None:
         grads.measure(start)
@@ -627,6 +636,7 @@ def run_evaluation(plan: TrainPlan, sources: Mapping[str, Source], out_dir: str 
     check_out_dir(out, resume=True, overwrite=False, write=False)
     trainer = Trainer(plan, sources, resize_eval, pretrained=False)  # the checkpoint's
     step = restore(trainer, out, optimizer=False)  # evaluation never uses the optimizer
+    check_vocabularies(out, sources, trainer.vocab_sources, "--eval")
     result = TrainResult({}, out_dir=out, steps=step)
     for ev in plan.evaluations:
         result.metrics.setdefault(ev.split, {}).update(trainer.evaluate(ev))
@@ -749,6 +759,13 @@ def save(trainer: Trainer, out: Path | None, step: int, epoch: int,
         # read back by `--eval` and `--resume`, which replay the run's `--set` overrides
         meta["overrides"] = json.dumps(header.get("overrides", {}))
     where = out / "checkpoint"
+    if trainer.vocab_written != out:  # before the checkpoint: never one without its vocabulary
+        try:
+            save_vocabularies(out, trainer.sources, trainer.vocab_sources,
+                              fresh=not trainer.resumed)
+        except OutputError as err:
+            raise user_error(f"cannot save the vocabularies: {err}") from None
+        trainer.vocab_written = out
     try:
         save_checkpoint(where, params=trainer.params, stats=trainer.stats,
                         opt_state=trainer.opt_states, step=step, epoch=epoch,
@@ -776,6 +793,7 @@ def restore(trainer: Trainer, out: Path, optimizer: bool = True) -> int:
                          hint=hint) from None
     trainer.params = {k: jnp.asarray(v) for k, v in params.items()}
     trainer.stats = {k: jnp.asarray(v) for k, v in stats.items()}
+    trainer.resumed = True
     if optimizer:
         trainer.opt_states = jax.tree_util.tree_map(jnp.asarray, ckpt.opt_state)
     if "early_stop" in ckpt.meta:
