@@ -19,8 +19,8 @@ import numpy as np
 
 from graphdl.dims import numpy_name
 from graphdl.errors import CliError, did_you_mean
-from graphdl.runtime.data import Vocabulary, vocabulary
-from graphdl.runtime.saved_vocab import SavedVocabError, saved_vocabulary
+from graphdl.runtime.data import Vocabulary
+from graphdl.runtime.saved_vocab import SavedVocabError, run_vocabulary
 
 #: Sources that have a vocabulary, for the hint of a source without one.
 _WITH_VOCABULARY = 'text(...), parallel(...) or dataset("shakespeare")'
@@ -48,22 +48,13 @@ def source_vocabulary(model, name: str, side: str, out_dir: str | Path | None = 
         hint = did_you_mean(name, list(sources))
         raise CliError(f"{flag} {name}: {model.path} has no data source `{name}`; its data "
                        f"sources are {known}" + (f" ({hint})" if hint else ""))
-    if out_dir is not None:
-        try:
-            saved = saved_vocabulary(Path(out_dir), name)
-        except SavedVocabError as err:
-            raise CliError(f"{flag} {name}: {err}") from None
-        found = vocabulary(saved, side) if saved is not None else None
-        if found is not None:
-            return found
-    source = sources[name]
-    verb = "decode with" if flag == "--decode" else "use"
-    if not source.info_needs_load:  # no vocabulary without loading: don't load for nothing
-        raise CliError(f"{flag} {name}: {source.describe} has no vocabulary; {verb} a "
-                       f"{_WITH_VOCABULARY} source")
-    found = vocabulary(source.info, side)  # loads the data: errors are located at its line
+    try:
+        found = run_vocabulary(sources[name], name, side, Path(out_dir) if out_dir else None)
+    except SavedVocabError as err:
+        raise CliError(f"{flag} {name}: {err}") from None
     if found is None:
-        raise CliError(f"{flag} {name}: {source.describe} has no vocabulary; {verb} a "
+        verb = "decode with" if flag == "--decode" else "use"
+        raise CliError(f"{flag} {name}: {sources[name].describe} has no vocabulary; {verb} a "
                        f"{_WITH_VOCABULARY} source")
     return found
 

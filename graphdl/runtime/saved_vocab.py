@@ -20,7 +20,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from graphdl.reading import FileRefused, read_regular
-from graphdl.runtime.data import DataError, Source
+from graphdl.runtime.data import DataError, Source, Vocabulary, vocabulary
 from graphdl.runtime.writing import OutputError, atomic_write, refuse_symlink
 
 #: The keys of a source's info that are token lists, and those that say how text is split.
@@ -100,6 +100,21 @@ def saved_vocabulary(out: Path, source: str) -> dict | None:
     return saved
 
 
+def run_vocabulary(source: Source, name: str, side: str, out: Path | None) -> Vocabulary | None:
+    """The vocabulary of the source `name` as a trained model uses it: the one saved in
+    the run folder `out` when there is one, else the one the data give (loading them;
+    None for a source without one). Raises SavedVocabError for a damaged saved file."""
+    if out is not None:
+        saved = saved_vocabulary(Path(out), name)
+        if saved is not None:
+            found = vocabulary(saved, side)
+            if found is not None:
+                return found
+    if not source.info_needs_load:  # no vocabulary without loading: don't load for nothing
+        return None
+    return vocabulary(source.info, side)  # loads the data: errors are located at its line
+
+
 def vocab_difference(now: Mapping, saved: Mapping) -> str | None:
     """How the vocabulary the data give now differs from the saved one, said without
     quoting any token; None when they are the same."""
@@ -142,5 +157,5 @@ def check_vocabularies(out: Path, sources: Mapping[str, Source], names: Iterable
                      "trained on, or train afresh with --overwrite")) from None
 
 
-__all__ = ["MAX_VOCAB_BYTES", "SavedVocabError", "check_vocabularies", "save_vocabularies",
-           "saved_vocabulary", "vocab_difference", "vocab_file", "vocab_folder", "vocab_info"]
+__all__ = ["MAX_VOCAB_BYTES", "SavedVocabError", "check_vocabularies", "run_vocabulary",
+           "save_vocabularies", "saved_vocabulary", "vocab_difference", "vocab_file", "vocab_folder", "vocab_info"]

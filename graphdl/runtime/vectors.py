@@ -197,7 +197,8 @@ def write_vectors(path: Path, tokens: Sequence[str], matrix: np.ndarray) -> int:
         return len(tokens)
     keep = [i for i, t in enumerate(tokens) if t and not any(c.isspace() for c in t)]
     lines = [f"{len(keep)} {matrix.shape[1]}\n"]
-    lines += [tokens[i] + " " + " ".join(repr(float(v)) for v in matrix[i]) + "\n"
+    # str of an f32 is its shortest round-trip decimal: the file loads back bit for bit
+    lines += [tokens[i] + " " + " ".join(str(v) for v in matrix[i]) + "\n"
               for i in keep]
     data = "".join(lines).encode("utf-8")
     atomic_write(path, lambda f: f.write(data))
