@@ -6,8 +6,9 @@ Two formats, told apart by the file name:
 - `*.safetensors`: a float tensor `vectors` of shape [N, D], and the N tokens, row by
   row, as a JSON list of strings in the file's metadata under `tokens`.
 - anything else: the word2vec text format, UTF-8: a header line `N D`, then N lines
-  `token v1 ... vD` separated by spaces. A file whose first line is not two whole
-  numbers is read as GloVe's headerless variant (D is the first row's count).
+  `token v1 ... vD` separated by spaces. A file whose first line is not two values, the
+  first a whole number, is read as GloVe's headerless variant (D is the first row's
+  count).
 
 Errors are `VectorFileError`s that name the file (and the line) but never quote what is
 in it; the caller locates them at the `param` line.
@@ -90,7 +91,10 @@ def _read_text(path: Path) -> WordVectors:
             parts = line.split(" ")
             if parts and parts[-1] == "":  # a trailing space, as some writers leave
                 parts.pop()
-            if number == 1 and len(parts) == 2 and all(p.isdigit() for p in parts):
+            if number == 1 and len(parts) == 2 and parts[0].isdigit():  # a header `N D`
+                if not parts[1].isdigit():
+                    raise VectorFileError(f"{name}:1: the header `N D` must be two whole "
+                                          "numbers (how many vectors, and their length)")
                 declared, dim = int(parts[0]), int(parts[1])
                 if declared == 0 or dim == 0:
                     raise VectorFileError(f"{name}:1: the header says {declared} vectors of "
