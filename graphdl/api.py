@@ -30,11 +30,12 @@ from graphdl.lower.context import NeedsKey
 from graphdl.passes.pipeline import run_passes, surrogate_of
 from graphdl.reading import FileRefused, read_gdl_text
 from graphdl.runtime.checkpoint import CheckpointError, load_checkpoint, restore_into
-from graphdl.runtime.data import SOURCES, DataError, Source
+from graphdl.runtime.data import SOURCES, DataError, Source, Vocabulary
 from graphdl.runtime.export import exported_graph
 from graphdl.runtime.gradvar import DEFAULT_KEYS, GradVar, measure_gradvar, write_gradvar
 from graphdl.runtime.input_grads import parse_input_grads
 from graphdl.runtime.sample import FilledInputs, SampleError, fill_inputs, input_specs
+from graphdl.runtime.saved_vocab import SavedVocabError, run_vocabulary
 from graphdl.runtime.train import (
     TrainResult,
     pick_plan,
@@ -42,6 +43,8 @@ from graphdl.runtime.train import (
     run_training,
     with_overrides,
 )
+from graphdl.runtime.vectors import write_vectors
+from graphdl.runtime.writing import OutputError
 
 
 def load(path: str | Path, data_root: str | Path | None = None, **consts) -> Model:
@@ -236,6 +239,65 @@ class Model:
             raise CliError(f"`{graph}` returns {len(output)} outputs; sample draws one tensor "
                            "(return the samples alone)")
         return Samples(np.asarray(output), filled)
+
+    def vocabulary(self, data: str, out: str | Path | None = None, side: str = "target",
+                   flag: str = "--data") -> Vocabulary:
+        """The vocabulary of the data source `data` as the run in `out` (default
+        `runs/<file stem>/`) trained with it: the one saved beside its checkpoint, else
+        the one the data give. `side`: "source" or "target" (of a parallel source)."""
+        sources = self.sources
+        if data not in sources:
+            hint = did_you_mean(data, list(sources))
+            raise CliError(f"{flag} {data}: {self.path} has no data source `{data}`; its data "
+                           f"sources are {', '.join(sources) or 'none'}"
+                           + (f" ({hint})" if hint else ""))
+        try:
+            found = run_vocabulary(sources[data], data, side, self._run_folder(out))
+        except SavedVocabError as err:
+            raise CliError(f"{flag} {data}: {err}") from None
+        if found is None:
+            raise CliError(f"{flag} {data}: {sources[data].describe} has no vocabulary; use a "
+                           'text(...), parallel(...) or dataset("shakespeare") source')
+        return found
+
+    def vectors(self, param: str, data: str, out: str | Path | None = None,
+                to: str | Path | None = None, side: str = "source") -> tuple[Path, int]:
+        """Write the trained [V, D] parameter `param` of the checkpoint in `out` (default
+        `runs/<file stem>/`) as word vectors, row i as the vector of token i of the
+        vocabulary of `data` (`graphdl vectors`): to `to` (default OUT/vectors.txt), in
+        the word2vec text format, or safetensors for a `.safetensors` name (see
+        graphdl.runtime.vectors). Returns (the file, the rows written)."""
+        folder = self._run_folder(out)
+        checkpoint = folder / "checkpoint"
+        if not (checkpoint / "checkpoint.safetensors").exists():
+            raise CliError(f"no checkpoint in {checkpoint}; train first: graphdl run "
+                           f"{self.path} --out {folder}")
+        try:
+            params = load_checkpoint(checkpoint).params
+        except CheckpointError as err:
+            raise CliError(f"cannot read the checkpoint in {checkpoint}: {err.message}") from None
+        tables = [n for n, v in params.items() if np.ndim(v) == 2]
+        if param not in params or np.ndim(params[param]) != 2:
+            what = "no parameter" if param not in params else "no [V, D] parameter"
+            hint = did_you_mean(param, tables)
+            raise CliError(f"--param {param}: the checkpoint has {what} `{param}`; its "
+                           f"[V, D] parameters are {', '.join(tables) or 'none'}"
+                           + (f" ({hint})" if hint else ""))
+        table = np.asarray(params[param], np.float32)
+        vocab = self.vocabulary(data, folder, side)
+        if len(vocab.tokens) != len(table):
+            raise CliError(f"--data {data}: its vocabulary has {len(vocab.tokens):,} tokens, "
+                           f"but {param} has {len(table):,} rows; give the data source the "
+                           "table was trained with")
+        path = Path(to) if to is not None else folder / "vectors.txt"
+        try:
+            written = write_vectors(path, vocab.tokens, table)
+        except OutputError as err:
+            raise CliError(str(err)) from None
+        return path, written
+
+    def _run_folder(self, out: str | Path | None) -> Path:
+        return Path(out) if out is not None else Path("runs") / Path(self.path).stem
 
     def split_arrays(self, ref: str, flag: str) -> dict[str, np.ndarray]:
         """The arrays of a data split named `SRC.SPLIT` ("digits.test"), by field."""

@@ -19,6 +19,7 @@ from graphdl.cli.decode import (
     add_decode_args,
     decoded_rows,
     prompt_input,
+    run_folder,
     source_vocabulary,
     write_decoded,
 )
@@ -244,7 +245,8 @@ def evaluate_graph(model, args) -> int:
     import jax  # lazy: `graphdl check` never imports JAX
     name = _pick_graph(model, args.graph)
     # the vocabulary first: a bad --decode fails before anything compiles
-    vocab = source_vocabulary(model, args.decode, "target") if args.decode else None
+    vocab = source_vocabulary(model, args.decode, "target", run_folder(model, args)) \
+        if args.decode else None
     inputs = prompt_input(model, name, args) if args.prompt is not None else \
         _read_inputs(model, name, args.input)
     from graphdl.api import checkpoint_variables  # lazy: JAX

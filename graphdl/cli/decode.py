@@ -6,7 +6,8 @@ ids mean the same), prints one sample per row and writes OUT/output.txt. `--prom
 goes the other way: TEXT, tokenized like that source's data, becomes the graph's one
 integer argument. Every misuse is a one-line CliError (exit 2) that says what to do.
 
-Nothing here imports JAX; the vocabulary is read from the source (loading its data).
+Nothing here imports JAX. The vocabulary is the one the training run saved beside its
+checkpoint (OUT/checkpoint/vocab/DATA.json), else read from the source (loading its data).
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ import numpy as np
 
 from graphdl.dims import numpy_name
 from graphdl.errors import CliError, did_you_mean
-from graphdl.runtime.data import Vocabulary, vocabulary
+from graphdl.runtime.data import Vocabulary
+from graphdl.runtime.saved_vocab import SavedVocabError, run_vocabulary
 
 #: Sources that have a vocabulary, for the hint of a source without one.
 _WITH_VOCABULARY = 'text(...), parallel(...) or dataset("shakespeare")'
@@ -33,21 +35,26 @@ def add_decode_args(parser) -> None:
                              "integer input")
 
 
-def source_vocabulary(model, name: str, side: str) -> Vocabulary:
-    """The vocabulary of the data source `name` of the file (`--decode NAME`)."""
+def source_vocabulary(model, name: str, side: str, out_dir: str | Path | None = None,
+                      flag: str = "--decode") -> Vocabulary:
+    """The vocabulary of the data source `name` of the file (`--decode NAME`): the one
+    saved beside the checkpoint in the run folder `out_dir` when the run saved it (the
+    ids the model was trained with, whatever the data file says now), else the one its
+    data give. `side`: 'source' (what a prompt is read with) or 'target' (what the
+    graph's ids are written with); `flag` starts the messages."""
     sources = model.sources
     if name not in sources:
         known = ", ".join(sources) or "none"
         hint = did_you_mean(name, list(sources))
-        raise CliError(f"--decode {name}: {model.path} has no data source `{name}`; its data "
+        raise CliError(f"{flag} {name}: {model.path} has no data source `{name}`; its data "
                        f"sources are {known}" + (f" ({hint})" if hint else ""))
-    source = sources[name]
-    if not source.info_needs_load:  # no vocabulary without loading: don't load for nothing
-        raise CliError(f"--decode {name}: {source.describe} has no vocabulary; decode with a "
-                       f"{_WITH_VOCABULARY} source")
-    found = vocabulary(source.info, side)  # loads the data: errors are located at its line
+    try:
+        found = run_vocabulary(sources[name], name, side, Path(out_dir) if out_dir else None)
+    except SavedVocabError as err:
+        raise CliError(f"{flag} {name}: {err}") from None
     if found is None:
-        raise CliError(f"--decode {name}: {source.describe} has no vocabulary; decode with a "
+        verb = "decode with" if flag == "--decode" else "use"
+        raise CliError(f"{flag} {name}: {sources[name].describe} has no vocabulary; {verb} a "
                        f"{_WITH_VOCABULARY} source")
     return found
 
@@ -71,7 +78,8 @@ def prompt_input(model, graph: str, args) -> list[np.ndarray]:
                        "a prompt is a sequence: i32[P], or i32[1, P]")
     if not args.prompt:
         raise CliError("--prompt is empty; give at least one token")
-    ids, unknown = source_vocabulary(model, args.decode, "source").encode(args.prompt)
+    ids, unknown = source_vocabulary(model, args.decode, "source",
+                                     run_folder(model, args)).encode(args.prompt)
     if len(ids) == 0:
         raise CliError(f"--prompt {args.prompt!r} holds no tokens")
     if unknown:
@@ -79,6 +87,11 @@ def prompt_input(model, graph: str, args) -> list[np.ndarray]:
               f"of `{args.decode}` and read as <unk>", file=sys.stderr)
     shape = (len(ids),) if len(arg.type.dims) == 1 else (1, len(ids))
     return [ids.reshape(shape).astype(numpy_name(arg.type.dtype))]
+
+
+def run_folder(model, args) -> Path:
+    """The run folder a command reads its checkpoint from: --out, else runs/<file stem>."""
+    return Path(args.out or Path("runs") / Path(model.path).stem)
 
 
 def decoded_rows(result, vocab: Vocabulary, graph: str, data: str) -> list[str]:

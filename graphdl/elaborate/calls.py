@@ -7,6 +7,8 @@ table (`b.forms.statements`), since `~` and `state` live in higher modules.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from graphdl.dims import Dim, const_problem, float_problem
 from graphdl.elaborate.binding import Arg, bind, signature
 from graphdl.elaborate.build import Builder, Scope
@@ -16,6 +18,7 @@ from graphdl.elaborate.values import (
     OpRef,
     Partial,
     Poison,
+    SourceRef,
     Tensor,
     TupleV,
     describe,
@@ -28,7 +31,11 @@ MAX_INLINE_DEPTH = 32
 # name -> signature; the defaults are those of graphdl.lower.init, shown in hints
 INITIALIZERS = {name: signature(sig) for name, sig in {
     "zeros": "", "ones": "", "normal": "std = 1.0", "uniform": "a = -0.05, b = 0.05",
-    "glorot": "", "he": "", "orthogonal": "", "load": "file, key"}.items()}
+    "glorot": "", "he": "", "orthogonal": "", "load": "file, key",
+    "vectors": "file, corpus, side = 'source'"}.items()}
+
+#: The sides of a token source's vocabulary `vectors(..., side = ...)` may take.
+VECTOR_SIDES = ("source", "target")
 
 
 def inline_graph(b: Builder, ref: GraphRef, args, kwargs, span: Span, arg_spans, kw_spans,
@@ -210,6 +217,8 @@ def initializer(b: Builder, node: A.Node) -> tuple | None:
         for v, vnode in zip([*args, *kwargs.values()], [*node.args, *(k.value for k in node.kwargs)]):
             if isinstance(v, Poison):
                 return None
+            if isinstance(v, SourceRef) and name == "vectors":
+                continue  # the corpus: a data source, named
             if not isinstance(v, Const):
                 b.error(f"arguments of initializer `{name}` must be constants", vnode.span)
                 return None
@@ -219,21 +228,15 @@ def initializer(b: Builder, node: A.Node) -> tuple | None:
             return None
         if not args and not kwargs:
             return (name,)
+        if name == "vectors":
+            return _vectors(b, bound, node.span)
         values = [v.value for v in bound.values()]
         if name == "load":
             if not all(isinstance(v, str) for v in values):
                 b.error('load needs a file and a key: load("file.safetensors", "key")', node.span)
                 return None
-            path = b.program.resolve_path(values[0], bound.span("file"))
-            if path is None:  # outside --data-root: reported
-                return None
-            try:
-                found = path.is_file()
-            except (OSError, ValueError):
-                found = False
-            if not found:
-                b.error(f"cannot find the file {values[0]} ({path})", bound.span("file"),
-                        hint="a path in a .gdl file is relative to that file")
+            path = _existing_file(b, values[0], bound.span("file"))
+            if path is None:
                 return None
             values[0] = str(path)
             return (name, *values)
@@ -258,6 +261,46 @@ def initializer(b: Builder, node: A.Node) -> tuple | None:
     b.error(f"unknown initializer {shown}", node.span,
             did_you_mean(name, INITIALIZERS) or f"initializers are {', '.join(INITIALIZERS)}")
     return None
+
+
+def _existing_file(b: Builder, given: str, span: Span) -> Path | None:
+    """The file an initializer names, relative to the .gdl file; None (reported) if it
+    lies outside --data-root or is not there."""
+    path = b.program.resolve_path(given, span)
+    if path is None:  # outside --data-root: reported
+        return None
+    try:
+        found = path.is_file()
+    except (OSError, ValueError):
+        found = False
+    if not found:
+        b.error(f"cannot find the file {given} ({path})", span,
+                hint="a path in a .gdl file is relative to that file")
+        return None
+    return path
+
+
+def _vectors(b: Builder, bound, span: Span) -> tuple | None:
+    """`vectors("w2v.txt", corpus)` -> ("vectors", path, "corpus", "source"). The rows are
+    matched to the corpus's vocabulary by token when training starts (the runtime loads
+    the data); here only what the file's text says is checked."""
+    file, corpus, side = bound["file"], bound["corpus"], bound["side"].value
+    if not isinstance(file, Const) or not isinstance(file.value, str):
+        b.error('vectors needs a file name first: vectors("w2v.txt", corpus)', bound.span("file"))
+        return None
+    if not isinstance(corpus, SourceRef):
+        b.error("the second argument of vectors() is a data source whose vocabulary names "
+                "the rows, got " + describe(corpus), bound.span("corpus"),
+                hint='write vectors("w2v.txt", corpus) for a line `data corpus = text(...)`')
+        return None
+    if side not in VECTOR_SIDES:
+        b.error(f"side of vectors() is 'source' or 'target', got {side!r}", bound.span("side"),
+                hint="a parallel source has a source-language and a target-language vocabulary")
+        return None
+    path = _existing_file(b, file.value, bound.span("file"))
+    if path is None:
+        return None
+    return ("vectors", str(path), corpus.name, side)
 
 
 def _initializer_text(name: str) -> str:
@@ -288,6 +331,11 @@ def param_statement(b: Builder, st: A.Param) -> None:
         if b.concrete:
             b.error(f"the shape of param `{st.name}` must be known; {', '.join(unknown)} "
                     "is not bound here", st.type.span)
+    if init[0] == "vectors" and (len(type_.shape) != 2 or not type_.is_float()):
+        b.error(f"vectors() fills a table of one row per token, f32[V, D], but `{st.name}` is "
+                f"{type_}", st.type.span, hint="declare it as f32[V, D]: V tokens, D numbers each")
+        b.bind(st.name, Poison(), st.span)
+        return
     name = f"{b.scope.instance}.{st.name}" if b.scope.instance else st.name
     b.bind(st.name, b.param_node(name, type_, init, st.span, frozen=st.frozen), st.span)
 

@@ -49,6 +49,11 @@ def _initialize(init: tuple, key, shape: tuple[int, ...], dtype):
     if name == "normal":
         std = init[1] if len(init) > 1 else 1.0
         return std * jax.random.normal(key, shape, dtype)
+    if name == "vectors":
+        # the random part only: the runtime scales it by the std of the file's vectors and
+        # puts the file's rows at the tokens it has (graphdl.runtime.vectors), as that needs
+        # the corpus's vocabulary, which only the loaded data give
+        return jax.random.normal(key, shape, dtype)
     if name == "uniform":
         a, b = (init[1], init[2]) if len(init) > 2 else (-0.05, 0.05)
         return jax.random.uniform(key, shape, dtype, a, b)

@@ -34,7 +34,7 @@ from graphdl.ir.graph import node, order
 from graphdl.ir.plan import EarlyStopPlan, EvalPlan, TrainPlan
 from graphdl.lower import LowerCtx, init_params, run_ir
 from graphdl.lower.compile import compile_fn
-from graphdl.lower.init import frozen_names
+from graphdl.lower.init import frozen_names, param_specs
 from graphdl.ops.training import OVERRIDABLE_SETTINGS
 from graphdl.passes.pipeline import run_passes, surrogate_of
 from graphdl.runtime.checkpoint import (
@@ -56,6 +56,8 @@ from graphdl.runtime.input_grads import (
 )
 from graphdl.runtime.optim import make_optimizer
 from graphdl.runtime.reporting import OUT_FILES, Reporter
+from graphdl.runtime.saved_vocab import check_vocabularies, save_vocabularies
+from graphdl.runtime.vectors import fill_vectors
 from graphdl.runtime.writing import OutputError, probe_writable, refuse_symlink
 
 # An evaluation rebuilt for another batch size (the split's last, partial batch).
@@ -128,7 +130,11 @@ class Trainer:
     """Holds the compiled iteration and evaluation functions of one train plan."""
 
     def __init__(self, plan: TrainPlan, sources: Mapping[str, Source],
-                 resize_eval: ResizeEval | None = None):
+                 resize_eval: ResizeEval | None = None, *, pretrained: bool = True,
+                 main_file: tuple[str, str] | None = None):
+        """`pretrained`: fill the `vectors(...)` parameters from their files (not when a
+        checkpoint will replace them); `main_file`: (path, text) of the .gdl file, so
+        that an error of that fill shows its `param` line."""
         self.plan, self.sources, self.resize_eval = plan, sources, resize_eval
         self.batch_plan = plan.batch
         if plan.batch is not None:
@@ -148,6 +154,17 @@ class Trainer:
         self.seed = int(plan.seed or 0)
         irs = [plan.ir] + [e.ir for e in plan.evaluations]
         self.params, self.stats = init_params(irs, jax.random.key(self.seed))
+        specs = param_specs(irs)
+        # the token sources whose vocabularies are saved beside the checkpoint
+        self.vocab_sources = list(dict.fromkeys(
+            [*([plan.batch.source] if plan.batch else []), *(e.source for e in plan.evaluations),
+             *(s["init"][2] for s in specs.values() if s["init"][0] == "vectors")]))
+        self.vocab_written: Path | None = None  # the folder they were written to
+        self.resumed = False  # restored from a checkpoint (its vocabularies stay)
+        self.notes: list[str] = []  # said when the run starts: how many vectors were found
+        if pretrained:
+            self.notes = fill_vectors(self.params, specs, sources, main_file)
+            self.params = {k: jnp.asarray(v) for k, v in self.params.items()}
         frozen = frozen_names(irs)
         self.subsets = [self._subset(s.over, frozen) for s in plan.steps]
         self.optimizers = [
@@ -399,10 +416,13 @@ def run_training(plan: TrainPlan, sources: Mapping[str, Source], *,
     out = Path(out_dir) if out_dir else None
     if out is not None:  # before any work: never train for nothing, never clobber
         check_out_dir(out, resume, overwrite, source_text)
-    trainer = Trainer(plan, sources, resize_eval)
+    main_file = (plan.span.file, source_text) if source_text is not None and plan.span else None
+    trainer = Trainer(plan, sources, resize_eval, pretrained=not (resume and out is not None),
+                      main_file=main_file)
     start = 0
     if resume and out is not None:
         start = restore(trainer, out)
+        check_vocabularies(out, sources, trainer.vocab_sources, "--resume")
     grads = _InputGradProbe(trainer, input_grads) if input_grads else None
     if grads is not None:
         grads.measure(start)
@@ -415,6 +435,8 @@ def run_training(plan: TrainPlan, sources: Mapping[str, Source], *,
                             header=header, tensorboard=tensorboard)
     except OutputError as err:
         raise user_error(str(err)) from None
+    for note in trainer.notes:
+        reporter.note(note)
     run = _Run(trainer, out, source_text, reporter, header)
     result = TrainResult({}, out_dir=out)
     try:
@@ -612,8 +634,9 @@ def run_evaluation(plan: TrainPlan, sources: Mapping[str, Source], out_dir: str 
         raise user_error(f"--eval: the train block `{plan.name}` has no `evaluate` block", plan.span)
     out = Path(out_dir)
     check_out_dir(out, resume=True, overwrite=False, write=False)
-    trainer = Trainer(plan, sources, resize_eval)
+    trainer = Trainer(plan, sources, resize_eval, pretrained=False)  # the checkpoint's
     step = restore(trainer, out, optimizer=False)  # evaluation never uses the optimizer
+    check_vocabularies(out, sources, trainer.vocab_sources, "--eval")
     result = TrainResult({}, out_dir=out, steps=step)
     for ev in plan.evaluations:
         result.metrics.setdefault(ev.split, {}).update(trainer.evaluate(ev))
@@ -736,6 +759,13 @@ def save(trainer: Trainer, out: Path | None, step: int, epoch: int,
         # read back by `--eval` and `--resume`, which replay the run's `--set` overrides
         meta["overrides"] = json.dumps(header.get("overrides", {}))
     where = out / "checkpoint"
+    if trainer.vocab_written != out:  # before the checkpoint: never one without its vocabulary
+        try:
+            save_vocabularies(out, trainer.sources, trainer.vocab_sources,
+                              fresh=not trainer.resumed)
+        except OutputError as err:
+            raise user_error(f"cannot save the vocabularies: {err}") from None
+        trainer.vocab_written = out
     try:
         save_checkpoint(where, params=trainer.params, stats=trainer.stats,
                         opt_state=trainer.opt_states, step=step, epoch=epoch,
@@ -763,6 +793,7 @@ def restore(trainer: Trainer, out: Path, optimizer: bool = True) -> int:
                          hint=hint) from None
     trainer.params = {k: jnp.asarray(v) for k, v in params.items()}
     trainer.stats = {k: jnp.asarray(v) for k, v in stats.items()}
+    trainer.resumed = True
     if optimizer:
         trainer.opt_states = jax.tree_util.tree_map(jnp.asarray, ckpt.opt_state)
     if "early_stop" in ckpt.meta:
