@@ -5,8 +5,10 @@ accuracy on a small analogy set, each next to random vectors of the same vocabul
     graphdl vectors runs/word2vec --param word2vec.v_in --data words > vectors.txt
     python docs/word2vec_eval.py vectors.txt [--seed S] [--probes king,queen,...]
 
-The vectors file is the word2vec text format: a header line `COUNT DIM`, then one line
-per word, the word and its DIM numbers (a file without the header is read too).
+The vectors file is what `graphdl vectors` writes, read by graphdl's own reader
+(graphdl/runtime/vectors.py): the word2vec text format (a header line `COUNT DIM`, then
+one line per word, the word and its DIM numbers; GloVe's headerless variant too) or
+safetensors. Run it with graphdl importable (`PYTHONPATH=.` in a checkout).
 
 Neighbours: the words of highest cosine similarity to the probe (the probe left out).
 Analogies `a : b :: c : d` are answered the usual way (3CosAdd, Mikolov et al. 2013):
@@ -26,6 +28,10 @@ import sys
 from pathlib import Path
 
 import numpy as np
+
+from graphdl.runtime.data.text import UNK
+from graphdl.runtime.vectors import VectorFileError
+from graphdl.runtime.vectors import read_vectors as graphdl_read_vectors
 
 PROBES = ("king", "queen", "love", "death", "sword", "night", "lord", "lady", "father",
           "eyes", "heaven", "blood")
@@ -62,37 +68,13 @@ RELATIONS: dict[str, list[tuple[str, str]]] = {
 }
 
 
-class VectorsError(Exception):
-    """A vectors file that cannot be read; the script prints it and exits with 2."""
-
-
 def read_vectors(path: str | Path) -> tuple[list[str], np.ndarray]:
-    """The words and a [N, D] float array of a word2vec text file."""
-    words, rows = [], []
-    try:
-        lines = Path(path).read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as err:
-        raise VectorsError(f"cannot read {path}: {err}") from None
-    header = lines[0].split() if lines else []
-    start = 1 if len(header) == 2 and all(h.isdigit() for h in header) else 0
-    for number, line in enumerate(lines[start:], start + 1):
-        parts = line.rstrip().split(" ")
-        if not line.strip():
-            continue
-        try:
-            rows.append([float(v) for v in parts[1:]])
-        except ValueError:
-            raise VectorsError(f"{path}:{number}: a value is not a number") from None
-        words.append(parts[0])
-        if len(rows[-1]) != len(rows[0]) or not rows[0]:
-            raise VectorsError(f"{path}:{number}: {len(rows[-1])} numbers, but the first "
-                               f"vector has {len(rows[0])}")
-    if not rows:
-        raise VectorsError(f"{path} holds no vectors")
-    if start and (int(header[0]), int(header[1])) != (len(rows), len(rows[0])):
-        raise VectorsError(f"{path}: the header says {header[0]} vectors of {header[1]}, "
-                           f"but the file holds {len(rows)} of {len(rows[0])}")
-    return words, np.asarray(rows, np.float64)
+    """The words and a [N, D] float array of a vectors file (graphdl's reader: word2vec
+    text, GloVe's headerless text, or safetensors); `<unk>` is left out, since no
+    training updates its row."""
+    found = graphdl_read_vectors(Path(path))
+    keep = [i for i, t in enumerate(found.tokens) if t != UNK]
+    return [found.tokens[i] for i in keep], np.asarray(found.matrix[keep], np.float64)
 
 
 def _unit(vectors: np.ndarray) -> np.ndarray:
@@ -159,8 +141,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         words, vectors = read_vectors(args.vectors)
-    except VectorsError as err:
-        print(f"error: {err}", file=sys.stderr)
+    except VectorFileError as err:
+        hint = f" ({err.hint})" if err.hint else ""
+        print(f"error: {err.message}{hint}", file=sys.stderr)
         return 2
     baseline = random_like(vectors, args.seed)
     print(f"{args.vectors}: {len(words)} words, {vectors.shape[1]} dimensions; "
