@@ -160,16 +160,23 @@ def draw_shapes(rng: np.random.Generator, n: int, size: int, max_shapes: int,
     """`n` images of 1..max_shapes shapes each: `image` f32[n, size, size, 1] in [0, 1]
     (each shape a grey level in [0.35, 1] on black, plus Gaussian noise of std `noise`,
     clipped) and `mask` i32[n, size, size] (0 background, else the index of the shape's
-    class in SHAPE_CLASSES). A later shape covers an earlier one where they overlap."""
+    class in SHAPE_CLASSES). A later shape covers an earlier one where they overlap.
+
+    The shapes of one image get grey levels from different bands of [0.35, 1] (max_shapes
+    bands, shuffled, each level within the middle 80% of its band), so two shapes that
+    touch always differ by at least 0.65 / max_shapes * 0.8: where they had the same grey,
+    their boundary was invisible and no model could place it."""
     ys, xs = np.mgrid[0:size, 0:size] + 0.5  # pixel centres
     image = np.zeros((n, size, size), np.float32)
     mask = np.zeros((n, size, size), np.int32)
     counts = rng.integers(1, max_shapes + 1, n)
+    band = 0.65 / max_shapes
     for i in range(n):
-        for _ in range(counts[i]):
+        levels = 0.35 + band * (rng.permutation(max_shapes) + rng.uniform(0.1, 0.9, max_shapes))
+        for j in range(counts[i]):
             kind = int(rng.integers(len(_DRAW)))
             inside = _DRAW[kind](rng, ys, xs, size)
-            image[i][inside] = rng.uniform(0.35, 1.0)
+            image[i][inside] = levels[j]
             mask[i][inside] = kind + 1
     if noise:
         image += noise * rng.standard_normal(image.shape, dtype=np.float32)
