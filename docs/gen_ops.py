@@ -67,7 +67,8 @@ def _group(op: Op) -> str:
         return "Losses (per example: reduce with `mean`)"
     if op.name in _OPERATOR_OF or op.name in ("maximum", "minimum", "where"):
         return "Operators and binary functions"
-    if op.name in ("sum", "mean", "max", "min", "prod", "logsumexp", "argmax", "argmin"):
+    if op.name in ("sum", "mean", "max", "min", "prod", "logsumexp", "argmax", "argmin",
+                   "ratio_of_sums"):
         return "Reductions"
     if op.name in ("reshape", "flatten", "concat", "stack", "split", "transpose", "expand_dims",
                    "squeeze", "index", "take", "zeros", "ones", "arange", "const"):

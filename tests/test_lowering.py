@@ -281,6 +281,12 @@ case("min", "min", g1("min(x)", X3), {"x": f32(2, 3, 4)}, lambda p, x: x.min())
 case("prod", "prod", g1("prod(x, 1)", X3), {"x": f32(2, 3, 4)}, lambda p, x: x.prod(1))
 case("logsumexp", "logsumexp", g1("logsumexp(x, 2)", X3), {"x": f32(2, 3, 4)},
      lambda p, x: np.log(np.exp(x).sum(2)))
+case("ratio_of_sums", "ratio_of_sums", g1("ratio_of_sums(x, y)", XY),
+     {"x": f32(2, 3), "y": f32(3, positive=True)}, lambda p, x, y: (x / y).mean())
+# a denominator of 0 leaves its element out of the mean (a class in neither map)
+case("ratio_of_sums_zero", "ratio_of_sums",
+     g1("ratio_of_sums(x, where(x > 0.8, x + 1.0, 0.0))", "x: f32[B, 3]"), {"x": f32(2, 3)},
+     lambda p, x: (x / (x + 1))[x > 0.8].mean(), grad=False)
 case("argmax", "argmax", g1("argmax(x, 1)", X3), {"x": f32(2, 3, 4)},
      lambda p, x: x.argmax(1), grad=False)
 case("argmin", "argmin", g1("argmin(x)", X3), {"x": f32(2, 3, 4)},

@@ -5,7 +5,8 @@ the parameters it uses, so a GAN's generator draws from the GAN's checkpoint. It
 come from `--input` files, the first n examples of `--data SRC.SPLIT`, or N(0, 1) noise
 (graphdl.runtime.sample); the samples go to OUT/samples_<G>.npy and a scatter or grid of
 them to OUT/samples_<G>.png (graphdl.runtime.sample_plot); `--color FIELD` colours a
-scatter by an integer field of the `--data` split (an autoencoder's codes by class).
+scatter by an integer field of the `--data` split (an autoencoder's codes by class), or
+draws a class map's true map (a segmentation's mask) beside the predicted one.
 Every misuse is exit 2.
 
 JAX is imported inside `cmd_sample`, never when the parser is built.
@@ -47,7 +48,8 @@ def add_sample_command(sub) -> None:
                    help="under a 2-D scatter, draw the split's real points in another colour")
     p.add_argument("--color", metavar="FIELD",
                    help="colour a 2-D scatter by an integer field of the --data split "
-                        "(e.g. the class y of each code), with a legend of its values")
+                        "(e.g. the class y of each code), with a legend of its values; for "
+                        "integer class maps [N, H, W], the field's true maps drawn beside them")
     p.add_argument("--shape", metavar="H,W", help="draw [N, D] samples as H x W images")
     p.add_argument("--set", action="append", metavar="K=V",
                    help="override a graph constant (the checkpoint's recorded overrides "
@@ -97,19 +99,24 @@ def cmd_sample(args) -> int:
         print(f"note: `{args.graph}` takes no inputs; its {samples.shape[0]} samples come "
               "from its own draws (--n does not apply)", file=sys.stderr)
     try:
-        layout = choose_layout(samples.shape, image)
+        layout = choose_layout(samples.shape, image, integer=samples.dtype.kind in "iub")
     except LayoutError as err:
         raise CliError(f"`{args.graph}` returns {samples.dtype}{list(samples.shape)}: "
                        f"{err}") from None
     if real is not None and layout.kind != "scatter":
         raise CliError(f"--real {args.real}: `{args.graph}` returns {list(samples.shape)}, "
                        "not 2-D points [N, 2]; --real is drawn under a scatter")
-    if args.color is not None and layout.kind != "scatter":
+    if args.color is not None and layout.kind not in ("scatter", "classes"):
         raise CliError(f"--color {args.color}: `{args.graph}` returns {list(samples.shape)}, "
-                       "not 2-D points [N, 2]; --color colours a scatter")
-    labels = _color_labels(model, args.data, args.color, len(samples)) \
-        if args.color is not None else None
-    paired = _paired_input(drawn, samples)
+                       "not 2-D points [N, 2] nor integer class maps [N, H, W]; --color "
+                       "colours a scatter or draws the true class maps")
+    labels = None
+    if args.color is not None and layout.kind == "classes":
+        labels = _true_maps(model, args.data, args.color, samples)
+    elif args.color is not None:
+        labels = _color_labels(model, args.data, args.color, len(samples))
+    paired = _paired_input(drawn, samples, layout.kind == "classes")
+    class_names = _class_names(model, args.data) if layout.kind == "classes" else None
     for line in drawn.drawn:
         print(line)
     png = Path(args.png) if args.png else out / f"samples_{args.graph}.png"
@@ -120,11 +127,13 @@ def cmd_sample(args) -> int:
         _write_npy(npy, samples)
         title = f"{Path(args.file).name}: {args.graph}, {len(samples)} samples, seed {args.seed}"
         plot_samples(samples, layout, png, title=title, inputs=paired, real=real,
-                     real_name=args.real or "real", labels=labels, label_name=args.color)
+                     real_name=args.real or "real", labels=labels, label_name=args.color,
+                     class_names=class_names)
     except (OutputError, OSError) as err:
         raise CliError(str(err)) from None
     print(f"wrote {npy} ({samples.dtype}{list(samples.shape)})")
-    coloured = "" if labels is None else f", coloured by {args.color}"
+    coloured = "" if labels is None else f", coloured by {args.color}" \
+        if layout.kind == "scatter" else f", beside the true {args.color}"
     print(f"wrote {png} ({layout.describe(len(samples), paired is not None)}{coloured})")
     return 0
 
@@ -160,12 +169,42 @@ def _color_labels(model, ref: str, name: str, n: int) -> np.ndarray:
     return field[:n]
 
 
-def _paired_input(drawn, samples: np.ndarray) -> np.ndarray | None:
+def _true_maps(model, ref: str, name: str, samples: np.ndarray) -> np.ndarray:
+    """The integer field `name` of the split `ref` with the class maps' shape: the true
+    maps of the first examples, the ones `--data` fed the graph."""
+    arrays = model.split_arrays(ref, "--data")
+    if name not in arrays:
+        raise CliError(f"--color {name}: the split {ref} has no field `{name}`; its fields "
+                       f"are {', '.join(arrays)}")
+    field = np.asarray(arrays[name])
+    if field.shape[1:] != samples.shape[1:] or field.dtype.kind not in "iub":
+        raise CliError(f"--color {name}: the field {ref}.{name} is {field.dtype}"
+                       f"{list(field.shape[1:])} per example, but the class maps are "
+                       f"{samples.dtype}{list(samples.shape[1:])}; it must be integer maps "
+                       "of that shape (the true classes)")
+    if len(field) < len(samples):
+        raise CliError(f"--color {name}: the split {ref} has {len(field)} examples, fewer than "
+                       f"the {len(samples)} maps")
+    return field[:len(samples)]
+
+
+def _class_names(model, ref: str | None) -> list[str] | None:
+    """The class names a data source knows (`shapes` has them), for the legend."""
+    source = model.sources.get((ref or "").partition(".")[0])
+    names = source.static_info.get("class_names") if source is not None else None
+    return list(names) if isinstance(names, (list, tuple)) else None
+
+
+def _paired_input(drawn, samples: np.ndarray, maps: bool = False) -> np.ndarray | None:
     """The input given from --data or --input with the output's shape (a reconstruction
-    is drawn beside its input), else None."""
+    is drawn beside its input), else None. Beside class maps [N, H, W], an image
+    [N, H, W] or [N, H, W, 1 or 3] of the same size."""
     for name in drawn.given:
         x = drawn.inputs[name]
-        if x.shape == samples.shape:
+        if x.shape == samples.shape and not maps:
+            return x
+        if maps and x.shape[:3] == samples.shape and (x.ndim == 3 or x.ndim == 4
+                                                       and x.shape[3] in (1, 3)):
             return x
     return None
 

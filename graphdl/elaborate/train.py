@@ -15,6 +15,7 @@ from graphdl.elaborate.build import Builder, Scope, new_builder
 from graphdl.elaborate.calls import statement
 from graphdl.elaborate.values import Const, Poison, Record, Setting, SplitRef, Tensor, describe
 from graphdl.errors import Span, did_you_mean
+from graphdl.ir.graph import node, nodes
 from graphdl.ir.plan import (
     BatchPlan,
     CheckpointPlan,
@@ -366,6 +367,7 @@ def _evaluate(program, tdef: A.TrainDef, st: A.Evaluate, diagnostics,
         data = make_batch(b, target, batch, False, st.span)
         _shared_statements(b, tdef.body, data)
         metrics = {}
+        first_own = b.g.graph["next_id"]  # the nodes of the block's own lines come after
         for i, s in enumerate(st.body):
             statement(b, s)
             if not isinstance(s, A.Assign):
@@ -387,10 +389,30 @@ def _evaluate(program, tdef: A.TrainDef, st: A.Evaluate, diagnostics,
             if st.unit not in UNITS:
                 b.error(f"unknown unit `{st.unit}`", st.span, did_you_mean(st.unit, UNITS))
             unit = UNITS.get(st.unit, "epoch")
-    b.g.graph["outputs"] = list(metrics.values())
+        ratios = _ratio_metrics(b, metrics, first_own)
+    b.g.graph["outputs"] = list(metrics.values()) + [i for r in ratios.values() for i in r]
     batches = b.g.graph.get("batches", [])
     return EvalPlan(target.source.name, target.split, every, unit, b.g,
-                    batches[0] if batches else None, metrics, st.span)
+                    batches[0] if batches else None, metrics, st.span, ratios)
+
+
+def _ratio_metrics(b, metrics: dict[str, int], first_own: int) -> dict[str, tuple[int, int]]:
+    """The metrics that are a `ratio_of_sums(num, den)`: name -> (num, den) node ids.
+
+    Their sums run over the whole split only when the metric *is* the ratio; inside a
+    larger expression (`1 - ratio_of_sums(...)`) it would be a per-batch ratio averaged over
+    batches, which is the mistake the form exists to avoid, so that is an error."""
+    ratios = {}
+    for name, nid in metrics.items():
+        n = node(b.g, nid)
+        if n.op == "ratio_of_sums":
+            ratios[name] = (n.inputs[0], n.inputs[1])
+    for nid, n in nodes(b.g):
+        if n.op == "ratio_of_sums" and nid >= first_own and nid not in metrics.values():
+            b.error("ratio_of_sums(...) must be the whole right-hand side of a metric: its "
+                    "sums run over the split only there", n.span,
+                    hint="bind it to a metric of its own, e.g. iou = ratio_of_sums(hits, union)")
+    return ratios
 
 
 def evaluation_for_batch(program, train_name: str, ev: EvalPlan, batch: int) -> EvalPlan | None:

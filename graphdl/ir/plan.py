@@ -68,6 +68,9 @@ class EvalPlan:
     batch: BatchPlan | None
     metrics: dict[str, int]  # metric name -> output node id
     span: Span
+    # metric name -> (num, den) node ids of a `ratio_of_sums` metric: the runtime sums
+    # both over the split's batches and divides at the end, instead of averaging the metric
+    ratios: dict[str, tuple[int, int]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

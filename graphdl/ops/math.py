@@ -235,6 +235,33 @@ register("argmin", "x, axis: int = -1", _arg_rule,
          doc="i32 index of the minimum along `axis` (the axis is removed)")
 
 
+def _ratio_rule(num, den):
+    broadcast(num, den, "divide")  # any dtype: counts may be i32 or bool sums
+    return T("f32", ())
+
+
+def ratio_of_sums(num, den):
+    """The value of `ratio_of_sums`: also what evaluation applies to a split's sums."""
+    num, den = jnp.broadcast_arrays(jnp.asarray(num, jnp.float32), jnp.asarray(den, jnp.float32))
+    kept = den != 0
+    # the double where keeps a 0 denominator from putting NaN into the gradient
+    ratios = jnp.where(kept, num / jnp.where(kept, den, 1.0), 0.0)
+    return jnp.sum(ratios) / jnp.sum(kept)  # NaN when every denominator is 0
+
+
+def _ratio_lower(ctx, num, den):
+    return ratio_of_sums(num, den)
+
+
+# In an evaluate block a metric `m = ratio_of_sums(num, den)` is aggregated by the runtime:
+# num and den are summed over the split's batches and this same formula is applied to the
+# sums (graphdl/runtime/train.py, Trainer.evaluate), so mean IoU is a ratio of split totals.
+register("ratio_of_sums", "num, den", _ratio_rule, _ratio_lower,
+         doc="mean of `num / den` over the elements whose `den` is not 0 (NaN if none); as "
+             "a metric of an evaluate block, `num` and `den` are first summed over the whole "
+             "split (section 9: mean IoU, pixel accuracy)")
+
+
 # -- shape ops ----------------------------------------------------------------
 def _product(dims) -> Dim:
     out = Dim(1)

@@ -5,7 +5,9 @@
   the digit an autoencoder encoded, with a legend of the labels);
 - [N, H, W], [N, H, W, C] (C = 1, 3 or 4), or [N, D] with D a perfect square (or an
   explicit H x W = D): a grid of images, about sqrt(N) columns;
-- [N, D] otherwise: a grid of small line plots (signals such as MNIST-1D's).
+- [N, D] otherwise: a grid of small line plots (signals such as MNIST-1D's);
+- integer [N, H, W]: class maps (a segmentation's class per pixel), each class in its own
+  colour with a legend, the input image and the true map (`truth`) beside each.
 
 When the graph's input has the output's shape (a reconstruction: the input came from a
 data split or a file), each input is drawn beside its output. Large N are cut to the
@@ -39,19 +41,25 @@ class Layout:
     image_shape: tuple[int, ...] = ()
 
     def describe(self, n: int, paired: bool) -> str:
-        shown = {"scatter": n, "images": min(n, MAX_IMAGES), "lines": min(n, MAX_LINES)}[self.kind]
-        what = {"scatter": "a scatter of", "images": "a grid of", "lines": "line plots of"}
+        shown = {"scatter": n, "images": min(n, MAX_IMAGES), "classes": min(n, MAX_IMAGES),
+                 "lines": min(n, MAX_LINES)}[self.kind]
+        what = {"scatter": "a scatter of", "images": "a grid of", "lines": "line plots of",
+                "classes": "a grid of class maps of"}
         first = "" if shown == n else f"the first {shown} of "
         pairs = " beside their inputs" if paired else ""
         return f"{what[self.kind]} {first}{n} samples{pairs}"
 
 
-def choose_layout(shape: tuple[int, ...], image: tuple[int, int] | None = None) -> Layout:
-    """The plot for samples of `shape` ([N, ...]); `image` is --shape H,W for [N, D]."""
+def choose_layout(shape: tuple[int, ...], image: tuple[int, int] | None = None,
+                  integer: bool = False) -> Layout:
+    """The plot for samples of `shape` ([N, ...]); `image` is --shape H,W for [N, D];
+    `integer` samples of [N, H, W] are class maps."""
     if len(shape) < 2:
         raise LayoutError(f"the samples have shape {shape}; sample plots a batch [N, ...] "
                           "with at least one axis per sample")
     rest = shape[1:]
+    if integer and len(rest) == 2 and image is None:
+        return Layout("classes", rest)
     if image is not None:
         h, w = image
         if h < 1 or w < 1 or math.prod(rest) != h * w:
@@ -77,14 +85,21 @@ def choose_layout(shape: tuple[int, ...], image: tuple[int, int] | None = None) 
 def plot_samples(samples: np.ndarray, layout: Layout, path: Path, *, title: str,
                  inputs: np.ndarray | None = None, real: np.ndarray | None = None,
                  real_name: str = "real", labels: np.ndarray | None = None,
-                 label_name: str = "label") -> None:
+                 label_name: str = "label", class_names: list[str] | None = None) -> None:
     """Write the PNG of `samples` to `path`; `inputs` (same shape) are drawn beside them,
-    `real` [M, 2] points under a scatter, and `labels` [N] (integers) colour its points."""
+    `real` [M, 2] points under a scatter, and `labels` [N] (integers) colour its points.
+    For class maps, `inputs` are images [N, H, W(, C)], `labels` the true maps [N, H, W]
+    and `class_names` name the classes in the legend."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    if layout.kind == "classes":
+        fig = _class_grid(plt, np.asarray(samples), inputs, labels, label_name, class_names)
+        fig.suptitle(title, fontsize=10)
+        write_figure(fig, path)
+        return
     samples = np.asarray(samples, np.float32)
     if layout.kind == "scatter":
         fig = _scatter(plt, samples, inputs, real, real_name, labels, label_name)
@@ -158,6 +173,58 @@ def _image_grid(plt, samples, inputs, image_shape):
         ax.imshow(np.ma.masked_invalid(canvas), cmap=cmap, vmin=low, vmax=high,
                   interpolation="nearest")
     ax.set_axis_off()
+    return fig
+
+
+def _class_grid(plt, maps, inputs, truth, truth_name, class_names):
+    """Rows of (input | truth | prediction) cells, in RGB: the input grey, each class of
+    the maps one colour of tab10/tab20 (the same colour in truth and prediction)."""
+    count = min(len(maps), MAX_IMAGES)
+    panels = [np.asarray(maps[:count])]
+    titles = ["predicted"]
+    if truth is not None:
+        panels.insert(0, np.asarray(truth[:count]))
+        titles.insert(0, truth_name)
+    classes = int(max(p.max() for p in panels)) + 1 if panels[0].size else 1
+    classes = max(classes, len(class_names or ()))
+    cmap = plt.get_cmap("tab10" if classes <= 10 else "tab20")
+    palette = np.array([cmap(i % cmap.N)[:3] for i in range(classes)], np.float32)
+    cells = [palette[np.clip(p, 0, classes - 1)] for p in panels]  # [count, H, W, 3] each
+    if inputs is not None:
+        x = np.asarray(inputs[:count], np.float32)
+        x = x if x.ndim == 4 else x[..., None]
+        x = np.repeat(x[..., :1], 3, axis=-1) if x.shape[-1] != 3 else x
+        low, high = _value_range(x)
+        cells.insert(0, np.clip((x - low) / max(high - low, 1e-12), 0, 1))
+        titles.insert(0, "input")
+    gap = np.ones_like(cells[0][:, :, :1])
+    row = [cells[0]]
+    for cell in cells[1:]:
+        row += [gap, cell]
+    images = np.concatenate(row, axis=2)
+    cols = max(1, round(math.sqrt(count / len(cells))))
+    rows = -(-count // cols)
+    h, w = images.shape[1:3]
+    pad = 2
+    canvas = np.ones((rows * (h + pad) + pad, cols * (w + pad) + pad, 3), np.float32)
+    for i in range(count):
+        r, c = divmod(i, cols)
+        canvas[pad + r * (h + pad):pad + r * (h + pad) + h,
+               pad + c * (w + pad):pad + c * (w + pad) + w] = images[i]
+    scale = min(12.0, max(4.0, 0.03 * max(canvas.shape[:2])))
+    width = scale * canvas.shape[1] / max(canvas.shape[:2])
+    height = scale * canvas.shape[0] / max(canvas.shape[:2])
+    fig = plt.figure(figsize=(width + 1.6, height + 0.6))  # room for the legend, the title
+    ax = fig.add_axes((0.0, 0.0, width / (width + 1.6), height / (height + 0.6)))
+    ax.imshow(canvas, interpolation="nearest")
+    ax.set_axis_off()
+    from matplotlib.patches import Patch
+    names = [class_names[i] if class_names and i < len(class_names) else str(i)
+             for i in range(classes)]
+    handles = [Patch(color=palette[i], label=f"{i} {names[i]}" if class_names else names[i])
+               for i in range(classes)]
+    fig.legend(handles=handles, loc="center right", fontsize=8, frameon=False,
+               title=" | ".join(titles), title_fontsize=7)
     return fig
 
 

@@ -35,6 +35,7 @@ from graphdl.ir.plan import EarlyStopPlan, EvalPlan, TrainPlan
 from graphdl.lower import LowerCtx, init_params, run_ir
 from graphdl.lower.compile import compile_fn
 from graphdl.lower.init import frozen_names, param_specs
+from graphdl.ops.math import ratio_of_sums
 from graphdl.ops.training import OVERRIDABLE_SETTINGS
 from graphdl.passes.pipeline import run_passes, surrogate_of
 from graphdl.runtime.checkpoint import (
@@ -247,7 +248,9 @@ class Trainer:
             def fn(params, stats, batch, key, plan=plan, ir=ir):
                 ctx = LowerCtx(params, stats, key, train=False)
                 values = run_ir(ir, ctx, batch)
-                return {m: values[nid] for m, nid in plan.metrics.items()}
+                out = {m: values[nid] for m, nid in plan.metrics.items() if m not in plan.ratios}
+                sums = {m: (values[a], values[b]) for m, (a, b) in plan.ratios.items()}
+                return out, sums
             self._eval_fns[key] = compile_fn(fn)
         return self._eval_fns[key]
 
@@ -259,20 +262,31 @@ class Trainer:
         return plan
 
     def evaluate(self, ev: EvalPlan) -> dict[str, float]:
+        """Each metric's example-weighted mean over the split; a `ratio_of_sums` metric is
+        the ratio of its numerator and denominator summed over the split's batches."""
         arrays = self.sources[ev.source].arrays(ev.split)
         n = len(next(iter(arrays.values())))
-        totals: dict[str, float] = {m: 0.0 for m in ev.metrics}
+        totals: dict[str, float] = {m: 0.0 for m in ev.metrics if m not in ev.ratios}
+        sums: dict[str, list] = {}  # ratio metric -> [sum of num, sum of den]
         # each batch its own key (fixed, so an evaluation is reproducible): with one key
         # for all, every batch of one size would draw the same noise for its rows
         key0 = jax.random.key(0)
         for index, batch in enumerate(batches(arrays, ev.batch.batch, shuffle=False, seed=0,
                                               epoch=0, drop_last=False)):
             size = len(next(iter(batch.values())))
-            out = self._eval_fn(ev, size)(self.params, self.stats, self._inputs(batch),
-                                          jax.random.fold_in(key0, index))
+            out, parts = self._eval_fn(ev, size)(self.params, self.stats, self._inputs(batch),
+                                                 jax.random.fold_in(key0, index))
             for m, v in out.items():
                 totals[m] += float(v) * size
-        return {m: v / n for m, v in totals.items()}
+            for m, pair in parts.items():
+                pair = [np.asarray(p, np.float64) for p in pair]
+                if m in sums:
+                    _check_ratio_shapes(ev, m, sums[m], pair, size)
+                    pair = [a + b for a, b in zip(sums[m], pair)]
+                sums[m] = pair
+        values = {m: v / n for m, v in totals.items()}
+        values.update({m: float(ratio_of_sums(*pair)) for m, pair in sums.items()})
+        return {m: values[m] for m in ev.metrics}  # in the block's order
 
     def batch_stream(self, start_step: int):
         """Training batches from `start_step` on: deterministic in (seed, epoch)."""
@@ -292,6 +306,18 @@ class Trainer:
                     return
                 yield epoch, self._inputs(batch)
                 step += 1
+
+
+def _check_ratio_shapes(ev: EvalPlan, metric: str, sums: list, part: list, size: int) -> None:
+    """A ratio's sums add up batch by batch, so its num and den must keep their shapes; a
+    shape that follows the batch size (f32[B, C] for f32[C]) cannot be summed."""
+    for what, total, new in zip(("numerator", "denominator"), sums, part):
+        if total.shape != new.shape:
+            span = node(ev.ir, ev.metrics[metric]).span
+            raise user_error(
+                f"metric `{metric}`: the {what} of ratio_of_sums has shape "
+                f"{list(total.shape)} on one batch and {list(new.shape)} on a batch of {size}",
+                span, hint="sum it over the batch axis (axis 0) so that batches add up")
 
 
 def _finite(value) -> bool:

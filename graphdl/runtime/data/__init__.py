@@ -30,7 +30,13 @@ import numpy as np
 from graphdl.runtime.data.base import DataError, Field, Source, did_you_mean
 from graphdl.runtime.data.classes import check_label_classes
 from graphdl.runtime.data.files import npy_size_problem, open_csv, open_npz
-from graphdl.runtime.data.gen import open_adding, open_copy, open_gaussian_ring, open_reverse
+from graphdl.runtime.data.gen import (
+    open_adding,
+    open_copy,
+    open_gaussian_ring,
+    open_reverse,
+    open_shapes,
+)
 from graphdl.runtime.data.labelled import open_labelled_text
 from graphdl.runtime.data.sets import DATASETS, open_dataset
 from graphdl.runtime.data.skipgram import open_skipgram
@@ -147,6 +153,15 @@ SOURCES: dict[str, SourceDef] = {
             f"{_SPLIT_DOC} (default [0.9, 0.1]).",
         ),
         _def(
+            "shapes",
+            "size n max_shapes noise seed split",
+            {"size": 32, "n": 4000, "max_shapes": 4, "noise": 0.1, "seed": 0, "split": None},
+            "Segmentation: image f32[size, size, 1] with 1..max_shapes circles, rectangles "
+            "and triangles (grey levels, overlapping: the later one wins, plus Gaussian "
+            "noise of std noise), mask i32[size, size] = 0 background, 1 circle, 2 "
+            f"rectangle, 3 triangle. {_SPLIT_DOC} (default [0.9, 0.1]).",
+        ),
+        _def(
             "text",
             "path T level vocab lower split seed",
             {"T": 64, "level": "word", "vocab": None, "lower": True, "split": None, "seed": 0},
@@ -199,6 +214,7 @@ _OPENERS: dict[str, Callable[[dict, Path], Source]] = {
     "copy": open_copy,
     "reverse": open_reverse,
     "gaussian_ring": open_gaussian_ring,
+    "shapes": open_shapes,
     "text": open_text,
     "parallel": open_parallel,
     "skipgram": open_skipgram,

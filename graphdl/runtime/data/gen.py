@@ -1,4 +1,4 @@
-"""Generated tasks, deterministic from `seed`: adding, copy, reverse, gaussian_ring.
+"""Generated tasks, deterministic from `seed`: adding, copy, reverse, gaussian_ring, shapes.
 
 Each generator draws all `n` examples from `numpy.random.default_rng(seed)` and the
 examples are then split with the same seed, so one seed fixes the whole data set.
@@ -118,3 +118,86 @@ def open_gaussian_ring(args: dict, base_dir: Path) -> Source:
 
     fields = {"x": Field((2,), "f32"), "y": Field((), "i32")}
     return _generated(args, f"gaussian_ring({k})", fields, make, {"classes": k})
+
+
+#: the classes of `shapes`, in mask order (0 is the background)
+SHAPE_CLASSES = ("background", "circle", "rectangle", "triangle")
+#: the largest image side `shapes` draws (a bigger one is a typo more often than a wish)
+MAX_SHAPES_SIZE = 256
+
+
+def _circle(rng: np.random.Generator, ys, xs, size: int) -> np.ndarray:
+    r = rng.uniform(0.1, 0.2) * size
+    cy, cx = rng.uniform(r, size - r, 2)
+    return (ys - cy) ** 2 + (xs - cx) ** 2 <= r * r
+
+
+def _rectangle(rng: np.random.Generator, ys, xs, size: int) -> np.ndarray:
+    hy, hx = rng.uniform(0.08, 0.2, 2) * size  # half-sides: squares and oblongs
+    cy, cx = rng.uniform(hy, size - hy), rng.uniform(hx, size - hx)
+    return (np.abs(ys - cy) <= hy) & (np.abs(xs - cx) <= hx)
+
+
+def _triangle(rng: np.random.Generator, ys, xs, size: int) -> np.ndarray:
+    # an equilateral triangle, turned at random: inside = on the inner side of all 3 edges
+    r = rng.uniform(0.14, 0.26) * size  # circumradius
+    cy, cx = rng.uniform(r / 2, size - r / 2, 2)
+    angles = rng.uniform(0, 2 * np.pi) + 2 * np.pi * np.arange(3) / 3
+    py, px = cy + r * np.sin(angles), cx + r * np.cos(angles)
+    inside = np.ones(ys.shape, bool)
+    for i in range(3):
+        j = (i + 1) % 3
+        # the cross product's sign: counter-clockwise corners keep the inside on the left
+        inside &= (px[j] - px[i]) * (ys - py[i]) - (py[j] - py[i]) * (xs - px[i]) >= 0
+    return inside
+
+
+_DRAW = (_circle, _rectangle, _triangle)
+
+
+def draw_shapes(rng: np.random.Generator, n: int, size: int, max_shapes: int,
+                noise: float) -> Arrays:
+    """`n` images of 1..max_shapes shapes each: `image` f32[n, size, size, 1] in [0, 1]
+    (each shape a grey level in [0.35, 1] on black, plus Gaussian noise of std `noise`,
+    clipped) and `mask` i32[n, size, size] (0 background, else the index of the shape's
+    class in SHAPE_CLASSES). A later shape covers an earlier one where they overlap.
+
+    The shapes of one image get grey levels from different bands of [0.35, 1] (max_shapes
+    bands, shuffled, each level within the middle 80% of its band), so two shapes that
+    touch always differ by at least 0.65 / max_shapes * 0.8: where they had the same grey,
+    their boundary was invisible and no model could place it."""
+    ys, xs = np.mgrid[0:size, 0:size] + 0.5  # pixel centres
+    image = np.zeros((n, size, size), np.float32)
+    mask = np.zeros((n, size, size), np.int32)
+    counts = rng.integers(1, max_shapes + 1, n)
+    band = 0.65 / max_shapes
+    for i in range(n):
+        levels = 0.35 + band * (rng.permutation(max_shapes) + rng.uniform(0.1, 0.9, max_shapes))
+        for j in range(counts[i]):
+            kind = int(rng.integers(len(_DRAW)))
+            inside = _DRAW[kind](rng, ys, xs, size)
+            image[i][inside] = levels[j]
+            mask[i][inside] = kind + 1
+    if noise:
+        image += noise * rng.standard_normal(image.shape, dtype=np.float32)
+        np.clip(image, 0.0, 1.0, out=image)
+    return {"image": image[..., None], "mask": mask}
+
+
+def open_shapes(args: dict, base_dir: Path) -> Source:
+    """Images of circles, rectangles and triangles with a per-pixel class mask: a
+    segmentation task (see draw_shapes)."""
+    size = want_int(args, "size", 8)
+    if size > MAX_SHAPES_SIZE:
+        raise DataError(f"'size' must be at most {MAX_SHAPES_SIZE}, got {size}", arg="size")
+    max_shapes = want_int(args, "max_shapes", 1)
+    noise = want_float(args, "noise")
+    if noise < 0:
+        raise DataError(f"'noise' must be 0 or more, got {noise}", arg="noise")
+
+    def make(rng: np.random.Generator, n: int) -> Arrays:
+        return draw_shapes(rng, n, size, max_shapes, noise)
+
+    fields = {"image": Field((size, size, 1), "f32"), "mask": Field((size, size), "i32")}
+    info = {"classes": len(SHAPE_CLASSES), "class_names": list(SHAPE_CLASSES)}
+    return _generated(args, f"shapes({size})", fields, make, info)
