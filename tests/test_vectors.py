@@ -252,6 +252,20 @@ def test_a_malformed_file_is_an_error_at_the_param_line(folder, capsys, monkeypa
     assert "secret" not in "\n".join(lines)
 
 
+def test_a_missing_file_passes_check_and_stops_training_at_the_param_line(folder, capsys,
+                                                                          monkeypatch):
+    """The file is often written by another model's run: `check` must not need it yet."""
+    monkeypatch.chdir(folder)
+    path = write_model(folder, 'vectors("nope.txt", corpus)')
+    code, out, err = cli(capsys, "check", path.name)
+    assert code == 0, err
+    lines = run_error(capsys, folder, 'vectors("nope.txt", corpus)')
+    assert lines[0] == (f"m.gdl:4:5: error: cannot initialise `lm.E`: cannot find the file "
+                        f"nope.txt ({folder}/nope.txt)")
+    assert lines[-1].startswith("  = hint: a vectors file is written by a trained model")
+    assert not (folder / "out" / "checkpoint" / "checkpoint.safetensors").exists()
+
+
 def test_a_source_without_a_vocabulary_is_an_error(folder, capsys, monkeypatch):
     monkeypatch.chdir(folder)
     (folder / "w2v.txt").write_text("1 3\nthe 1 2 3\n")
@@ -267,8 +281,6 @@ def test_a_source_without_a_vocabulary_is_an_error(folder, capsys, monkeypatch):
 
 
 FRONT_END_ERRORS = [
-    ('vectors("nope.txt", corpus)',
-     "m.gdl:4:34: error: cannot find the file nope.txt ({folder}/nope.txt)"),
     ('vectors("w2v.txt", corpse)', "m.gdl:4:45: error: undefined name `corpse`"),
     ('vectors("w2v.txt", "corpus")',
      "m.gdl:4:45: error: the second argument of vectors() is a data source whose vocabulary "

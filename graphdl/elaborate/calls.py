@@ -297,8 +297,11 @@ def _vectors(b: Builder, bound, span: Span) -> tuple | None:
         b.error(f"side of vectors() is 'source' or 'target', got {side!r}", bound.span("side"),
                 hint="a parallel source has a source-language and a target-language vocabulary")
         return None
-    path = _existing_file(b, file.value, bound.span("file"))
-    if path is None:
+    # not required to exist yet: a vectors file is usually written by another model's run
+    # (`graphdl vectors`), so `graphdl check` of this one must not wait for it; training
+    # reports a missing file at this line
+    path = b.program.resolve_path(file.value, bound.span("file"))
+    if path is None:  # outside --data-root: reported
         return None
     return ("vectors", str(path), corpus.name, side)
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -64,6 +65,11 @@ def is_safetensors(path: Path) -> bool:
 
 def read_vectors(path: Path) -> WordVectors:
     """The vectors in `path`, by its format (see the module's docstring)."""
+    if not os.path.lexists(path):
+        raise VectorFileError(
+            f"cannot find the file {path.name} ({path})",
+            hint="a vectors file is written by a trained model: `graphdl vectors FILE --param "
+                 "NAME --data SRC --to PATH`; a path in a .gdl file is relative to that file")
     return _read_safetensors(path) if is_safetensors(path) else _read_text(path)
 
 
