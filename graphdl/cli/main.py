@@ -1,4 +1,4 @@
-"""The `graphdl` command: check, show, run, bench, export, gradvar, sample.
+"""The `graphdl` command: check, show, run, bench, export, gradvar, sample, translate.
 
 User errors print as compiler diagnostics and exit 2; `--debug` shows tracebacks.
 """
@@ -18,6 +18,7 @@ from graphdl.cli.inputs import (
 )
 from graphdl.cli.sample import add_sample_command
 from graphdl.cli.show import show
+from graphdl.cli.translate import add_translate_command
 from graphdl.elaborate.check import check_program
 from graphdl.elaborate.overrides import override_errors
 from graphdl.errors import CliError, GdlError, render_all
@@ -127,7 +128,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_runtime_commands(sub)
     add_sample_command(sub)
-    for command in sub.choices.values():  # check, show, run, bench, export, gradvar, sample
+    add_translate_command(sub)
+    for command in sub.choices.values():  # check, show, run, ..., sample, translate
         add_data_root(command)
     return parser
 
