@@ -9,6 +9,8 @@ import json
 import pytest
 
 from graphdl.cli.main import main
+from graphdl.cli.translate import scored_text
+from graphdl.runtime.bleu import corpus_bleu
 
 SRC_WORDS = "one two three four five six seven eight".split()
 TGT_WORDS = "eins zwei drei vier fuenf sechs sieben acht".split()
@@ -140,3 +142,9 @@ def test_no_checkpoint_exits_2(trained, capsys, tmp_path):
     folder, _ = trained
     assert main(["translate", str(folder / "m.gdl"), "one", "--out", str(tmp_path)]) == 2
     assert "no checkpoint in" in capsys.readouterr().err
+
+
+def test_an_unknown_word_is_one_token_that_matches_nothing():
+    assert scored_text("a <unk> b") == "a \u2047 b"
+    score = corpus_bleu([scored_text("<unk> b c d")], ["a b c d"])
+    assert (score.hyp_len, score.matches[0]) == (4, 3)

@@ -32,6 +32,7 @@ from graphdl.parse import ast as A
 DEFAULT_GRAPH = "translate"
 BATCH = 256  # sentences per call in --split mode (the last batch is padded to it)
 EXAMPLES = 5  # shown under the BLEU score
+UNK, UNK_MARK = "<unk>", "\u2047"
 
 
 def add_translate_command(sub) -> None:
@@ -145,13 +146,20 @@ def cmd_translate(args) -> int:
         x[: stop - start], n[: stop - start] = x_all[start:stop], lengths[start:stop]
         hypotheses += run(x, n)[: stop - start]
     pairs = sentences[:count]
-    score = corpus_bleu(hypotheses, [ref for _, ref in pairs])
+    score = corpus_bleu([scored_text(h) for h in hypotheses], [ref for _, ref in pairs])
     beam = f", beam {args.beam}" if args.beam else ""
     print(f"{args.split}: {count} sentences, `{graph}`{beam}: {score}")
     for (src, ref), hyp in list(zip(pairs, hypotheses))[:EXAMPLES]:
         print(f"  source:     {src}\n  reference:  {ref}\n  hypothesis: {hyp}")
     _write(out, graph, args, pairs, hypotheses, score)
     return 0
+
+
+def scored_text(hypothesis: str) -> str:
+    """A hypothesis as BLEU reads it: 13a would cut "<unk>" into "< unk >", three tokens
+    for one word the model did not know; it is one token that matches nothing ("⁇", as
+    sentencepiece shows an unknown piece)."""
+    return " ".join(UNK_MARK if w == UNK else w for w in hypothesis.split(" "))
 
 
 def _load(args, overrides: dict, graph: str):
