@@ -217,7 +217,8 @@ def _write(out: Path, graph: str, args, pairs, hypotheses, score) -> None:
                "brevity_penalty": score.brevity_penalty, "hyp_len": score.hyp_len,
                "ref_len": score.ref_len, "signature": "nrefs:1|case:mixed|eff:no|tok:13a|"
                                                       "smooth:exp (graphdl.runtime.bleu)"}
-    tsv, js = out / f"translations_{graph}.tsv", out / f"bleu_{graph}.json"
+    name = graph + (f"_beam{args.beam}" if args.beam else "")
+    tsv, js = out / f"translations_{name}.tsv", out / f"bleu_{name}.json"
     try:
         out.mkdir(parents=True, exist_ok=True)
         atomic_write(tsv, lambda f: f.write(text))
