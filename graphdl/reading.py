@@ -1,5 +1,6 @@
 """Reading the files a `.gdl` file names, safely: regular files only, size-capped, never
-blocking on a FIFO or a terminal, and (with a data root) only inside that root.
+blocking on a FIFO or a terminal, and (with a data root) only inside that root; and
+`cache_root()`, the one folder graphdl keeps what it caches in.
 
 Used by the front end (`use` imports, `load(...)` paths), the CLI (the main file) and the
 data sources. A refusal is a `FileRefused` whose `reason` completes a sentence that
@@ -14,6 +15,12 @@ from pathlib import Path
 
 #: The largest .gdl file (main or imported) that is read: 10 MB.
 MAX_GDL_BYTES = 10 * 1024 * 1024
+
+
+def cache_root() -> Path:
+    """Where graphdl caches downloads, generated data sets, the parser tables and compiled
+    programs (each in a subfolder): $GRAPHDL_CACHE, else ~/.cache/graphdl."""
+    return Path(os.environ.get("GRAPHDL_CACHE") or Path.home() / ".cache" / "graphdl")
 
 
 class FileRefused(Exception):

@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
+import atexit
+import os
+import shutil
+import tempfile
 import textwrap
 
 import pytest
 
 from graphdl.elaborate.check import check_program
 from graphdl.runtime.data import SOURCES
+
+# The suite's compilation cache (and downloads) in a folder of its own, gone at the end:
+# never the user's ~/.cache/graphdl, and no entries left from an earlier run of the suite.
+if "GRAPHDL_CACHE" not in os.environ:
+    os.environ["GRAPHDL_CACHE"] = tempfile.mkdtemp(prefix="graphdl-test-cache-")
+    atexit.register(shutil.rmtree, os.environ["GRAPHDL_CACHE"], ignore_errors=True)
 
 
 def source(text: str) -> str:

@@ -606,3 +606,22 @@ def test_parallel_reads_gettext_catalogs(tmp_path):
     (tmp_path / "broken.mo").write_bytes(b"\x00" * 40)
     with pytest.raises(DataError, match="gettext catalog"):
         open_("parallel", "broken.mo", base=tmp_path).arrays("train")
+
+
+def test_mnist1d_is_generated_once_then_read_from_the_cache(monkeypatch, tmp_path):
+    from graphdl.runtime.data import sets
+
+    monkeypatch.setenv("GRAPHDL_CACHE", str(tmp_path))
+    made = []
+    real = sets._make_mnist1d
+    monkeypatch.setattr(sets, "_make_mnist1d", lambda n: made.append(n) or real(n))
+    first = sets._mnist1d.__wrapped__(40)
+    (cached,) = (tmp_path / "mnist1d").iterdir()
+    again = sets._mnist1d.__wrapped__(40)
+    assert made == [40]  # the second call read the file
+    for k in sets.MNIST1D_KEYS:
+        np.testing.assert_array_equal(again[k], first[k])
+    cached.write_bytes(b"not an npz")  # a broken cache file is made again, not an error
+    third = sets._mnist1d.__wrapped__(40)
+    assert made == [40, 40]
+    np.testing.assert_array_equal(third["x"], first["x"])

@@ -294,3 +294,16 @@ def test_add_delay_ends_at_a_state():
     g = chain()
     with pytest.raises(IRError, match="must end at a state node"):
         add_delay(g, 2, 1)
+
+
+def test_the_verifier_looks_for_a_cycle_only_in_a_graph_that_has_one(monkeypatch):
+    """nx.find_cycle restarts from every node (minutes on a 10,000-layer chain): the
+    verifier runs it only after the linear acyclicity test failed."""
+    lines = ["graph deep(x: f32[B, 8]) -> f32[B, 8] {", "    h0 = x"]
+    lines += [f"    h{i} = relu(dense(h{i - 1}, 8))" for i in range(1, 301)]
+    checked = check_program("deep.gdl", "\n".join([*lines, "    return h300", "}", ""]),
+                            sources=SOURCES)
+    def refuse(*args, **kwargs):
+        raise AssertionError("find_cycle on an acyclic IR")
+    monkeypatch.setattr(nx, "find_cycle", refuse)
+    assert verify(checked.irs["deep"]) == []

@@ -6,6 +6,7 @@ User errors print as compiler diagnostics and exit 2; `--debug` shows tracebacks
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from graphdl.cli.commands import add_runtime_commands
@@ -101,6 +102,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action=VersionAction,
                         help="print graphdl's version and JAX's, and exit")
     parser.add_argument("--debug", action="store_true", help="show internal tracebacks")
+    parser.add_argument("--no-compile-cache", action="store_true",
+                        help="compile everything afresh: do not read or write the persistent "
+                             "compilation cache ($GRAPHDL_CACHE/xla, else ~/.cache/graphdl/xla)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("check", help="parse and type-check .gdl files")
@@ -138,6 +142,8 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.no_compile_cache:  # read by graphdl/lower/compile.py (CACHE_SWITCH) at the first compile
+        os.environ["GRAPHDL_COMPILE_CACHE"] = "off"
     try:
         return args.func(args)
     except GdlError as err:

@@ -9,13 +9,33 @@ checked now and applied later, so callers can already pass them.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import jax
 
+from graphdl.reading import cache_root
+
 PRECISIONS = ("f32", "bf16", "f16")
 
+#: "off" turns the persistent compilation cache off (`graphdl --no-compile-cache`).
+CACHE_SWITCH = "GRAPHDL_COMPILE_CACHE"
+
+#: The cache evicts its least recently used programs past this size.
+CACHE_MAX_BYTES = 2**30
+
 _cache_dir: str | None = None  # the compilation cache JAX was pointed at, once per process
+_cache_decided = False  # the default cache is chosen at the first compile of the process
+
+
+def default_cache_dir() -> Path | None:
+    """The persistent compilation cache's folder: $GRAPHDL_CACHE/xla, else
+    ~/.cache/graphdl/xla (beside the downloads' cache); None when $GRAPHDL_COMPILE_CACHE
+    is "off"."""
+    if os.environ.get(CACHE_SWITCH, "").strip().lower() in ("off", "0", "false", "no"):
+        return None
+    return cache_root() / "xla"
 
 
 def compile_fn(fn: Callable, *, static_argnames: Sequence[str] = (),
@@ -28,7 +48,9 @@ def compile_fn(fn: Callable, *, static_argnames: Sequence[str] = (),
     donate_argnums: arguments whose buffers XLA may reuse for the outputs; the caller
     must not touch those arrays after the call.
     cache_dir: a folder for JAX's persistent compilation cache; the first one given
-    holds for the process (JAX reads the setting when it first compiles).
+    holds for the process (JAX reads the setting when it first compiles). Without one,
+    the first compile of the process turns the cache on in `default_cache_dir()`,
+    unless the program already set `jax_compilation_cache_dir` itself.
     """
     if precision is not None and precision not in PRECISIONS:
         raise ValueError(f"precision must be None or one of {', '.join(PRECISIONS)}, "
@@ -40,14 +62,42 @@ def compile_fn(fn: Callable, *, static_argnames: Sequence[str] = (),
         raise ValueError(f"donate_argnums must be argument positions, got {donate_argnums!r}")
     if cache_dir is not None:
         _use_cache_dir(str(cache_dir))
+    else:
+        _default_cache()
     return jax.jit(fn, static_argnames=tuple(static_argnames),
                    donate_argnums=tuple(donate_argnums))
+
+
+def _default_cache() -> None:
+    """The cache on by default (a second `graphdl run` of a file loads its programs instead
+    of compiling them): JAX keys each entry on the program's HLO, the compile options and
+    the jax/jaxlib versions, so a change to the file or to any file it imports that
+    changes the program misses, and one that changes nothing hits."""
+    global _cache_decided
+    if _cache_decided:
+        return
+    _cache_decided = True
+    if _cache_dir is not None or jax.config.jax_compilation_cache_dir:  # the user's own wins
+        return
+    path = default_cache_dir()
+    if path is None:
+        return
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError:  # a read-only home: compile as without a cache
+        return
+    _use_cache_dir(str(path))
 
 
 def _use_cache_dir(path: str) -> None:
     global _cache_dir
     if _cache_dir is None:
         jax.config.update("jax_compilation_cache_dir", path)
+        # graphdl's programs compile in 0.05-1.5 s on a CPU: JAX's defaults (cache only
+        # compiles over 1 s) would keep almost none of them
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+        jax.config.update("jax_persistent_cache_min_entry_size_bytes", -1)
+        jax.config.update("jax_compilation_cache_max_size", CACHE_MAX_BYTES)
         _cache_dir = path
     elif _cache_dir != path:
         raise ValueError(f"the compilation cache is already {_cache_dir}; one per process")

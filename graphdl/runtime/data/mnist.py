@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from graphdl.reading import cache_root
 from graphdl.runtime.data.base import (
     DataError,
     Field,
@@ -195,8 +196,7 @@ def _read_split(images: Path, labels: Path) -> dict[str, np.ndarray]:
 
 def cache_dir() -> Path:
     """Where downloads live: $GRAPHDL_CACHE/mnist, else ~/.cache/graphdl/mnist."""
-    root = os.environ.get("GRAPHDL_CACHE") or Path.home() / ".cache" / "graphdl"
-    return Path(root) / "mnist"
+    return cache_root() / "mnist"
 
 
 def download_mnist() -> Files:
