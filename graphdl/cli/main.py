@@ -1,4 +1,4 @@
-"""The `graphdl` command: check, show, run, bench, export, gradvar, sample, vectors.
+"""The `graphdl` command: check, show, run, bench, export, gradvar, sample, vectors, translate.
 
 User errors print as compiler diagnostics and exit 2; `--debug` shows tracebacks.
 """
@@ -19,6 +19,7 @@ from graphdl.cli.inputs import (
 )
 from graphdl.cli.sample import add_sample_command
 from graphdl.cli.show import show
+from graphdl.cli.translate import add_translate_command
 from graphdl.cli.vectors import add_vectors_command
 from graphdl.elaborate.check import check_program
 from graphdl.elaborate.overrides import override_errors
@@ -133,6 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_runtime_commands(sub)
     add_sample_command(sub)
     add_vectors_command(sub)
+    add_translate_command(sub)
     for command in sub.choices.values():  # every command
         add_data_root(command)
     return parser

@@ -194,11 +194,17 @@ def open_parallel(args: dict, base_dir: Path) -> Source:
             (tokenize(s, "word", lower), tokenize(t, "word", lower)) for s, t in _read_pairs(path)
         ]
         kept = [(s, t) for s, t in pairs if 0 < len(s) <= length and 0 < len(t) <= length]
+        kept, duplicates = _first_per_source(kept)
         if len(kept) < len(fractions):
             raise DataError(f"{path} has {len(kept)} pairs of at most L = {length} tokens", arg="L")
         src_vocab = build_vocab(Counter(w for s, _ in kept for w in s), PARALLEL_SPECIALS, limit)
         tgt_vocab = build_vocab(Counter(w for _, t in kept for w in t), PARALLEL_SPECIALS, limit)
         arrays = _pad_pairs(kept, src_vocab, tgt_vocab, length)
+        # each split's sentences as tokenized, before rare words became <unk>: the
+        # references `graphdl translate --split` scores against
+        rows = split_arrays({"row": np.arange(len(kept))}, fractions, seed, names, describe)
+        sentences = {name: [(" ".join(kept[i][0]), " ".join(kept[i][1]))
+                            for i in part["row"]] for name, part in rows.items()}
         info = {
             "src_vocab": src_vocab,
             "tgt_vocab": tgt_vocab,
@@ -207,9 +213,11 @@ def open_parallel(args: dict, base_dir: Path) -> Source:
             "pad": 0,
             "bos": PARALLEL_SPECIALS.index(BOS),
             "eos": PARALLEL_SPECIALS.index(EOS),
-            "dropped": len(pairs) - len(kept),
+            "dropped": len(pairs) - len(kept) - duplicates,
+            "duplicates": duplicates,
             "level": "word",
             "lower": lower,
+            "sentences": sentences,
         }
         return split_arrays(arrays, fractions, seed, names, describe), info
 
@@ -221,6 +229,21 @@ def open_parallel(args: dict, base_dir: Path) -> Source:
         "y_lengths": Field((), "i32"),
     }
     return Source(fields, names, load, describe=describe, info_needs_load=True)
+
+
+def _first_per_source(pairs: list) -> tuple[list, int]:
+    """The first pair of each source sentence (as tokenized), and how many were left
+    out. Done before the split: a sentence that appears twice (the same English string
+    in several catalogs, often with different translations) would otherwise land in
+    both train and test, and the test split would score memorised sentences."""
+    seen: set[tuple[str, ...]] = set()
+    first = []
+    for src, tgt in pairs:
+        key = tuple(src)
+        if key not in seen:
+            seen.add(key)
+            first.append((src, tgt))
+    return first, len(pairs) - len(first)
 
 
 def _pad_pairs(pairs: list, src_vocab: list[str], tgt_vocab: list[str], length: int) -> dict:
@@ -269,7 +292,10 @@ def _mo_pairs(path: Path, skip_bad: bool) -> list[tuple[str, str]]:
         why = "not UTF-8" if isinstance(err, UnicodeDecodeError) else "truncated or corrupt"
         raise DataError(f"cannot read the gettext catalog {path}: it is {why}",
                         arg="path") from err
-    return [(k, v) for k, v in catalog.items() if isinstance(k, str) and k and v]
+    # plural forms are keyed (msgid, n): skipped; "" is the header; a msgctxt is
+    # written "context\x04msgid" and is not part of the sentence
+    return [(k.rpartition("\x04")[2], v) for k, v in catalog.items()
+            if isinstance(k, str) and k.rpartition("\x04")[2] and v]
 
 
 def _tsv_pairs(path: Path) -> list[tuple[str, str]]:
