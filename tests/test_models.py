@@ -229,3 +229,70 @@ def test_gradvar_on_the_trained_bandit():
         error = sum(float(np.sum((r.mean[k] - exact.mean[k]) ** 2)) for k in exact.mean)
         assert error < 3 * r.variance / 4000, (label, error, r.variance / 4000)
     assert rows["reinforce + moving_average(0.9)"].variance > 3 * rows["reinforce"].variance
+
+
+@pytest.mark.slow
+def test_segnet_mean_iou():
+    """docs/results.md: mean IoU over the 4 classes on the 600 held-out images."""
+    test = _test_metrics(_full("segnet.gdl"))
+    assert test["mean_iou"] >= 0.9, f"segnet: mean IoU {test['mean_iou']:.4f} < 0.9"
+
+
+def _script(name: str):
+    import importlib.util
+    spec = importlib.util.spec_from_file_location(name, MODELS.parent / "docs" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.slow
+def test_word2vec_analogies_then_the_pretrained_start(tmp_path):
+    """docs/results.md: analogies 16.8% (seed 1: 16.0%) against 0.1% for random vectors;
+    the classifier from the frozen vectors +7.3..+8.4 points over a random start."""
+    _needs_data_package(MODELS / "word2vec.gdl")
+    ev = _script("word2vec_eval")
+    w2v = graphdl.load(MODELS / "word2vec.gdl")
+    out = tmp_path / "runs" / "word2vec"  # where embed_classifier.gdl (copied) looks
+    result = run_training(w2v, out_dir=out, progress=False, quiet=True)
+    words = list(w2v.vocabulary("words", out=out).tokens)[1:]  # without <unk>
+    table = np.asarray(result.variables["params"]["word2vec.v_in"])[1:]
+    trained = ev.analogies(words, table, ev.questions())["all"]
+    chance = ev.analogies(words, ev.random_like(table, 0), ev.questions())["all"]
+    assert trained["counted"] >= 1400
+    assert trained["correct"] / trained["counted"] >= 0.10
+    assert chance["correct"] / chance["counted"] < 0.01
+    assert "mother" in [w for w, _ in ev.neighbours(words, table, "father", 5)]
+    w2v.vectors("word2vec.v_in", "words", out=out)
+    (tmp_path / "models").mkdir()
+    copy = tmp_path / "models" / "embed_classifier.gdl"
+    copy.write_text((MODELS / "embed_classifier.gdl").read_text(encoding="utf-8"))
+    accuracy = {b: _test_metrics(run_training(graphdl.load(copy), train_name=b, progress=False,
+                                              quiet=True))["accuracy"]
+                for b in ("random", "w2v")}
+    assert accuracy["w2v"] - accuracy["random"] >= 0.04, accuracy
+
+
+@pytest.mark.slow
+def test_seq2seq_reverses_sequences():
+    """docs/results.md: seeds 0-2 99.85-100% exact, greedy and beam(4)."""
+    m = _test_metrics(_full("seq2seq.gdl"))
+    assert m["exact_greedy"] >= 0.99 and m["exact_beam"] >= 0.99, m
+
+
+@pytest.mark.slow
+def test_seq2seq_bleu_on_the_gettext_catalogs(tmp_path):
+    """docs/results.md: test BLEU 15.3-16.2 greedy, 15.9-16.5 beam(4) (seeds 0-2)."""
+    import json
+
+    from graphdl.cli.main import main
+    _needs_system_data(MODELS / "seq2seq.gdl", "en_de")
+    run_training(graphdl.load(MODELS / "seq2seq.gdl"), train_name="en_de", out_dir=tmp_path,
+                 progress=False, quiet=True)
+    file = str(MODELS / "seq2seq.gdl")
+    for beam in ([], ["--beam", "4"]):
+        assert main(["translate", file, "--split", "catalogs.test", "--out", str(tmp_path),
+                     *beam]) == 0
+    greedy = json.loads((tmp_path / "bleu_translate.json").read_text())["bleu"]
+    beam4 = json.loads((tmp_path / "bleu_translate_beam4.json").read_text())["bleu"]
+    assert greedy >= 14.0 and beam4 >= greedy, (greedy, beam4)
