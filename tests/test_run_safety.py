@@ -96,7 +96,8 @@ def test_a_signal_saves_a_checkpoint_and_resume_continues(tmp_path, sig, status)
                             stderr=subprocess.PIPE, text=True)
     metrics = tmp_path / "out" / "metrics.jsonl"
     deadline = time.monotonic() + 120
-    while '"train"' not in (metrics.read_text() if metrics.exists() else ""):
+    # a training record (the header's `"train_block": "train"` is written before training)
+    while '"split": "train"' not in (metrics.read_text() if metrics.exists() else ""):
         assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
         time.sleep(0.1)
     proc.send_signal(sig)
