@@ -322,7 +322,10 @@ def test_the_file_must_lie_inside_the_data_root(folder, capsys, tmp_path_factory
 
 
 def test_a_parallel_source_gives_its_target_side(tmp_path, capsys):
-    pairs = [("a b c", "x y"), ("b c", "y z z"), ("c a", "z x")] * 5
+    # 15 different source sentences: parallel keeps one pair per source sentence
+    sources = ["a b c", "b c", "c a", "a", "b", "c", "a b", "b a", "c b", "a c", "c c",
+               "a a", "b b", "a b a", "c b a"]
+    pairs = [(src, ["x y", "y z z", "z x"][i % 3]) for i, src in enumerate(sources)]
     (tmp_path / "pairs.tsv").write_text("".join(f"{s}\t{t}\n" for s, t in pairs))
     (tmp_path / "w2v.txt").write_text("2 2\nz 1 2\nc 3 4\n")
     path = tmp_path / "p.gdl"
