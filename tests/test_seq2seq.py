@@ -87,6 +87,22 @@ def test_a_folder_without_catalogs_is_a_located_error(tmp_path, capsys):
     assert "m.gdl:1:" in err and "empty holds no .mo catalogs" in err and "Traceback" not in err
 
 
+def test_a_missing_path_checks_and_stops_training_at_the_data_line(tmp_path, capsys):
+    """A system's catalogs may be absent: the file checks (and its other blocks run); the
+    block that loads them stops at the `data` line."""
+    (tmp_path / "m.gdl").write_text(
+        'data d = parallel("nowhere/LC_MESSAGES", L = 5)\n\n'
+        "graph g(x: i32[B, 5]) -> i32[B, 5] {\n    return x\n}\n\n"
+        "train {\n    data = d.train(batch = 2)\n    loss = mean(cast(g(data.x), \"f32\"))\n}\n")
+    assert main(["check", str(tmp_path / "m.gdl")]) == 0
+    capsys.readouterr()
+    assert main(["run", str(tmp_path / "m.gdl"), "--out", str(tmp_path / "r"), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert f"m.gdl:1:19: error: data source `d`: no such file or folder: {tmp_path}" in err
+    assert "Traceback" not in err
+    assert not (tmp_path / "r" / "checkpoint" / "checkpoint.safetensors").exists()
+
+
 def test_the_model_file_checks():
     assert main(["check", str(MODEL)]) == 0
 

@@ -181,7 +181,14 @@ def open_parallel(args: dict, base_dir: Path) -> Source:
     """Sentence pairs from a tab-separated file (source<TAB>target[<TAB>ignored...]),
     a gettext catalog (.mo: msgid -> msgstr), or a folder of .mo files. Pairs with more
     than L tokens on either side are dropped (their count is info['dropped'])."""
-    path = resolve_path(args, "path", base_dir, want_dir=None)
+    # A missing path is reported when the data load, not when the file is checked: the
+    # fields come from L alone, and a catalog folder is a system's (Debian's
+    # /usr/share/locale/...), so a file with another train block must still check and run
+    # where it is absent.
+    given = Path(want_str(args, "path")).expanduser()
+    full = given if given.is_absolute() else Path(base_dir) / given
+    missing = None if full.exists() else DataError(f"no such file or folder: {full}", arg="path")
+    path = full if missing else resolve_path(args, "path", base_dir, want_dir=None)
     length = want_int(args, "L", 1)
     lower = want_bool(args, "lower")
     limit = _vocab_limit(args, len(PARALLEL_SPECIALS) + 1)
@@ -190,6 +197,8 @@ def open_parallel(args: dict, base_dir: Path) -> Source:
     describe = f"parallel({path.name!r})"
 
     def load():
+        if missing is not None:
+            raise missing
         pairs = [
             (tokenize(s, "word", lower), tokenize(t, "word", lower)) for s, t in _read_pairs(path)
         ]
