@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import pytest
+from test_data import write_mo
 
 from graphdl.cli.main import main
 from graphdl.runtime.data import open_source
@@ -24,21 +24,6 @@ def open_parallel(path, **kwargs):
 
 def source_rows(src, split: str) -> set[tuple[int, ...]]:
     return {tuple(row) for row in src.arrays(split)["x"]}
-
-
-def write_mo(path: Path, pairs: dict[str, str]) -> None:
-    """A minimal GNU gettext catalog (.mo: a header, two tables of (length, offset))."""
-    entries = sorted({"": "Content-Type: text/plain; charset=UTF-8\n", **pairs}.items())
-    keys, values = ([s.encode() for s in side] for side in zip(*entries))
-    start, blob, tables = 28 + 16 * len(entries), b"", []
-    for strings in (keys, values):
-        table = []
-        for s in strings:
-            table += [len(s), start + len(blob)]
-            blob += s + b"\0"
-        tables.append(table)
-    header = [0x950412DE, 0, len(entries), 28, 28 + 8 * len(entries), 0, 0]
-    path.write_bytes(np.array(header + tables[0] + tables[1], "<u4").tobytes() + blob)
 
 
 def test_one_pair_per_source_sentence_before_the_split(tmp_path):

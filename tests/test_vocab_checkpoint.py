@@ -11,6 +11,7 @@ from pathlib import Path
 import jax
 import numpy as np
 import pytest
+from test_vectors import cli, user_error
 
 import graphdl
 from graphdl.cli.main import main
@@ -48,16 +49,6 @@ train {
 """
 
 
-def cli(capsys, *args) -> tuple[int, str, str]:
-    code = main([str(a) for a in args])
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def user_error(code: int, err: str) -> list[str]:
-    assert code == 2, err
-    assert "Traceback" not in err and "internal error" not in err, err
-    return err.splitlines()
 
 
 @pytest.fixture(scope="module")

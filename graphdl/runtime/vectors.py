@@ -30,6 +30,7 @@ import safetensors.numpy
 from graphdl.errors import GdlError, Span, UserError
 from graphdl.reading import FileRefused, open_regular
 from graphdl.runtime.data import Source, vocabulary
+from graphdl.runtime.data.files import is_number
 from graphdl.runtime.writing import OutputError, atomic_write
 
 #: The safetensors convention: the table's tensor name and the metadata key of its tokens.
@@ -135,21 +136,13 @@ def _numbers(values: list[str], name: str, number: int) -> np.ndarray:
     try:
         row = np.array([float(v) for v in values], np.float32)
     except ValueError:
-        bad = next(i for i, v in enumerate(values, 1) if not _is_number(v))
+        bad = next(i for i, v in enumerate(values, 1) if not is_number(v))
         raise VectorFileError(f"{name}:{number}: value {bad} is not a number") from None
     if not np.all(np.isfinite(row)):
         bad = int(np.argmin(np.isfinite(row))) + 1
         raise VectorFileError(f"{name}:{number}: value {bad} is not a finite number (or too "
                               "large for f32)")
     return row
-
-
-def _is_number(text: str) -> bool:
-    try:
-        float(text)
-    except ValueError:
-        return False
-    return True
 
 
 def _read_safetensors(path: Path) -> WordVectors:

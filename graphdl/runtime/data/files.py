@@ -297,7 +297,7 @@ def _read_csv(path: Path, header: bool | None, delimiter: str) -> tuple[list[str
     if not rows:
         raise DataError(f"{path} is empty", arg="path")
     if header is None:
-        header = not all(_is_number(cell) for cell in rows[0][1])
+        header = not all(is_number(cell) for cell in rows[0][1])
     names = (
         [c.strip() for c in rows[0][1]]
         if header
@@ -325,7 +325,8 @@ def _rows(reader):
             yield reader.line_num, row
 
 
-def _is_number(cell: str) -> bool:
+def is_number(cell: str) -> bool:
+    """Whether a text field reads as a float (a CSV header test; a vector file's values)."""
     try:
         float(cell)
     except ValueError:
