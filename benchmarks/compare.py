@@ -1,10 +1,13 @@
-"""Train-step time of each shipped model against the same model hand-written in JAX.
+"""Train-step time of each model: compiled by graphdl, hand-written in JAX, and in PyTorch.
 
-Both sides run in this process on the same batch with the same optax optimizer; their
-steps are timed in interleaved rounds (so machine noise hits both alike) and the median
-ratio graphdl / hand-written is printed with its spread. Target: <= 1.05.
+The three run in this process on the same batch, from the same initial parameters, with
+Adam at the same learning rate; their steps are timed in interleaved rounds (so machine
+noise hits all alike; the order rotates from round to round) and the median ratios
+graphdl / JAX and graphdl / PyTorch are printed with their interquartile ranges.
+PyTorch (`pip install -e ".[bench]"`) is optional: without it, or with --no-torch, its
+columns are "-".
 
-    python benchmarks/compare.py [--rounds 15] [--steps 20] [MODEL ...]
+    python benchmarks/compare.py [--rounds 15] [--steps 20] [--no-torch] [MODEL ...]
 """
 
 from __future__ import annotations
@@ -26,19 +29,36 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from handwritten import HANDWRITTEN  # noqa: E402
 
 import graphdl  # noqa: E402
+from graphdl.runtime.optim import schedule  # noqa: E402
 from graphdl.runtime.train import Trainer  # noqa: E402
 
 
-def graphdl_step(model_path: Path, train: str | None):
-    model = graphdl.load(model_path)
-    trainer = Trainer(model.plan(train), model.sources)
+def model_path(name: str) -> Path:
+    file = HANDWRITTEN[name]["file"]
+    return ROOT / file if "/" in file else ROOT / "models" / file
+
+
+def make_trainer(path: Path, train: str | None = None) -> Trainer:
+    model = graphdl.load(path)
+    return Trainer(model.plan(train), model.sources)
+
+
+def graphdl_step(trainer: Trainer):
     _, batch = next(trainer.batch_stream(0))
     state = (trainer.params, trainer.stats, trainer.opt_states)
     fn = trainer.iteration
 
     def run(state, i):
         return fn(*state, batch, jax.random.fold_in(jax.random.key(0), i))[:3]
-    return run, state, batch, trainer
+    return run, state, batch
+
+
+def initial_lr(trainer: Trainer) -> float:
+    """The learning rate of the first step (a schedule's value at step 0)."""
+    step = trainer.plan.steps[0]
+    sched = step.schedule if step.schedule is not None else trainer.plan.schedule
+    lr = schedule(sched, dict(step.optimizer.kwargs)["lr"], trainer.total_steps)
+    return float(lr(0)) if callable(lr) else float(lr)
 
 
 def handwritten_step(name: str, trainer, batch):
@@ -48,7 +68,7 @@ def handwritten_step(name: str, trainer, batch):
     if "params" in spec:  # laid out as the hand-written model keeps them
         params = spec["params"](params)
     stats = {k: jnp.copy(v) for k, v in trainer.stats.items()}
-    tx = optax.adam(spec.get("lr", 1e-3))
+    tx = optax.adam(spec.get("lr", initial_lr(trainer)))
     opt_state = tx.init(params)
     loss_fn = spec["loss"]
 
@@ -64,7 +84,17 @@ def handwritten_step(name: str, trainer, batch):
     return run, (params, stats, opt_state)
 
 
+def torch_step(name: str, trainer: Trainer, batch):
+    """PyTorch's step on the same batch, from the same initial values; None without torch."""
+    from torch_models import TorchStep  # imports torch
+
+    step = TorchStep(name, trainer.params, trainer.stats, batch, initial_lr(trainer))
+    return lambda state, i: step()  # its state lives in the module and the optimizer
+
+
 def time_steps(run, state, steps: int):
+    """Seconds per step after one untimed step; waits for the results (jax dispatches
+    asynchronously; PyTorch on a CPU returns when the step is done)."""
     state = run(state, 0)  # (the state passed in is donated)
     jax.block_until_ready(state)
     t0 = time.perf_counter()
@@ -74,22 +104,39 @@ def time_steps(run, state, steps: int):
     return (time.perf_counter() - t0) / steps, state
 
 
-def compare(name: str, rounds: int, steps: int) -> dict:
-    spec = HANDWRITTEN[name]
-    path = ROOT / spec["file"] if "/" in spec["file"] else ROOT / "models" / spec["file"]
-    g_run, g_state, batch, trainer = graphdl_step(path, spec.get("train"))
-    h_run, h_state = handwritten_step(name, trainer, batch)
-    ratios, g_times, h_times = [], [], []
-    for _ in range(rounds):
-        tg, g_state = time_steps(g_run, g_state, steps)
-        th, h_state = time_steps(h_run, h_state, steps)
-        ratios.append(tg / th)
-        g_times.append(tg)
-        h_times.append(th)
+def _spread(ratios: list[float]) -> tuple[float, float, float]:
     q = statistics.quantiles(ratios, n=4) if len(ratios) >= 4 else [min(ratios), 0, max(ratios)]
-    return {"model": name, "graphdl_ms": statistics.median(g_times) * 1e3,
-            "jax_ms": statistics.median(h_times) * 1e3, "ratio": statistics.median(ratios),
-            "q1": q[0], "q3": q[-1]}
+    return statistics.median(ratios), q[0], q[-1]
+
+
+def compare(name: str, rounds: int, steps: int, with_torch: bool = True) -> dict:
+    trainer = make_trainer(model_path(name), HANDWRITTEN[name].get("train"))
+    g_run, g_state, batch = graphdl_step(trainer)
+    h_run, h_state = handwritten_step(name, trainer, batch)
+    sides = {"graphdl": [g_run, g_state], "jax": [h_run, h_state]}
+    if with_torch:  # before graphdl's first step: that donates trainer.params
+        sides["torch"] = [torch_step(name, trainer, batch), None]
+    times: dict[str, list[float]] = {side: [] for side in sides}
+    names = list(sides)
+    for r in range(rounds):
+        # the order rotates: whatever one side leaves behind (PyTorch's OpenMP threads
+        # spinning after its step, a cold cache) falls on each side alike
+        for side in names[r % len(names):] + names[:r % len(names)]:
+            run, state = sides[side]
+            t, sides[side][1] = time_steps(run, state, steps)
+            times[side].append(t)
+    out = {"model": name, **{f"{side}_ms": statistics.median(t) * 1e3 for side, t in times.items()}}
+    for side in names[1:]:
+        out[side] = _spread([g / o for g, o in zip(times["graphdl"], times[side])])
+    return out
+
+
+def _cell(value, fmt: str, width: int) -> str:
+    return f"{'-' if value is None else format(value, fmt):>{width}}"
+
+
+def _ratio(r) -> str:
+    return f"{'-':>7} {'':>16}" if r is None else f"{r[0]:>7.3f} [{r[1]:.3f}, {r[2]:.3f}]"
 
 
 def main() -> None:
@@ -97,12 +144,26 @@ def main() -> None:
     parser.add_argument("models", nargs="*", default=list(HANDWRITTEN))
     parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--no-torch", action="store_true", help="time graphdl and JAX only")
     args = parser.parse_args()
-    print(f"{'model':<12} {'graphdl ms':>11} {'jax ms':>9} {'ratio':>7}  {'IQR':>13}")
+    unknown = [m for m in args.models if m not in HANDWRITTEN]
+    if unknown:
+        parser.error(f"unknown model {unknown[0]!r}; the models are {', '.join(HANDWRITTEN)}")
+    with_torch = not args.no_torch
+    if with_torch:
+        try:
+            import torch  # noqa: F401
+        except ImportError:
+            print('note: PyTorch is not installed, its columns are "-" '
+                  '(pip install -e ".[bench]" installs it)')
+            with_torch = False
+    print(f"{'model':<10} {'graphdl ms':>10} {'jax ms':>9} {'torch ms':>9} "
+          f"{'/jax':>7} {'IQR':<16} {'/torch':>7} {'IQR':<16}")
     for name in args.models:
-        r = compare(name, args.rounds, args.steps)
-        print(f"{r['model']:<12} {r['graphdl_ms']:>11.3f} {r['jax_ms']:>9.3f} {r['ratio']:>7.3f}  "
-              f"[{r['q1']:.3f}, {r['q3']:.3f}]", flush=True)
+        r = compare(name, args.rounds, args.steps, with_torch)
+        print(f"{r['model']:<10} {r['graphdl_ms']:>10.3f} {r['jax_ms']:>9.3f} "
+              f"{_cell(r.get('torch_ms'), '.3f', 9)} {_ratio(r['jax'])} {_ratio(r.get('torch'))}",
+              flush=True)
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ Each entry: the .gdl file (in models/, or a path from the repository root), and
 both sides start from identical values; the work per step is the same (dropout masks,
 batch-norm running statistics). An entry with `params` lays graphdl's parameters out as
 the hand-written model keeps them (the LSTM's four gates as one matrix).
+benchmarks/torch_models.py has the same models in PyTorch.
 """
 
 from __future__ import annotations
@@ -94,7 +95,9 @@ def lstm_params(p):
     """graphdl's four gate denses as one matrix and one bias, the way a JAX user keeps them."""
     out = {k: v for k, v in p.items() if not k.startswith(LSTM)}
     out["lstm.w"] = jnp.concatenate([p[f"{LSTM}{g}.dense.w"] for g in GATES], axis=1)
-    out["lstm.b"] = jnp.concatenate([p[f"{LSTM}{g}.dense.b"] for g in GATES])
+    # std.nn's forget gate adds 1 to its pre-activation: folded into the bias, the same values
+    out["lstm.b"] = jnp.concatenate([p[f"{LSTM}{g}.dense.b"] + (1.0 if g == "f" else 0.0)
+                                     for g in GATES])
     return out
 
 
@@ -116,9 +119,46 @@ def lstm_loss(p, stats, batch, key):
     return jnp.mean(jnp.square(pred - y)), {}
 
 
+# -- the adding-problem RNN (std.nn's rnn: h = tanh([x_t, h] @ W + b)) ----------------------
+def rnn_loss(p, stats, batch, key):
+    x, y = batch["data.x"], batch["data.y"]
+    w, b = p["adder.run.rnn.h.dense.w"], p["adder.run.rnn.h.dense.b"]
+
+    def step(h, x_t):
+        return jnp.tanh(jnp.concatenate([x_t, h], -1) @ w + b), None
+
+    h, _ = lax.scan(step, jnp.zeros((x.shape[0], b.shape[0]), x.dtype), jnp.moveaxis(x, 1, 0))
+    return jnp.mean(jnp.square(dense(p, "adder.out.dense", h) - y)), {}
+
+
+# -- the deck's CNN on 28x28x1 images (benchmarks/cnn_mnist.gdl) ------------------------------
+def cnn_mnist_loss(p, stats, batch, key):
+    x, y = batch["data.image"], batch["data.mask"][:, 14, 14]  # the class under the centre
+    dims = ("NHWC", "HWIO", "NHWC")
+    h = max_pool(jax.nn.relu(conv(p, "cnn.h.conv", x, dims)), 2)
+    h = max_pool(jax.nn.relu(conv(p, "cnn.h.conv_1", h, dims)), 2)
+    return xent(dense(p, "cnn.out.dense", h.reshape(h.shape[0], -1)), y), {}
+
+
+# -- the VAE of models/vae.gdl: one reparameterised sample of z, Bernoulli decoder ----------
+def vae_loss(p, stats, batch, key):
+    x = (batch["data.x"] > 0.5).astype(jnp.float32)  # binarize, as the train block does
+    h = jax.nn.relu(dense(p, "vae.enc.h.dense", x))
+    mu, logvar = dense(p, "vae.enc.out.dense", h), dense(p, "vae.enc.out.dense_1", h)
+    std = jnp.exp(0.5 * logvar)
+    z = mu + std * jax.random.normal(key, mu.shape)
+    logits = dense(p, "vae.dec.out.dense_1", jax.nn.relu(dense(p, "vae.dec.out.dense", z)))
+    reconstruction = jnp.sum(x * logits - jax.nn.softplus(logits), -1)
+    rate = jnp.sum(-jnp.log(std) + 0.5 * (jnp.square(std) + jnp.square(mu)) - 0.5, -1)
+    return jnp.mean(rate - reconstruction), {}
+
+
 HANDWRITTEN = {
     "mlp": {"file": "mlp.gdl", "loss": mlp_loss},
     "cnn1d": {"file": "cnn1d.gdl", "loss": cnn1d_loss},
     "cnn2d": {"file": "cnn2d.gdl", "loss": cnn2d_loss},
     "lstm": {"file": "benchmarks/lstm_adding.gdl", "loss": lstm_loss, "params": lstm_params},
+    "cnn_mnist": {"file": "benchmarks/cnn_mnist.gdl", "loss": cnn_mnist_loss},
+    "rnn": {"file": "benchmarks/rnn_adding.gdl", "loss": rnn_loss},
+    "vae": {"file": "vae.gdl", "loss": vae_loss},
 }
