@@ -7,7 +7,8 @@ graphdl / JAX and graphdl / PyTorch are printed with their interquartile ranges.
 PyTorch (`pip install -e ".[bench]"`) is optional: without it, or with --no-torch, its
 columns are "-".
 
-    python benchmarks/compare.py [--rounds 15] [--steps 20] [--no-torch] [MODEL ...]
+    python benchmarks/compare.py [--rounds 15] [--steps 20] [--no-torch]
+                                 [--torch-threads N] [MODEL ...]
 """
 
 from __future__ import annotations
@@ -84,11 +85,12 @@ def handwritten_step(name: str, trainer, batch):
     return run, (params, stats, opt_state)
 
 
-def torch_step(name: str, trainer: Trainer, batch):
-    """PyTorch's step on the same batch, from the same initial values; None without torch."""
+def torch_step(name: str, trainer: Trainer, batch, threads: int | None = None):
+    """PyTorch's step on the same batch, from the same initial values, on `threads`
+    threads (default: as many as XLA uses)."""
     from torch_models import TorchStep  # imports torch
 
-    step = TorchStep(name, trainer.params, trainer.stats, batch, initial_lr(trainer))
+    step = TorchStep(name, trainer.params, trainer.stats, batch, initial_lr(trainer), threads)
     return lambda state, i: step()  # its state lives in the module and the optimizer
 
 
@@ -109,13 +111,14 @@ def _spread(ratios: list[float]) -> tuple[float, float, float]:
     return statistics.median(ratios), q[0], q[-1]
 
 
-def compare(name: str, rounds: int, steps: int, with_torch: bool = True) -> dict:
+def compare(name: str, rounds: int, steps: int, with_torch: bool = True,
+            torch_threads: int | None = None) -> dict:
     trainer = make_trainer(model_path(name), HANDWRITTEN[name].get("train"))
     g_run, g_state, batch = graphdl_step(trainer)
     h_run, h_state = handwritten_step(name, trainer, batch)
     sides = {"graphdl": [g_run, g_state], "jax": [h_run, h_state]}
     if with_torch:  # before graphdl's first step: that donates trainer.params
-        sides["torch"] = [torch_step(name, trainer, batch), None]
+        sides["torch"] = [torch_step(name, trainer, batch, torch_threads), None]
     times: dict[str, list[float]] = {side: [] for side in sides}
     names = list(sides)
     for r in range(rounds):
@@ -136,7 +139,9 @@ def _cell(value, fmt: str, width: int) -> str:
 
 
 def _ratio(r) -> str:
-    return f"{'-':>7} {'':>16}" if r is None else f"{r[0]:>7.3f} [{r[1]:.3f}, {r[2]:.3f}]"
+    if r is None:
+        return f"{'-':>7} {'':<16}"
+    return f"{r[0]:>7.3f} {f'[{r[1]:.3f}, {r[2]:.3f}]':<16}"
 
 
 def main() -> None:
@@ -145,6 +150,10 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--no-torch", action="store_true", help="time graphdl and JAX only")
+    parser.add_argument("--torch-threads", type=int, default=None,
+                        help="PyTorch's intra-op threads (default: the cores XLA uses). On a "
+                             "machine loaded by other jobs, OpenMP's barriers make several "
+                             "threads far slower than one")
     args = parser.parse_args()
     unknown = [m for m in args.models if m not in HANDWRITTEN]
     if unknown:
@@ -160,7 +169,7 @@ def main() -> None:
     print(f"{'model':<10} {'graphdl ms':>10} {'jax ms':>9} {'torch ms':>9} "
           f"{'/jax':>7} {'IQR':<16} {'/torch':>7} {'IQR':<16}")
     for name in args.models:
-        r = compare(name, args.rounds, args.steps, with_torch)
+        r = compare(name, args.rounds, args.steps, with_torch, args.torch_threads)
         print(f"{r['model']:<10} {r['graphdl_ms']:>10.3f} {r['jax_ms']:>9.3f} "
               f"{_cell(r.get('torch_ms'), '.3f', 9)} {_ratio(r['jax'])} {_ratio(r.get('torch'))}",
               flush=True)

@@ -223,7 +223,7 @@ def torch_batch(batch: dict) -> dict[str, torch.Tensor]:
     integer labels as int64 (what F.cross_entropy takes)."""
     out = {}
     for key, value in batch.items():
-        a = np.asarray(value)
+        a = np.array(value)  # a copy of its own: PyTorch wants writable memory
         name = key.removeprefix("data.")
         if a.dtype.kind in "iu":
             out[name] = torch.from_numpy(a.astype(np.int64))
