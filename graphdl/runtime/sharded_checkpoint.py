@@ -40,6 +40,7 @@ from graphdl.runtime.checkpoint import (
     _first_leaf_mismatch,
     checkpoint_path,
     checkpoint_state,
+    load_checkpoint,
     restore_into,
     save_checkpoint,
     source_hash,
@@ -134,8 +135,6 @@ def load_folder(
     The returned params/stats/opt_state are jax arrays placed like the templates; without
     an `opt_state` template, no optimizer state is read (None). Raises CheckpointError
     for a missing, damaged or mismatched checkpoint."""
-    from graphdl.runtime.checkpoint import load_checkpoint
-
     directory = Path(directory)
     name = sharded_name(directory)
     if name is not None:
@@ -262,8 +261,16 @@ def save_sharded(
     if opt_leaves:
         items[_OPT] = ocp.args.StandardSave(_indexed(opt_leaves))
     path.parent.mkdir(parents=True, exist_ok=True)
-    with ocp.Checkpointer(ocp.CompositeCheckpointHandler()) as checkpointer:
-        checkpointer.save(path, args=ocp.args.Composite(**items))
+    try:
+        with ocp.Checkpointer(ocp.CompositeCheckpointHandler()) as checkpointer:
+            checkpointer.save(path, args=ocp.args.Composite(**items))
+    except OSError:
+        raise  # the caller names the folder and the reason (a full disk, a read-only one)
+    except Exception as exc:  # orbax and tensorstore raise their own kinds
+        raise CheckpointError(
+            f"cannot write the sharded checkpoint '{path}' ({type(exc).__name__}: "
+            f"{_first_line(exc)})", hint="free some space or make the folder writable",
+        ) from exc
     return path
 
 
@@ -301,8 +308,9 @@ def load_sharded(
     restore_into(params, saved_params)  # the checks, with their readable messages
     if stats:
         restore_into(stats, saved_stats)
-    target = {"params": _indexed(_target(v) for v in params.values()),
-              "stats": _indexed(_target(v) for v in stats.values())}
+    # saved under their positions in the saving run's order, which may not be this one's
+    target = {"params": _by_position(params, saved_params),
+              "stats": _by_position(stats, saved_stats)}
     items = {_MODEL: ocp.args.StandardRestore(_nonempty(target))}
     opt_template = None
     if opt_state is not None:
@@ -326,8 +334,8 @@ def load_sharded(
         values = restored[_OPT] if leaves else {}
         opt = jax.tree_util.tree_unflatten(treedef, [values[str(i)] for i in range(len(leaves))])
     return Checkpoint(
-        params=dict(zip(params, _unindexed(model.get("params", {}), len(params)))),
-        stats=dict(zip(stats, _unindexed(model.get("stats", {}), len(stats)))),
+        params=_by_name(params, saved_params, model.get("params", {})),
+        stats=_by_name(stats, saved_stats, model.get("stats", {})),
         opt_state=opt,
         step=info["step"],
         epoch=info["epoch"],
@@ -428,8 +436,16 @@ def _indexed(values) -> dict[str, Any]:
     return {str(i): v for i, v in enumerate(values)}
 
 
-def _unindexed(values: dict[str, Any], count: int) -> list:
-    return [values[str(i)] for i in range(count)]
+def _by_position(templates: dict[str, Any], saved: dict[str, Any]) -> dict[str, Any]:
+    """The restore target of each template array, keyed by its position when saved."""
+    position = {name: str(i) for i, name in enumerate(saved)}
+    return {position[name]: _target(like) for name, like in templates.items()}
+
+
+def _by_name(templates: dict[str, Any], saved: dict[str, Any], values: dict[str, Any]
+             ) -> dict[str, Any]:
+    position = {name: str(i) for i, name in enumerate(saved)}
+    return {name: values[position[name]] for name in templates}
 
 
 def _nonempty(tree: dict) -> dict:
