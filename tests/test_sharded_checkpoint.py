@@ -242,28 +242,48 @@ def sharded_saves(monkeypatch) -> None:
 
 
 def test_run_resumes_and_evaluates_from_the_sharded_checkpoint(tmp_path, capsys, monkeypatch):
-    plain, sharded = tmp_path / "plain", tmp_path / "sharded"
     path = make_project(tmp_path / "p")
-    code, _, err = run_in_process(capsys, "run", path, "--out", plain, "--quiet", "--steps", 3)
-    assert code == 0, err
+    out = tmp_path / "out"
     with monkeypatch.context() as m:
         sharded_saves(m)
-        code, _, err = run_in_process(capsys, "run", path, "--out", sharded, "--quiet",
-                                      "--steps", 3)
+        code, _, err = run_in_process(capsys, "run", path, "--out", out, "--quiet", "--steps", 3)
         assert code == 0, err
-        name = sharded_name(sharded / "checkpoint")
-        assert name is not None
-        # resumed from the sharded one: the portable file beside it is not read
+        folder = out / "checkpoint"
+        assert sharded_name(folder) is not None
+        # the two formats of one save hold the same state
+        portable = load_checkpoint(folder)
+        params, stats = ({k: jnp.zeros_like(v) for k, v in d.items()}
+                         for d in (portable.params, portable.stats))
+        sharded = load_folder(folder, params=params, stats=stats)
+        same_params(portable.params, {k: np.asarray(v) for k, v in sharded.params.items()})
+        same_params(portable.stats, {k: np.asarray(v) for k, v in sharded.stats.items()})
+        # from here on the portable file beside it must not be read
         m.setattr(sc, "load_checkpoint", _not_read)
-        code, _, err = run_in_process(capsys, "run", path, "--out", sharded, "--quiet",
+        code, _, err = run_in_process(capsys, "run", path, "--out", out, "--quiet",
                                       "--resume", "--steps", 2)
         assert code == 0, err
-    code, _, err = run_in_process(capsys, "run", path, "--out", plain, "--quiet", "--resume",
-                                  "--steps", 2)
-    assert code == 0, err
+        code, table, err = run_in_process(capsys, "run", path, "--out", out, "--eval")
+        assert code == 0 and "accuracy" in table, err
+    assert load_checkpoint(folder).step == 5 and sharded_name(folder).startswith("step_00000005")
+
+
+@pytest.mark.slow
+def test_a_run_resumed_from_the_sharded_checkpoint_equals_one_from_the_file(tmp_path, capsys,
+                                                                              monkeypatch):
+    plain, sharded = tmp_path / "plain", tmp_path / "sharded"
+    path = make_project(tmp_path / "p")
+    for out in (plain, sharded):
+        with monkeypatch.context() as m:
+            if out == sharded:
+                sharded_saves(m)
+                m.setattr(sc, "load_checkpoint", _not_read)
+            for flags in (["--steps", 3], ["--resume", "--steps", 2]):
+                code, _, err = run_in_process(capsys, "run", path, "--out", out, "--quiet",
+                                              *flags)
+                assert code == 0, err
     a, b = load_checkpoint(plain / "checkpoint"), load_checkpoint(sharded / "checkpoint")
     assert a.step == b.step == 5
-    same_params(a.params, b.params)  # optimizer and statistics came back whole, too
+    same_params(a.params, b.params)  # the optimizer state and the statistics came back whole
     same_params(a.stats, b.stats)
     code, plain_eval, err = run_in_process(capsys, "run", path, "--out", plain, "--eval")
     assert code == 0, err
