@@ -2,7 +2,7 @@
 state with graphdl.runtime.sharded_checkpoint on simulated CPU devices, possibly as one
 of several processes (jax.distributed on the loopback address, gloo collectives).
 
-    python _sharded_worker.py save FOLDER DEVICES [PORT NUM_PROCESSES PROCESS_ID]
+    python _sharded_worker.py save FOLDER DEVICES [PORT NUM_PROCESSES PROCESS_ID] [--portable]
     python _sharded_worker.py restore FOLDER DEVICES [...] [--onto K,L]  (K of the devices, then L)
     python _sharded_worker.py loop FOLDER DEVICES  (saves steps 1, 2, ... until killed)
 
@@ -20,7 +20,9 @@ import sys
 mode, folder, devices = sys.argv[1], sys.argv[2], int(sys.argv[3])
 onto = [int(n) for n in sys.argv[sys.argv.index("--onto") + 1].split(",")] \
     if "--onto" in sys.argv else [devices]
-argv = sys.argv[: sys.argv.index("--onto")] if "--onto" in sys.argv else sys.argv
+portable = "--portable" in sys.argv  # save the safetensors file alone
+argv = [a for a in sys.argv if a != "--portable"]
+argv = argv[: argv.index("--onto")] if "--onto" in argv else argv
 os.environ["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
 
 import jax  # noqa: E402
@@ -36,7 +38,11 @@ import optax  # noqa: E402
 from jax.sharding import Mesh, NamedSharding  # noqa: E402
 from jax.sharding import PartitionSpec as P  # noqa: E402
 
-from graphdl.runtime.sharded_checkpoint import load_folder, save_folder  # noqa: E402
+from graphdl.runtime.sharded_checkpoint import (  # noqa: E402
+    host_values,
+    load_folder,
+    save_folder,
+)
 
 SOURCE = "graph g(x: f32[B, 4]) { return dense(x, 8) }\n"
 
@@ -76,16 +82,17 @@ if mode == "save":
     params = state(shard_over_all=True)
     opt_state = train_a_step(params)
     save_folder(folder, params=params, stats={}, opt_state=opt_state, step=7, epoch=2,
-                source=SOURCE, meta={"train": "t"}, sharded=True)
+                source=SOURCE, meta={"train": "t"}, sharded=not portable)
     print(json.dumps({"process": jax.process_index(), "saved": True}))
 elif mode == "restore":
     for count in onto:
-        template = state(shard_over_all=True, count=count)
+        # this process's devices first: `count` < all devices is for one process only
+        template = state(shard_over_all=True, count=count if count < devices else None)
         opt_template = optimizer().init(template)
         ckpt = load_folder(folder, params=template, stats={}, opt_state=opt_template)
-        got = {k: np.asarray(v) for k, v in ckpt.params.items()}
+        # whole values: the rows of the other processes are gathered
+        got, mu = host_values((ckpt.params, ckpt.opt_state[0].mu["g.dense.w"]))
         want = values()
-        mu = np.asarray(ckpt.opt_state[0].mu["g.dense.w"])
         print(json.dumps({
             "step": ckpt.step, "epoch": ckpt.epoch, "sharded": ckpt.meta.get("sharded"),
             "equal": all(np.array_equal(got[k], want[k]) for k in want),

@@ -91,6 +91,21 @@ def test_two_processes_save_and_one_process_restores(tmp_path):
         assert got["shardings"] == [str(devices)], got
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("portable", [False, True])
+def test_two_processes_restore_onto_their_shardings(tmp_path, portable):
+    """A checkpoint of 1 process x 4 devices (sharded, or the portable file alone: a
+    one-process run) resumes in 2 processes x 1 device, each reading its own rows."""
+    folder = tmp_path / "checkpoint"
+    finish(worker("save", folder, 4, *(["--portable"] if portable else [])))
+    assert (sharded_name(folder) is None) == portable
+    port = free_port()
+    procs = [worker("restore", folder, 1, port, 2, index) for index in (0, 1)]
+    for proc in procs:
+        [got] = finish(proc)
+        assert got["equal"] and got["mu_equal"] and got["shardings"] == ["2"], got
+
+
 # -- (c) interrupted saves, damaged checkpoints, mismatches (in this process, one device) ------
 def state(scale: float):
     params = {"g.dense.w": jnp.arange(32, dtype=jnp.float32).reshape(8, 4) * scale,
