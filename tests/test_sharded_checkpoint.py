@@ -181,18 +181,23 @@ def test_a_killed_save_loop_always_leaves_a_whole_checkpoint(tmp_path):
             shutil.copytree(folder, snapshot, symlinks=True)
             proc.send_signal(signal.SIGCONT)
             _check_whole(snapshot)
+        while not line.startswith("saved 3"):  # the loop has replaced checkpoints
+            line = proc.stdout.readline()
+            assert line, log.read_text()[-3000:]
+        time.sleep(rng.uniform(0.05, 0.3))
     finally:
         proc.kill()
         proc.communicate()
-    _check_whole(folder)
+    assert _check_whole(folder) >= 3
 
 
-def _check_whole(folder: Path) -> None:
+def _check_whole(folder: Path) -> int:
     assert folder_state(folder) == "ok"
     ckpt = load(folder)
     assert ckpt.step >= 1
     np.testing.assert_array_equal(ckpt.params["g.dense.b"], np.arange(8) * ckpt.step)
     np.testing.assert_array_equal(ckpt.stats["g.bn.mean"], np.full(8, float(ckpt.step)))
+    return ckpt.step
 
 
 @pytest.mark.parametrize("damage, message", [
@@ -325,6 +330,22 @@ def test_run_refuses_a_damaged_sharded_checkpoint(tmp_path, capsys, monkeypatch)
                                   "--overwrite")
     assert code == 0, err
     assert folder_state(out / "checkpoint") == "ok"
+
+
+def test_a_link_at_the_sharded_folder_is_refused(tmp_path, capsys, monkeypatch):
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (tmp_path / "checkpoint").mkdir()
+    (tmp_path / "checkpoint" / SHARDED_DIR).symlink_to(elsewhere)
+    with pytest.raises(CheckpointError, match="symbolic link"):
+        save(tmp_path / "checkpoint", 1.0, step=1)
+    assert not any(elsewhere.iterdir())
+    path = make_project(tmp_path / "p")
+    out = tmp_path / "p" / "out"
+    (out / "checkpoint").mkdir(parents=True)
+    (out / "checkpoint" / SHARDED_DIR).symlink_to(elsewhere)
+    code, _, err = run_in_process(capsys, "run", path, "--out", out, "--quiet", "--steps", 1)
+    assert_user_error(code, err, "symbolic link")
 
 
 def test_restore_places_arrays_like_the_template_from_the_portable_file(tmp_path):

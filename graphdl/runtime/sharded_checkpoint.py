@@ -236,6 +236,11 @@ def save_sharded(
     import orbax.checkpoint as ocp
 
     path = Path(path).absolute()
+    if path.parent.is_symlink():
+        raise CheckpointError(
+            f"refusing to write into '{path.parent}': it is a symbolic link, and graphdl "
+            "never writes through one", hint="remove the link, or choose another output "
+            "directory")
     if path.exists() or path.is_symlink():
         raise CheckpointError(f"refusing to write the sharded checkpoint '{path}': it exists",
                               hint="each save writes a new folder; remove this one")

@@ -724,7 +724,7 @@ def check_out_dir(out: Path, resume: bool, overwrite: bool, source: str | None =
                          "that name", hint="choose another --out, or move the file away")
     file = checkpoint_path(folder)
     try:
-        for path in (file, *(out / name for name in RUN_FILES)):
+        for path in (file, folder / SHARDED_DIR, *(out / name for name in RUN_FILES)):
             refuse_symlink(path)
     except OutputError as err:
         raise user_error(str(err)) from None
