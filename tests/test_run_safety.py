@@ -181,14 +181,14 @@ def test_an_unwritable_out_is_found_before_training(tmp_path, capsys, monkeypatc
 
 
 def test_a_failed_final_save_rescues_the_weights(tmp_path, capsys, monkeypatch):
-    from graphdl.runtime import train as train_mod
-    real = train_mod.save_checkpoint
+    from graphdl.runtime import sharded_checkpoint as saving  # train.save writes through it
+    real = saving.save_checkpoint
 
     def full_disk(directory, **kw):
         if Path(directory).parent == tmp_path / "out":
             raise OSError(errno.ENOSPC, "No space left on device")
         return real(directory, **kw)
-    monkeypatch.setattr(train_mod, "save_checkpoint", full_disk)
+    monkeypatch.setattr(saving, "save_checkpoint", full_disk)
     path = make_project(tmp_path, TRAIN.replace("checkpoint every 4 steps\n", ""))
     code, _, err = run_in_process(capsys, "run", path, "--out", tmp_path / "out", "--quiet",
                                   "--steps", 2)
@@ -222,10 +222,10 @@ def test_flipped_bytes_stop_a_resume(trained, capsys):
 
 # -- 8. what a run records -------------------------------------------------------------------
 def test_eval_loads_no_optimizer_state(trained, capsys, monkeypatch):
-    from graphdl.runtime import train as train_mod
+    from graphdl.runtime import sharded_checkpoint as loading  # train.restore reads through it
     templates = []
-    real = train_mod.load_checkpoint
-    monkeypatch.setattr(train_mod, "load_checkpoint", lambda d, opt_state_template=None:
+    real = loading.load_checkpoint
+    monkeypatch.setattr(loading, "load_checkpoint", lambda d, opt_state_template=None:
                         (templates.append(opt_state_template), real(d))[1])
     path, out = trained
     code, _, err = run_in_process(capsys, "run", path, "--out", out, "--eval")

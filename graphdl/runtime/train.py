@@ -38,15 +38,7 @@ from graphdl.lower.init import frozen_names, param_specs
 from graphdl.ops.math import ratio_of_sums
 from graphdl.ops.training import OVERRIDABLE_SETTINGS
 from graphdl.passes.pipeline import run_passes, surrogate_of
-from graphdl.runtime.checkpoint import (
-    CheckpointError,
-    checkpoint_path,
-    checkpoint_state,
-    load_checkpoint,
-    restore_into,
-    save_checkpoint,
-    source_hash,
-)
+from graphdl.runtime.checkpoint import CheckpointError, checkpoint_path, source_hash
 from graphdl.runtime.data import Source, batches, check_label_classes, num_batches
 from graphdl.runtime.input_grads import FILES as INPUT_GRAD_FILES
 from graphdl.runtime.input_grads import (
@@ -58,6 +50,13 @@ from graphdl.runtime.input_grads import (
 from graphdl.runtime.optim import make_optimizer
 from graphdl.runtime.reporting import OUT_FILES, Reporter
 from graphdl.runtime.saved_vocab import check_vocabularies, save_vocabularies
+from graphdl.runtime.sharded_checkpoint import (
+    SHARDED_DIR,
+    folder_state,
+    load_folder,
+    save_folder,
+    sharded_name,
+)
 from graphdl.runtime.vectors import fill_vectors
 from graphdl.runtime.writing import OutputError, probe_writable, refuse_symlink
 
@@ -645,8 +644,9 @@ def _save_checked(run: _Run, step: int, final: bool = False) -> None:
         if not final:
             raise
         rescue = Path(tempfile.mkdtemp(prefix="graphdl-rescue-"))
+        # the portable file alone: each process has its own temporary folder
         save(trainer, rescue, step, step // trainer.per_epoch, run.source_text,
-             header=run.header)
+             header=run.header, sharded=False)
         raise user_error(f"{err.diagnostics[0].message}; the trained weights were saved to "
                          f"{rescue / 'checkpoint'} instead",
                          hint=f"copy that folder to {run.out / 'checkpoint'} and resume with "
@@ -724,7 +724,7 @@ def check_out_dir(out: Path, resume: bool, overwrite: bool, source: str | None =
                          "that name", hint="choose another --out, or move the file away")
     file = checkpoint_path(folder)
     try:
-        for path in (file, *(out / name for name in RUN_FILES)):
+        for path in (file, folder / SHARDED_DIR, *(out / name for name in RUN_FILES)):
             refuse_symlink(path)
     except OutputError as err:
         raise user_error(str(err)) from None
@@ -740,7 +740,7 @@ def check_out_dir(out: Path, resume: bool, overwrite: bool, source: str | None =
 
 def _check_checkpoint(out: Path, file: Path, resume: bool, overwrite: bool,
                       source: str | None) -> None:
-    state = checkpoint_state(file)
+    state = folder_state(file.parent)  # the sharded checkpoint the file names, too
     if state == "missing":
         if resume:
             raise user_error(f"there is no checkpoint in {file.parent} to continue from or "
@@ -757,7 +757,10 @@ def _check_checkpoint(out: Path, file: Path, resume: bool, overwrite: bool,
     if state == "damaged":
         if overwrite and not resume:
             return
-        raise user_error(f"{file} is a damaged graphdl checkpoint (truncated or corrupt)",
+        name = sharded_name(file.parent)
+        what = f"{file} is" if name is None else \
+            f"{file.parent / SHARDED_DIR / name}, named by {file.name}, is missing or"
+        raise user_error(f"{what} a damaged graphdl checkpoint (truncated or corrupt)",
                          hint="--overwrite replaces it with a fresh run; or choose another "
                               "--out")
     if resume or overwrite:
@@ -773,7 +776,12 @@ def _check_checkpoint(out: Path, file: Path, resume: bool, overwrite: bool,
 
 
 def save(trainer: Trainer, out: Path | None, step: int, epoch: int,
-         source_text: str | None, header: dict | None = None) -> None:
+         source_text: str | None, header: dict | None = None,
+         sharded: bool | None = None) -> None:
+    """Save the checkpoint into OUT/checkpoint. Every process of a run calls it: a
+    multi-process run (or `sharded`) also writes the orbax checkpoint, all processes
+    taking part, and process 0 writes the vocabularies and the safetensors file
+    (runtime/sharded_checkpoint.py)."""
     if out is None:
         return
     plan = trainer.plan
@@ -785,7 +793,8 @@ def save(trainer: Trainer, out: Path | None, step: int, epoch: int,
         # read back by `--eval` and `--resume`, which replay the run's `--set` overrides
         meta["overrides"] = json.dumps(header.get("overrides", {}))
     where = out / "checkpoint"
-    if trainer.vocab_written != out:  # before the checkpoint: never one without its vocabulary
+    if trainer.vocab_written != out and jax.process_index() == 0:
+        # before the checkpoint: never one without its vocabulary
         try:
             save_vocabularies(out, trainer.sources, trainer.vocab_sources,
                               fresh=not trainer.resumed)
@@ -793,9 +802,9 @@ def save(trainer: Trainer, out: Path | None, step: int, epoch: int,
             raise user_error(f"cannot save the vocabularies: {err}") from None
         trainer.vocab_written = out
     try:
-        save_checkpoint(where, params=trainer.params, stats=trainer.stats,
-                        opt_state=trainer.opt_states, step=step, epoch=epoch,
-                        source=source_text or "", meta=meta)
+        save_folder(where, params=trainer.params, stats=trainer.stats,
+                    opt_state=trainer.opt_states, step=step, epoch=epoch,
+                    source=source_text or "", meta=meta, sharded=sharded)
     except CheckpointError as err:
         raise user_error(f"cannot save the checkpoint: {err.message}", hint=err.hint) from None
     except OSError as err:  # read-only folder, full disk: say where, never a traceback
@@ -805,23 +814,22 @@ def save(trainer: Trainer, out: Path | None, step: int, epoch: int,
 
 def restore(trainer: Trainer, out: Path, optimizer: bool = True) -> int:
     """Load the checkpoint in OUT into `trainer`; `optimizer=False` (evaluation) loads the
-    parameters and statistics only."""
+    parameters and statistics only. The arrays go where the trainer's are (their
+    shardings), from the sharded checkpoint when the folder has one, else from the file."""
     try:
-        ckpt = load_checkpoint(out / "checkpoint",
-                               opt_state_template=trainer.opt_states if optimizer else None)
-        params = restore_into(trainer.params, ckpt.params)
-        stats = restore_into(trainer.stats, ckpt.stats) if trainer.stats else {}
+        ckpt = load_folder(out / "checkpoint", params=trainer.params, stats=trainer.stats,
+                           opt_state=trainer.opt_states if optimizer else None)
     except CheckpointError as err:
         hint = err.hint
         if "damaged" in err.message:
             hint = "--overwrite replaces it with a fresh run; or restore it from a backup"
         raise user_error(f"cannot resume from {out / 'checkpoint'}: {err.message}",
                          hint=hint) from None
-    trainer.params = {k: jnp.asarray(v) for k, v in params.items()}
-    trainer.stats = {k: jnp.asarray(v) for k, v in stats.items()}
+    trainer.params = ckpt.params
+    trainer.stats = ckpt.stats
     trainer.resumed = True
     if optimizer:
-        trainer.opt_states = jax.tree_util.tree_map(jnp.asarray, ckpt.opt_state)
+        trainer.opt_states = ckpt.opt_state
     if "early_stop" in ckpt.meta:
         best, bad = json.loads(ckpt.meta["early_stop"])
         trainer.early = (best, int(bad))
