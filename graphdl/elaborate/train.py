@@ -76,7 +76,7 @@ def make_batch(b: Builder, split_ref: SplitRef, batch: int, shuffle: bool, span:
         inputs[name] = nid
         fields[name] = Tensor(nid, t, f"`data.{name}` from {split_ref.source.name}.{split_ref.split}")
     b.g.graph.setdefault("batches", []).append(
-        BatchPlan(split_ref.source.name, split_ref.split, batch, shuffle, inputs))
+        BatchPlan(split_ref.source.name, split_ref.split, batch, shuffle, inputs, span))
     return Record(fields)
 
 

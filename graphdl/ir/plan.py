@@ -39,6 +39,7 @@ class BatchPlan:
     batch: int
     shuffle: bool
     inputs: dict[str, int]  # field -> input node id
+    span: Span | None = None  # the `SRC.SPLIT(batch = N)` call (a batch that does not split)
 
 
 @dataclass(frozen=True)
