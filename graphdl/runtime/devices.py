@@ -16,6 +16,8 @@ others.
 from __future__ import annotations
 
 import os
+import socket
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -110,9 +112,15 @@ def parse_mesh(text: str) -> dict[str, int]:
 def start_processes(p: Processes) -> None:
     """Join the run's other processes (once per Python process). On a CPU the
     cross-process collectives go through gloo, which must be chosen before JAX starts
-    its backend."""
+    its backend.
+
+    XLA's own connection ends the process with an abort (a C++ stack trace, no message
+    a person can act on) when a process is missing or the address is wrong; so the
+    processes first meet on the coordinator's port themselves, within
+    CONNECT_TIMEOUT_S, and only then start `jax.distributed`."""
     if jax.distributed.is_initialized():
         return
+    rendezvous(p, CONNECT_TIMEOUT_S)
     try:
         jax.config.update("jax_cpu_collectives_implementation", "gloo")
     except Exception:  # noqa: BLE001 - a JAX without the option: its default
@@ -123,8 +131,95 @@ def start_processes(p: Processes) -> None:
     except Exception as err:  # noqa: BLE001 - XLA raises its own runtime errors
         text = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise CliError(f"--coordinator {p.coordinator}: could not join the run as process "
-                       f"{p.index} of {p.count} within {CONNECT_TIMEOUT_S} s ({text[:200]})"
-                       ) from None
+                       f"{p.index} of {p.count} ({text[:200]})") from None
+
+
+def rendezvous(p: Processes, timeout: float) -> None:
+    """Every process of the run reaches process 0 at the coordinator's address, or a
+    CliError says which did not, after `timeout` seconds at most."""
+    host, _, port = p.coordinator.rpartition(":")
+    host = host.strip("[]")
+    deadline = time.monotonic() + timeout
+    where = f"--coordinator {p.coordinator}"
+    if p.count == 1:
+        return
+    if p.index == 0:
+        try:  # on every interface, as jax.distributed's own service does ([::]:PORT)
+            server = _listen(int(port))
+        except OSError as err:
+            reason = os.strerror(err.errno) if err.errno else str(err)
+            raise CliError(f"{where}: process 0 cannot listen on port {port} ({reason}); "
+                           "choose a free port") from None
+        joined: dict[int, socket.socket] = {}
+        with server:
+            while len(joined) < p.count - 1:
+                server.settimeout(max(0.01, deadline - time.monotonic()))
+                try:
+                    conn, _ = server.accept()
+                except (TimeoutError, OSError):
+                    for conn in joined.values():
+                        conn.close()
+                    missing = sorted(set(range(1, p.count)) - set(joined))
+                    raise CliError(f"{where}: process{'es' if len(missing) > 1 else ''} "
+                                   f"{', '.join(map(str, missing))} of {p.count} did not join "
+                                   f"within {timeout:g} s") from None
+                hello = _read_line(conn, deadline)
+                parts = hello.split()
+                if len(parts) == 3 and parts[0] == "graphdl" and parts[2] == str(p.count) \
+                        and parts[1].isdigit() and 0 < int(parts[1]) < p.count \
+                        and int(parts[1]) not in joined:
+                    joined[int(parts[1])] = conn
+                else:
+                    conn.sendall(b"no " + (f"process 0 expects {p.count} processes with "
+                                           "distinct ids").encode() + b"\n")
+                    conn.close()
+            for conn in joined.values():
+                conn.sendall(b"go\n")
+            for conn in joined.values():  # the others close first: the port stays free
+                _read_line(conn, deadline)
+                conn.close()
+        return
+    while True:
+        try:
+            conn = socket.create_connection((host, int(port)),
+                                            timeout=max(0.01, deadline - time.monotonic()))
+            break
+        except OSError as err:
+            if time.monotonic() >= deadline:
+                raise CliError(f"{where}: no process 0 answered there within {timeout:g} s "
+                               f"({err.strerror or err}); start process 0 with the same "
+                               "--coordinator, reachable from this machine") from None
+            time.sleep(0.2)
+    with conn:
+        conn.sendall(f"graphdl {p.index} {p.count}\n".encode())
+        answer = _read_line(conn, deadline)
+    if answer != "go":
+        reason = answer[3:] if answer.startswith("no ") else "no answer in time"
+        raise CliError(f"{where}: process 0 refused process {p.index} of {p.count} ({reason})")
+
+
+def _listen(port: int) -> socket.socket:
+    if socket.has_dualstack_ipv6():
+        try:
+            return socket.create_server(("", port), family=socket.AF_INET6,
+                                        dualstack_ipv6=True)
+        except OSError:
+            pass
+    return socket.create_server(("", port))
+
+
+def _read_line(conn: socket.socket, deadline: float) -> str:
+    data = b""
+    while not data.endswith(b"\n"):
+        conn.settimeout(max(0.01, deadline - time.monotonic()))
+        try:
+            chunk = conn.recv(256)
+        except OSError:
+            break
+        if not chunk or len(data) > 1024:
+            break
+        data += chunk
+    return data.decode("ascii", "replace").strip()
 
 
 def is_writer() -> bool:
