@@ -106,6 +106,7 @@ class TrainPlan:
     evaluations: list[EvalPlan] = field(default_factory=list)
     checkpoint: CheckpointPlan | None = None
     early_stop: EarlyStopPlan | None = None
+    mesh: dict[str, int] | None = None  # `mesh = {data = 2, model = 2}`: devices per axis
 
     def setting(self, name: str):
         """The value of a train setting by its GDL name (`steps` is `num_steps`)."""

@@ -772,7 +772,7 @@ def _checkpoint_view(trainer: Trainer) -> Trainer:
 
 def plan_mesh(plan: TrainPlan) -> dict[str, int] | None:
     """The train block's `mesh = {data = 2, model = 2}` (None when it declares none)."""
-    return getattr(plan, "mesh", None)
+    return plan.mesh
 
 
 def run_evaluation(plan: TrainPlan, sources: Mapping[str, Source], out_dir: str | Path, *,
