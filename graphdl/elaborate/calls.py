@@ -352,8 +352,9 @@ def _shard_spec(b: Builder, st: A.Param, type_) -> tuple | None:
     if st.shard is None:
         return None
     if len(st.shard) != len(type_.shape):
-        b.error(f"`shard` names {len(st.shard)} axes, but `{st.name}` is {type_} with "
-                f"{len(type_.shape)}", st.shard_span,
+        n = len(st.shard)
+        b.error(f"`shard` names {n} ax{'is' if n == 1 else 'es'}, but `{st.name}` is {type_} "
+                f"with {len(type_.shape)}", st.shard_span,
                 hint="give one entry per axis: a mesh axis, or `_` for an axis kept whole")
         return None
     spec: list = []

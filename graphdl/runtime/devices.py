@@ -285,8 +285,10 @@ def replicated(mesh: Mesh) -> NamedSharding:
 
 
 def param_sharding(mesh: Mesh, spec: tuple | None) -> NamedSharding:
-    """A parameter's sharding from its `shard [...]` annotation (None: replicated)."""
-    return NamedSharding(mesh, PartitionSpec(*spec) if spec else PartitionSpec())
+    """A parameter's sharding from its `shard [...]` annotation (None: replicated); a
+    mesh axis of one device splits nothing and is left out."""
+    axes = [a if a is not None and mesh.shape.get(a, 1) > 1 else None for a in spec or ()]
+    return NamedSharding(mesh, PartitionSpec(*axes) if any(axes) else PartitionSpec())
 
 
 def place(x, sharding: NamedSharding):
