@@ -24,8 +24,8 @@ from graphdl.elaborate.values import (
     describe,
 )
 from graphdl.errors import Span, did_you_mean
-from graphdl.parse import ast as A
 from graphdl.ops.training import MESH_AXES
+from graphdl.parse import ast as A
 
 MAX_INLINE_DEPTH = 32
 
