@@ -241,8 +241,8 @@ def mesh_shape(devices: int | None, declared: Mapping[str, int] | None,
         shape = {DATA: 1, MODEL: 1, **declared}
         total = int(np.prod(list(shape.values())))
         if devices is not None and devices != total:
-            raise CliError(f"--devices {devices} but the mesh {_shown(shape)} has {total} "
-                           "devices")
+            raise CliError(f"--devices {devices}, but the mesh {_shown(shape)} has {total} "
+                           f"devices; --mesh data={devices} replaces the train block's mesh")
         if total > available:
             raise user_error(f"the mesh {_shown(shape)} needs {total} devices, but this run "
                              f"has {here}", span,
@@ -332,7 +332,7 @@ def check_divides(batch: int, mesh: Mesh | None, span: Span | None) -> None:
         raise user_error(f"the batch of {batch} does not split over {n} devices "
                          f"(the mesh's `data` axis); {batch} is not a multiple of {n}", span,
                          hint=f"use a batch that is a multiple of {n} (--set train.batch=N), "
-                              "or other --devices")
+                              f"or --devices N for an N that divides {batch}")
 
 
 def check_shards(mesh: Mesh, shards: Mapping[str, tuple]) -> None:

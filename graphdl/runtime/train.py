@@ -147,7 +147,8 @@ class Trainer:
 
     def __init__(self, plan: TrainPlan, sources: Mapping[str, Source],
                  resize_eval: ResizeEval | None = None, *, pretrained: bool = True,
-                 main_file: tuple[str, str] | None = None, mesh=None):
+                 main_file: tuple[str, str] | None = None,
+                 mesh: jax.sharding.Mesh | None = None):
         """`pretrained`: fill the `vectors(...)` parameters from their files (not when a
         checkpoint will replace them); `main_file`: (path, text) of the .gdl file, so
         that an error of that fill shows its `param` line; `mesh`: the devices the
@@ -157,7 +158,6 @@ class Trainer:
         self.mesh = mesh
         if plan.batch is not None:
             check_divides(plan.batch.batch, mesh, plan.batch.span or plan.span)
-        if plan.batch is not None:
             self.train_arrays = sources[plan.batch.source].arrays(plan.batch.split)
             n = len(next(iter(self.train_arrays.values())))
             self.per_epoch = num_batches(n, plan.batch.batch, drop_last=True)
@@ -526,7 +526,7 @@ def run_training(plan: TrainPlan, sources: Mapping[str, Source], *,
     (and op, found by an eager rerun), and a non-finite checkpoint is never written.
     """
     check_lengths(plan, max_steps, writes=bool(out_dir))
-    shape = mesh_shape(devices, mesh or plan_mesh(plan), plan.span)
+    shape = mesh_shape(devices, mesh or plan.mesh, plan.span)
     on_mesh = make_mesh(shape)
     read_from = Path(out_dir) if out_dir and resume else None  # every process resumes
     if not is_writer():  # process 0 writes and shows; the others compute alone
@@ -768,11 +768,6 @@ def _checkpoint_view(trainer: Trainer) -> Trainer:
     view.params, view.stats = trainer.local_variables()
     view.opt_states = local_tree(trainer.opt_states)
     return view
-
-
-def plan_mesh(plan: TrainPlan) -> dict[str, int] | None:
-    """The train block's `mesh = {data = 2, model = 2}` (None when it declares none)."""
-    return plan.mesh
 
 
 def run_evaluation(plan: TrainPlan, sources: Mapping[str, Source], out_dir: str | Path, *,
