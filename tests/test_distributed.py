@@ -97,3 +97,23 @@ def test_the_other_processes_write_nothing_and_say_one_line(runs):
         "process 1 of 2: trained 8 steps (process 0 writes the outputs)"]
     assert sorted(p.name for p in (runs / "two").iterdir()) == [
         "checkpoint", "loss.png", "metrics.jsonl"]
+
+
+def test_a_model_axis_across_processes_trains_as_one_process(tmp_path):
+    """{data = 2, model = 2} over 2 processes x 2 devices: `net.W` split over `model`,
+    the checkpoint gathered from both processes."""
+    (tmp_path / "net.gdl").write_text(MODEL.lstrip(), encoding="utf-8")
+    flags = ("--coordinator", f"127.0.0.1:{free_port()}", "--num-processes", "2",
+             "--mesh", "data=2,model=2", "--out", "two")
+    procs = [graphdl(tmp_path, 2, *flags, "--process-id", str(i)) for i in range(2)]
+    for code, _, err in [finish(p) for p in procs]:
+        assert code == 0, err[-3000:]
+    code, _, err = finish(graphdl(tmp_path, 4, "--mesh", "data=2,model=2", "--out", "one"))
+    assert code == 0, err[-3000:]
+    assert train_losses(tmp_path / "two") == pytest.approx(train_losses(tmp_path / "one"),
+                                                           rel=1e-5, abs=1e-6)
+    two = load_file(str(tmp_path / "two" / "checkpoint" / "checkpoint.safetensors"))
+    one = load_file(str(tmp_path / "one" / "checkpoint" / "checkpoint.safetensors"))
+    assert two["params/net.W"].shape == (64, 32)  # whole, not one process's half
+    for key in one:
+        np.testing.assert_allclose(two[key], one[key], rtol=1e-4, atol=1e-5, err_msg=key)
