@@ -177,15 +177,18 @@ class Model:
         return settings
 
     def train(self, train: str | None = None, out: str | None = None, *, resume: bool = False,
-              overwrite: bool = False, input_grads: str | None = None, **settings):
+              overwrite: bool = False, input_grads: str | None = None,
+              devices: int | None = None, mesh: dict[str, int] | None = None, **settings):
         """Run the file's train block (`train` names one); settings override its own
         (`epochs=5`, `seed=1`). With `out`, write checkpoints and metrics there, like
-        `graphdl run --out` (`resume`/`overwrite`/`input_grads` as its flags; the
-        gradient norms are also `result.input_grads`)."""
+        `graphdl run --out` (`resume`/`overwrite`/`input_grads`/`devices`/`mesh` as its
+        flags; the gradient norms are also `result.input_grads`). `devices`: train
+        data-parallel over that many devices (default: all); `mesh`: the axis sizes,
+        `{"data": 2, "model": 2}` (default: the train block's `mesh`)."""
         settings = self._settings("train", train, settings)
         return train_model(self, train_name=train, out_dir=out, overrides=settings,
                            progress=False, resume=resume, overwrite=overwrite,
-                           input_grads=input_grads)
+                           input_grads=input_grads, devices=devices, mesh=mesh)
 
     def gradvar(self, train: str | None = None, out: str | None = None, *,
                 keys: int = DEFAULT_KEYS, seed: int | None = None,
@@ -375,10 +378,11 @@ def train_model(model: Model, train_name: str | None = None, out_dir: str | Path
                 overrides: dict | None = None, progress: bool = True, resume: bool = False,
                 max_steps: int | None = None, quiet: bool = False,
                 overwrite: bool = False, tensorboard: bool = False,
-                input_grads: str | None = None) -> TrainResult:
+                input_grads: str | None = None, devices: int | None = None,
+                mesh: dict[str, int] | None = None) -> TrainResult:
     """Run a train block of `model` (`graphdl run`): the runtime's run_training, given the
     plan, the data and the source text it needs. `input_grads`: `"FIELD"` or
-    `"FIELD:AXIS"`, as `--input-grads`."""
+    `"FIELD:AXIS"`, as `--input-grads`; `devices`, `mesh`: as `--devices`, `--mesh`."""
     plan = model.plan(train_name, overrides)
     probe = None
     if input_grads is not None:
@@ -391,7 +395,7 @@ def train_model(model: Model, train_name: str | None = None, out_dir: str | Path
                         resize_eval=model.resize_eval(plan), out_dir=out_dir,
                         progress=progress, resume=resume, max_steps=max_steps, quiet=quiet,
                         overwrite=overwrite, overrides=overrides, tensorboard=tensorboard,
-                        input_grads=probe)
+                        input_grads=probe, devices=devices, mesh=mesh)
 
 
 def evaluate_model(model: Model, train_name: str | None = None, out_dir: str | Path = "",

@@ -63,6 +63,7 @@ def test_compile_fn_donates_buffers():
     ({"mesh": "gpu:0"}, TypeError),
     ({"donate_argnums": (-1,)}, ValueError),
     ({"donate_argnums": ("params",)}, ValueError),
+    ({"in_shardings": jax.sharding.PartitionSpec()}, ValueError),  # a spec needs a mesh
 ])
 def test_compile_fn_validates_its_options(kwargs, error):
     with pytest.raises(error):
@@ -77,6 +78,16 @@ def test_compile_fn_accepts_a_precision_policy(precision):
 def test_compile_fn_accepts_a_mesh():
     mesh = jax.sharding.Mesh(np.array(jax.devices()[:1]), ("data",))
     assert float(compile_fn(lambda x: x * 2, mesh=mesh)(2.0)) == 4.0
+
+
+def test_compile_fn_places_partition_specs_on_the_mesh():
+    mesh = jax.sharding.Mesh(np.array(jax.devices()[:1]), ("data",))
+    spec = jax.sharding.PartitionSpec
+    fn = compile_fn(lambda d: {"y": d["x"] * 2}, mesh=mesh, in_shardings=(spec("data"),),
+                    out_shardings={"y": spec()})
+    out = fn({"x": np.ones((4, 3), np.float32)})
+    assert out["y"].sharding == jax.sharding.NamedSharding(mesh, spec())
+    np.testing.assert_allclose(out["y"], 2.0)
 
 
 def test_the_compilation_cache_folder_is_set_once(monkeypatch, tmp_path):

@@ -55,6 +55,21 @@ def add_runtime_commands(sub) -> None:
     p.add_argument("--stochastic", choices=["sample", "mean"], default="sample")
     p.add_argument("--seed", type=int, default=0, help="the key for evaluation")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--devices", type=int, metavar="N",
+                   help="train data-parallel over N devices, each batch split over them "
+                        "(default: all; on a CPU, XLA_FLAGS=--xla_force_host_platform_"
+                        "device_count=N simulates N)")
+    p.add_argument("--mesh", metavar="AXIS=N,...",
+                   help="the device mesh, e.g. data=2,model=2 (default: the train block's "
+                        "`mesh`, else --devices along data)")
+    p.add_argument("--coordinator", metavar="HOST:PORT",
+                   help="run as one of several processes (jax.distributed); process 0's "
+                        "address (default: $JAX_COORDINATOR_ADDRESS)")
+    p.add_argument("--num-processes", type=int, metavar="P",
+                   help="how many processes the run has (default: $JAX_NUM_PROCESSES)")
+    p.add_argument("--process-id", type=int, metavar="I",
+                   help="this process's number, 0 to P-1; process 0 writes the outputs "
+                        "(default: $JAX_PROCESS_ID)")
     add_decode_args(p)
     p.set_defaults(func=cmd_run)
 
@@ -87,9 +102,23 @@ def _model(args):
     return Model(checked, args.file), overrides
 
 
+def _start_devices(args) -> tuple[object, dict | None]:
+    """Join the other processes of the run, if any (before JAX touches a device), and
+    read --mesh. Returns (the processes or None, the mesh's axis sizes or None)."""
+    from graphdl.runtime.devices import parse_mesh, processes_from, start_processes  # lazy: JAX
+    mesh = parse_mesh(args.mesh) if args.mesh is not None else None
+    if args.devices is not None and args.devices < 1:
+        raise CliError(f"--devices {args.devices}: a run needs at least 1 device")
+    processes = processes_from(args.coordinator, args.num_processes, args.process_id)
+    if processes is not None:
+        start_processes(processes)
+    return processes, mesh
+
+
 def cmd_run(args) -> int:
     if args.steps is not None and args.steps <= 0:  # before anything is read or written
         raise CliError(f"--steps {args.steps}: a run needs at least 1 step")
+    processes, mesh = _start_devices(args)
     model, overrides = _model(args)
     one_graph = any(v is not None for v in (args.graph, args.input, args.prompt, args.decode))
     if model.checked.trains and not one_graph:
@@ -102,7 +131,11 @@ def cmd_run(args) -> int:
         result = train_model(model, args.train, out, overrides, progress=not args.quiet,
                              resume=args.resume, max_steps=args.steps, quiet=args.quiet,
                              overwrite=args.overwrite, tensorboard=args.tensorboard,
-                             input_grads=args.input_grads)
+                             input_grads=args.input_grads, devices=args.devices, mesh=mesh)
+        if processes is not None and processes.index != 0:
+            print(f"process {processes.index} of {processes.count}: trained "
+                  f"{result.steps} steps (process 0 writes the outputs)", file=sys.stderr)
+            return 0
         if result.interrupted is not None:
             return _interrupted(args, out, result)
         grads = f", {out}/input_grads.png" if result.input_grads else ""

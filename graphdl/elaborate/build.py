@@ -150,7 +150,8 @@ class Builder:
         return Tensor(nid, t, f"the constant {value}")
 
     def param_node(self, name: str, type_: TensorType, init: tuple, span: Span,
-                   kind: str = "param", frozen: bool = False) -> Tensor:
+                   kind: str = "param", frozen: bool = False,
+                   shard: tuple | None = None) -> Tensor:
         """A parameter (or statistic) by its full name; a second use shares the first."""
         existing = self.g.graph.setdefault("params_by_name", {}).get(name)
         if existing is not None:
@@ -171,7 +172,10 @@ class Builder:
                     f"the parameters come to {total} elements with `{name}` ({type_}); the "
                     f"limit is 2^33 ({MAX_PARAMS}) parameter elements in all", span,
                     hint="a model this large cannot be allocated")
-        nid = self.node(kind, [], [], {"name": name, "init": init, "frozen": frozen}, type_, span)
+        attrs = {"name": name, "init": init, "frozen": frozen}
+        if shard is not None:  # only where declared: other IRs print as they always did
+            attrs["shard"] = shard
+        nid = self.node(kind, [], [], attrs, type_, span)
         self.g.graph["params_by_name"][name] = nid
         return Tensor(nid, type_, f"parameter `{name}`")
 

@@ -24,6 +24,7 @@ from graphdl.elaborate.values import (
     describe,
 )
 from graphdl.errors import Span, did_you_mean
+from graphdl.ops.training import MESH_AXES
 from graphdl.parse import ast as A
 
 MAX_INLINE_DEPTH = 32
@@ -339,8 +340,39 @@ def param_statement(b: Builder, st: A.Param) -> None:
                 f"{type_}", st.type.span, hint="declare it as f32[V, D]: V tokens, D numbers each")
         b.bind(st.name, Poison(), st.span)
         return
+    shard = _shard_spec(b, st, type_)
     name = f"{b.scope.instance}.{st.name}" if b.scope.instance else st.name
-    b.bind(st.name, b.param_node(name, type_, init, st.span, frozen=st.frozen), st.span)
+    b.bind(st.name, b.param_node(name, type_, init, st.span, frozen=st.frozen, shard=shard),
+           st.span)
+
+
+def _shard_spec(b: Builder, st: A.Param, type_) -> tuple | None:
+    """`shard [_, model]`: one mesh axis (or `_`) per axis of the type, each mesh axis at
+    most once -> ("None", "model") as the IR keeps it (None: not split)."""
+    if st.shard is None:
+        return None
+    if len(st.shard) != len(type_.shape):
+        n = len(st.shard)
+        b.error(f"`shard` names {n} ax{'is' if n == 1 else 'es'}, but `{st.name}` is {type_} "
+                f"with {len(type_.shape)}", st.shard_span,
+                hint="give one entry per axis: a mesh axis, or `_` for an axis kept whole")
+        return None
+    spec: list = []
+    for axis in st.shard:
+        if axis == "_":
+            spec.append(None)
+        elif axis not in MESH_AXES:
+            b.error(f"unknown mesh axis `{axis}` in `shard`; the mesh axes are "
+                    f"{', '.join(MESH_AXES)}", st.shard_span,
+                    did_you_mean(axis, MESH_AXES) or "write `_` for an axis kept whole")
+            return None
+        elif axis in spec:
+            b.error(f"`shard` splits two axes of `{st.name}` over the mesh axis `{axis}`",
+                    st.shard_span, hint="a mesh axis splits at most one axis of a parameter")
+            return None
+        else:
+            spec.append(axis)
+    return tuple(spec)
 
 
 def layer_statement(b: Builder, st: A.Layer) -> None:

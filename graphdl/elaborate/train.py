@@ -28,6 +28,7 @@ from graphdl.ir.plan import (
 )
 from graphdl.ops.training import (
     DEFAULT_OPTIMIZER,
+    MESH_AXES,
     OPTIMIZERS,
     STEP_SETTINGS,
     TRAIN_SETTINGS,
@@ -76,7 +77,7 @@ def make_batch(b: Builder, split_ref: SplitRef, batch: int, shuffle: bool, span:
         inputs[name] = nid
         fields[name] = Tensor(nid, t, f"`data.{name}` from {split_ref.source.name}.{split_ref.split}")
     b.g.graph.setdefault("batches", []).append(
-        BatchPlan(split_ref.source.name, split_ref.split, batch, shuffle, inputs))
+        BatchPlan(split_ref.source.name, split_ref.split, batch, shuffle, inputs, span))
     return Record(fields)
 
 
@@ -133,7 +134,9 @@ def _shared_statements(b: Builder, body: list, data_override: Record | None) -> 
         if isinstance(st, A.Assign) and len(st.targets) == 1:
             name = st.targets[0]
             value = b.scope.values.get(name)
-            if isinstance(value, (Const, Setting)):
+            if name == "mesh" and isinstance(value, Record):
+                settings[name] = (value, st.span)
+            elif isinstance(value, (Const, Setting)):
                 if name in TRAIN_SETTINGS:
                     settings[name] = (value, st.span)
                 elif did_you_mean(name, TRAIN_SETTINGS):
@@ -248,6 +251,8 @@ def build_train(program, tdef: A.TrainDef, diagnostics: list) -> TrainPlan | Non
                     checkpoint = CheckpointPlan(n, UNITS[st.unit])
         given = {key: _setting_value(b, key, *settings[key]) for key in settings
                  if key in TRAIN_SETTINGS and TRAIN_SETTINGS[key].kind in ("int", "float", "schedule")}
+        if "mesh" in settings:
+            given["mesh"] = _mesh(b, *settings["mesh"])
     for _k, s in enumerate(steps):
         b.g.graph["outputs"].append(s.loss)
     batches = b.g.graph.get("batches", [])
@@ -266,7 +271,8 @@ def build_train(program, tdef: A.TrainDef, diagnostics: list) -> TrainPlan | Non
                      epochs=given.get("epochs"), num_steps=given.get("steps"),
                      seed=given.get("seed"), clip_grad_norm=given.get("clip_grad_norm"),
                      weight_decay=given.get("weight_decay"), schedule=given.get("schedule"),
-                     evaluations=evaluations, checkpoint=checkpoint, early_stop=stop)
+                     evaluations=evaluations, checkpoint=checkpoint, early_stop=stop,
+                     mesh=given.get("mesh"))
 
 
 def _default_optimizer() -> OptimizerSpec:
@@ -304,6 +310,26 @@ def _setting_value(b: Builder, name: str, value, span: Span):
         return value.value
     b.error(f"`{name}` must be a number, got {describe(value)}", span)
     return None
+
+
+def _mesh(b: Builder, value, span: Span) -> dict[str, int] | None:
+    """`mesh = {data = 2, model = 2}`: each mesh axis's number of devices."""
+    example = "mesh = {data = 2, model = 2}"
+    if not isinstance(value, Record):
+        b.error(f"`mesh` must be a record of axis sizes like {example}, got "
+                f"{describe(value)}", span)
+        return None
+    shape = {}
+    for axis, size in value.fields.items():
+        if axis not in MESH_AXES:
+            b.error(f"unknown mesh axis `{axis}`; the mesh axes are {', '.join(MESH_AXES)}",
+                    span, did_you_mean(axis, MESH_AXES))
+            return None
+        n = _int_setting(b, f"mesh.{axis}", size, span, 1)
+        if n is None:
+            return None
+        shape[axis] = n
+    return shape
 
 
 def _early_stop_plan(b: Builder, stop) -> EarlyStopPlan | None:

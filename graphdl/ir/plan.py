@@ -39,6 +39,7 @@ class BatchPlan:
     batch: int
     shuffle: bool
     inputs: dict[str, int]  # field -> input node id
+    span: Span | None = None  # the `SRC.SPLIT(batch = N)` call (a batch that does not split)
 
 
 @dataclass(frozen=True)
@@ -105,6 +106,7 @@ class TrainPlan:
     evaluations: list[EvalPlan] = field(default_factory=list)
     checkpoint: CheckpointPlan | None = None
     early_stop: EarlyStopPlan | None = None
+    mesh: dict[str, int] | None = None  # `mesh = {data = 2, model = 2}`: devices per axis
 
     def setting(self, name: str):
         """The value of a train setting by its GDL name (`steps` is `num_steps`)."""

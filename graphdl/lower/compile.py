@@ -3,8 +3,9 @@
 Everything that compiles (a graph called through the API, a train step, an evaluation,
 parameter initialisation, bench, export) comes through `compile_fn`, so the options that
 apply to every compiled function live here: a precision policy, a device mesh, buffer
-donation and the persistent compilation cache. Precision and mesh are accepted and
-checked now and applied later, so callers can already pass them.
+donation and the persistent compilation cache. The mesh places the arguments and results
+(shardings given as PartitionSpecs are on it); precision is accepted and checked now and
+applied later, so callers can already pass it.
 """
 
 from __future__ import annotations
@@ -40,11 +41,15 @@ def default_cache_dir() -> Path | None:
 
 def compile_fn(fn: Callable, *, static_argnames: Sequence[str] = (),
                donate_argnums: Sequence[int] = (), precision: str | None = None,
-               mesh: jax.sharding.Mesh | None = None, cache_dir: str | None = None) -> Callable:
+               mesh: jax.sharding.Mesh | None = None, cache_dir: str | None = None,
+               in_shardings=None, out_shardings=None) -> Callable:
     """`fn` compiled with `jax.jit`.
 
     precision: None (the IR's own dtypes) or one of PRECISIONS; not applied yet.
-    mesh: None (one device) or a `jax.sharding.Mesh`; not applied yet.
+    mesh: None (one device) or a `jax.sharding.Mesh`; with it, `in_shardings` and
+    `out_shardings` (pytree prefixes of the arguments and results, as jax.jit takes them)
+    may hold `PartitionSpec`s, which mean that spec on this mesh; what they leave out
+    (None) follows the arguments' own shardings, and XLA propagates the rest.
     donate_argnums: arguments whose buffers XLA may reuse for the outputs; the caller
     must not touch those arrays after the call.
     cache_dir: a folder for JAX's persistent compilation cache; the first one given
@@ -64,8 +69,23 @@ def compile_fn(fn: Callable, *, static_argnames: Sequence[str] = (),
         _use_cache_dir(str(cache_dir))
     else:
         _default_cache()
+    placed = {}
+    if mesh is not None:
+        for name, tree in (("in_shardings", in_shardings), ("out_shardings", out_shardings)):
+            if tree is not None:
+                placed[name] = _on_mesh(mesh, tree)
+    elif in_shardings is not None or out_shardings is not None:
+        raise ValueError("in_shardings and out_shardings need a mesh")
     return jax.jit(fn, static_argnames=tuple(static_argnames),
-                   donate_argnums=tuple(donate_argnums))
+                   donate_argnums=tuple(donate_argnums), **placed)
+
+
+def _on_mesh(mesh: jax.sharding.Mesh, tree):
+    """Each PartitionSpec of `tree` as a NamedSharding on `mesh`; other leaves as given."""
+    spec = jax.sharding.PartitionSpec
+    return jax.tree_util.tree_map(
+        lambda s: jax.sharding.NamedSharding(mesh, s) if isinstance(s, spec) else s, tree,
+        is_leaf=lambda s: isinstance(s, (spec, jax.sharding.Sharding)))
 
 
 def _default_cache() -> None:

@@ -17,7 +17,8 @@ class TrainSetting:
 
     kind: "int" (a constant integer from `minimum` to `maximum`, None: no bound), "float" (a constant number),
     "optimizer", "schedule" (a call like adam(...) / cosine(...)), "loss" (a scalar
-    tensor), "data" (a split's batch) or "early_stop" (the early_stop(...) statement).
+    tensor), "data" (a split's batch), "early_stop" (the early_stop(...) statement) or
+    "mesh" (a record of mesh axis sizes, `{data = 2, model = 2}`).
     overridable: `--set K=V` and `Model.train(K=V)` may replace it.
     in_step: a `step` block may give it for itself; the others belong to the whole block.
     """
@@ -56,7 +57,12 @@ TRAIN_SETTINGS: dict[str, TrainSetting] = {s.name: s for s in (
     TrainSetting("loss", "loss", in_step=True),
     TrainSetting("early_stop", "early_stop"),
     TrainSetting("data", "data", in_step=True),  # read once per block; a step may rebind it
+    TrainSetting("mesh", "mesh"),  # {data = 2, model = 2}: the devices, by mesh axis
 )}
+
+# the axes of a device mesh: a train block's `mesh = {data = 2, model = 2}` and a
+# parameter's `shard [_, model]` name them (the runtime builds the mesh)
+MESH_AXES = ("data", "model")
 
 OVERRIDABLE_SETTINGS: tuple[str, ...] = tuple(n for n, s in TRAIN_SETTINGS.items() if s.overridable)
 # constants a step may give for itself (its optimizer and loss are read on their own)

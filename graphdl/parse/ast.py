@@ -126,6 +126,9 @@ class Param(Node):
     type: TypeExpr
     init: Node
     frozen: bool
+    # `shard [_, model]`: per axis of the type, the mesh axis it is split over ("_": none)
+    shard: list[str] | None = None
+    shard_span: Span | None = None
 
 
 @dataclass

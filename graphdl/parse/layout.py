@@ -5,8 +5,8 @@ or `~`, and before a line that starts with `|>`.
 
 Most GDL keywords are soft: `data`, `step` or `state` are also good binding names
 (`data = digits.train(...)`, `data.x`). A statement-start word is a keyword only when a
-name, a string or `{` follows it (`data digits = ...`, `train {`); `by`, `on`, `every` and
-`frozen` are keywords only where their statement puts them.
+name, a string or `{` follows it (`data digits = ...`, `train {`); `by`, `on`, `every`,
+`shard` and `frozen` are keywords only where their statement puts them.
 """
 
 from __future__ import annotations
@@ -117,6 +117,8 @@ class Layout:
                 keyword = True
             elif word == "every" and head in ("evaluate", "checkpoint"):
                 keyword = nxt is not None and nxt.value not in ("=", ".", "(", "[", ")", ",")
+            elif word == "shard" and head == "param":
+                keyword = nxt is not None and nxt.value == "["
             elif word == "frozen" and head == "param":
                 keyword = nxt is None or nxt.type == "_NL" or nxt.value == "}"
             if keyword:

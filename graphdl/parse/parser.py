@@ -26,7 +26,7 @@ TERMINAL_WORDS = {
     "RBRACE": "'}'", "COMMA": "','", "COLON": "':'", "EQUAL": "'='", "DOT": "'.'",
     "PLUS": "'+'", "MINUS": "'-'", "STAR": "'*'", "SLASH": "'/'", "AT": "'@'",
     "PERCENT": "'%'", "TILDE": "'~'", "MORETHAN": "'>'", "LESSTHAN": "'<'",
-    "FROZEN": "`frozen`",
+    "FROZEN": "`frozen`", "_SHARD": "`shard`",
 }
 
 

@@ -198,7 +198,12 @@ class ToAst(Transformer):
 
     def param(self, meta, c):
         frozen = any(isinstance(x, Token) and x.type == "FROZEN" for x in c)
-        return A.Param(self.span(meta), str(c[0]), c[1], c[2], frozen)
+        shard = next((x for x in c[3:] if isinstance(x, tuple)), None)
+        return A.Param(self.span(meta), str(c[0]), c[1], c[2], frozen,
+                       *(shard if shard else (None, None)))
+
+    def shard(self, meta, c):
+        return ([str(x) for x in c], self.span(meta))
 
     def layer(self, meta, c):
         return A.Layer(self.span(meta), str(c[0]), c[1])

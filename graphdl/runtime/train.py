@@ -11,6 +11,7 @@ evaluation's IR for another batch size, comes in as a function (`ResizeEval`).
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import importlib.metadata
 import json
@@ -40,6 +41,20 @@ from graphdl.ops.training import OVERRIDABLE_SETTINGS
 from graphdl.passes.pipeline import run_passes, surrogate_of
 from graphdl.runtime.checkpoint import CheckpointError, checkpoint_path, source_hash
 from graphdl.runtime.data import Source, batches, check_label_classes, num_batches
+from graphdl.runtime.devices import (
+    DATA,
+    check_divides,
+    check_shards,
+    is_writer,
+    local_copy,
+    local_tree,
+    make_mesh,
+    mesh_shape,
+    param_sharding,
+    place,
+    replicated,
+    shard_batch,
+)
 from graphdl.runtime.input_grads import FILES as INPUT_GRAD_FILES
 from graphdl.runtime.input_grads import (
     InputGrads,
@@ -131,13 +146,17 @@ class Trainer:
 
     def __init__(self, plan: TrainPlan, sources: Mapping[str, Source],
                  resize_eval: ResizeEval | None = None, *, pretrained: bool = True,
-                 main_file: tuple[str, str] | None = None):
+                 main_file: tuple[str, str] | None = None,
+                 mesh: jax.sharding.Mesh | None = None):
         """`pretrained`: fill the `vectors(...)` parameters from their files (not when a
         checkpoint will replace them); `main_file`: (path, text) of the .gdl file, so
-        that an error of that fill shows its `param` line."""
+        that an error of that fill shows its `param` line; `mesh`: the devices the
+        iteration runs on (runtime/devices.py), None for one device."""
         self.plan, self.sources, self.resize_eval = plan, sources, resize_eval
         self.batch_plan = plan.batch
+        self.mesh = mesh
         if plan.batch is not None:
+            check_divides(plan.batch.batch, mesh, plan.batch.span or plan.span)
             self.train_arrays = sources[plan.batch.source].arrays(plan.batch.split)
             n = len(next(iter(self.train_arrays.values())))
             self.per_epoch = num_batches(n, plan.batch.batch, drop_last=True)
@@ -178,9 +197,59 @@ class Trainer:
         # caller replaces its copies with the iteration's outputs at once (run_training,
         # bench), and evaluation and checkpoints read the current ones, never old ones.
         self.ir = run_passes(plan.ir)  # the IR the steps run: after the pass pipeline
-        self.iteration = compile_fn(self._iteration, donate_argnums=(0, 1, 2))
+        if mesh is None:
+            self.iteration = compile_fn(self._iteration, donate_argnums=(0, 1, 2))
+        else:
+            self.iteration = self._on_mesh(specs)
         self.early = (None, 0)  # early stopping: best metric so far, evaluations without gain
         self._eval_fns: dict = {}
+
+    def _on_mesh(self, specs: dict) -> Callable:
+        """The state placed on the mesh (parameters split as their `shard [...]` says,
+        the rest replicated) and the iteration compiled for it: each batch split over
+        `data`, the state keeping its shardings from step to step."""
+        mesh = self.mesh
+        shards = {n: specs[n].get("shard") for n in self.params if n in specs}
+        check_shards(mesh, {n: (specs[n]["type"], s, specs[n]["span"])
+                            for n, s in shards.items() if s})
+        params = {n: param_sharding(mesh, shards.get(n)) for n in self.params}
+        stats = {n: replicated(mesh) for n in self.stats}
+        opts = _opt_state_shardings(self.opt_states, params,
+                                     {n: v.shape for n, v in self.params.items()},
+                                     replicated(mesh))
+        self.shardings = (params, stats, opts)
+        self.place_state()
+        whole = jax.sharding.PartitionSpec()
+        jitted = compile_fn(self._iteration, donate_argnums=(0, 1, 2), mesh=mesh,
+                            in_shardings=(params, stats, opts,
+                                          jax.sharding.PartitionSpec(DATA), whole),
+                            out_shardings=(params, stats, opts, whole))
+        key_sharding = replicated(mesh)
+        # XLA's CPU collectives hang when many steps are queued: wait for each one there
+        wait = mesh.devices.flat[0].platform == "cpu"
+
+        def iteration(params, stats, opt_states, batch, key):
+            out = jitted(params, stats, opt_states, batch, place(key, key_sharding))
+            if wait:
+                jax.block_until_ready(out[3])
+            # the losses as this process's own copy: what reads them runs here alone
+            return (*out[:3], local_copy(out[3]))
+        return iteration
+
+    def place_state(self) -> None:
+        """Put the parameters, statistics and optimizer state on the mesh (after they
+        were made or restored on one device)."""
+        params, stats, opts = self.shardings
+        self.params = {n: place(v, params[n]) for n, v in self.params.items()}
+        self.stats = {n: place(v, stats[n]) for n, v in self.stats.items()}
+        self.opt_states = jax.tree_util.tree_map(place, self.opt_states, opts)
+
+    def local_variables(self) -> tuple[dict, dict]:
+        """The parameters and statistics on one device of this process (evaluation and
+        checkpoints run there; every process calls this together on a mesh)."""
+        if self.mesh is None:
+            return self.params, self.stats
+        return local_tree(self.params), local_tree(self.stats)
 
     def _subset(self, over, frozen) -> list[str]:
         names = [n for n in self.params if n not in frozen]
@@ -270,10 +339,11 @@ class Trainer:
         # each batch its own key (fixed, so an evaluation is reproducible): with one key
         # for all, every batch of one size would draw the same noise for its rows
         key0 = jax.random.key(0)
+        params, stats = self.local_variables()  # evaluation runs on one device
         for index, batch in enumerate(batches(arrays, ev.batch.batch, shuffle=False, seed=0,
                                               epoch=0, drop_last=False)):
             size = len(next(iter(batch.values())))
-            out, parts = self._eval_fn(ev, size)(self.params, self.stats, self._inputs(batch),
+            out, parts = self._eval_fn(ev, size)(params, stats, self._inputs(batch),
                                                  jax.random.fold_in(key0, index))
             for m, v in out.items():
                 totals[m] += float(v) * size
@@ -303,8 +373,21 @@ class Trainer:
                     continue
                 if step >= self.total_steps:
                     return
-                yield epoch, self._inputs(batch)
+                inputs = self._inputs(batch)
+                yield epoch, inputs if self.mesh is None else shard_batch(self.mesh, inputs)
                 step += 1
+
+
+def _opt_state_shardings(opt_states, shardings: dict, shapes: dict, whole):
+    """Each optimizer-state leaf's sharding: a parameter's moment (a leaf under that
+    parameter's name, of its shape) is split like the parameter; counters are whole."""
+    def pick(path, leaf):
+        name = next((k.key for k in reversed(path) if isinstance(k, jax.tree_util.DictKey)),
+                    None)
+        if name in shardings and getattr(leaf, "shape", None) == shapes[name]:
+            return shardings[name]
+        return whole
+    return jax.tree_util.tree_map_with_path(pick, opt_states)
 
 
 def _check_ratio_shapes(ev: EvalPlan, metric: str, sums: list, part: list, size: int) -> None:
@@ -392,6 +475,9 @@ def run_header(plan: TrainPlan, trainer: Trainer, overrides: Mapping | None,
               "backend": device.platform, "device": getattr(device, "device_kind", str(device)),
               "train_block": plan.name, "seed": trainer.seed, "total_steps": trainer.total_steps,
               "steps_per_epoch": trainer.per_epoch, "overrides": dict(overrides or {})}
+    if trainer.mesh is not None:  # a one-device run's header is as it always was
+        header["mesh"] = dict(trainer.mesh.shape)
+        header["processes"] = jax.process_count()
     if resumed_from is not None:
         header["resumed_from"] = resumed_from
     return header
@@ -421,18 +507,29 @@ def run_training(plan: TrainPlan, sources: Mapping[str, Source], *,
                  out_dir: str | Path | None = None, progress: bool = True, resume: bool = False,
                  max_steps: int | None = None, quiet: bool = False,
                  overwrite: bool = False, overrides: Mapping | None = None,
-                 tensorboard: bool = False, input_grads: InputGrads | None = None) -> TrainResult:
+                 tensorboard: bool = False, input_grads: InputGrads | None = None,
+                 devices: int | None = None, mesh: Mapping[str, int] | None = None
+                 ) -> TrainResult:
     """Train `plan` (overrides already applied) on `sources` (data source name -> opened
     source). `source_text`: the .gdl text, whose hash the checkpoint in `out_dir` keeps;
     `overrides`: the `--set` settings given, recorded in the run's header;
     `input_grads`: also measure the loss's gradient with respect to a data field at the
-    start and the end (runtime/input_grads.py).
+    start and the end (runtime/input_grads.py); `devices`: how many devices the run is
+    data-parallel over (default: all of them), `mesh`: the mesh's axis sizes
+    ({"data": 2, "model": 2}, `--mesh`; default: the train block's `mesh`). In a run over
+    several processes (`jax.distributed`) only process 0 writes to `out_dir` and shows
+    progress; every process computes the same steps.
 
     SIGINT/SIGTERM stop the run at the next step boundary with a checkpoint saved
     (`result.interrupted` is the signal); a non-finite loss is an error naming its step
     (and op, found by an eager rerun), and a non-finite checkpoint is never written.
     """
     check_lengths(plan, max_steps, writes=bool(out_dir))
+    shape = mesh_shape(devices, mesh or plan.mesh, plan.span)
+    on_mesh = make_mesh(shape)
+    read_from = Path(out_dir) if out_dir and resume else None  # every process resumes
+    if not is_writer():  # process 0 writes and shows; the others compute alone
+        out_dir, progress, quiet, tensorboard = None, False, True, False
     if tensorboard:
         try:
             Reporter.check_tensorboard()
@@ -442,17 +539,19 @@ def run_training(plan: TrainPlan, sources: Mapping[str, Source], *,
     if out is not None:  # before any work: never train for nothing, never clobber
         check_out_dir(out, resume, overwrite, source_text)
     main_file = (plan.span.file, source_text) if source_text is not None and plan.span else None
-    trainer = Trainer(plan, sources, resize_eval, pretrained=not (resume and out is not None),
-                      main_file=main_file)
+    trainer = Trainer(plan, sources, resize_eval, pretrained=read_from is None,
+                      main_file=main_file, mesh=on_mesh)
     start = 0
-    if resume and out is not None:
-        start = restore(trainer, out)
-        check_vocabularies(out, sources, trainer.vocab_sources, "--resume")
+    if read_from is not None:
+        start = restore(trainer, read_from)
+        check_vocabularies(read_from, sources, trainer.vocab_sources, "--resume")
+        if trainer.mesh is not None:
+            trainer.place_state()
     grads = _InputGradProbe(trainer, input_grads) if input_grads else None
     if grads is not None:
         grads.measure(start)
     # a host copy of where this run starts: an eager replay traces a non-finite loss from it
-    snapshot = jax.device_get((trainer.params, trainer.stats, trainer.opt_states))
+    snapshot = jax.device_get((*trainer.local_variables(), local_tree(trainer.opt_states)))
     header = run_header(plan, trainer, overrides, start if resume and out is not None else None)
     try:
         reporter = Reporter(out, trainer.total_steps, plan, progress=progress, quiet=quiet,
@@ -628,9 +727,12 @@ def _raise_nonfinite(run: _Run, bad: int, start: int, key0, snapshot) -> None:
 def _save_checked(run: _Run, step: int, final: bool = False) -> None:
     """Save the checkpoint unless a parameter is not finite (the last good one stays).
     A failed final save goes to a rescue folder, so trained weights are never lost."""
+    gathers = run.trainer.mesh is not None and jax.process_count() > 1
+    if run.out is None and not gathers:
+        return
+    trainer = _checkpoint_view(run.trainer)  # every process of a run gathers together
     if run.out is None:
         return
-    trainer = run.trainer
     leaves = jax.tree_util.tree_leaves((trainer.params, trainer.stats))
     if not all(_finite(v) for v in leaves):
         run.reporter.note(f"not saving the checkpoint of step {step}: a parameter is not "
@@ -639,10 +741,12 @@ def _save_checked(run: _Run, step: int, final: bool = False) -> None:
     try:
         save(trainer, run.out, step, step // trainer.per_epoch, run.source_text,
              header=run.header)
+        run.trainer.vocab_written = trainer.vocab_written
         run.saved = run.out / "checkpoint"
     except GdlError as err:
         if not final:
             raise
+        run.trainer.vocab_written = trainer.vocab_written
         rescue = Path(tempfile.mkdtemp(prefix="graphdl-rescue-"))
         # the portable file alone: each process has its own temporary folder
         save(trainer, rescue, step, step // trainer.per_epoch, run.source_text,
@@ -651,6 +755,19 @@ def _save_checked(run: _Run, step: int, final: bool = False) -> None:
                          f"{rescue / 'checkpoint'} instead",
                          hint=f"copy that folder to {run.out / 'checkpoint'} and resume with "
                               "--resume") from None
+
+
+def _checkpoint_view(trainer: Trainer) -> Trainer:
+    """What a checkpoint saves: on a mesh, a copy of the trainer whose parameters,
+    statistics and optimizer state are this process's whole copies (gathered from the
+    other processes where a `shard` split them), so that process 0 writes the one
+    safetensors file. (A sharded, several-writer checkpoint would replace this.)"""
+    if trainer.mesh is None:
+        return trainer
+    view = copy.copy(trainer)
+    view.params, view.stats = trainer.local_variables()
+    view.opt_states = local_tree(trainer.opt_states)
+    return view
 
 
 def run_evaluation(plan: TrainPlan, sources: Mapping[str, Source], out_dir: str | Path, *,
