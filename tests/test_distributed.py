@@ -117,3 +117,26 @@ def test_a_model_axis_across_processes_trains_as_one_process(tmp_path):
     assert two["params/net.W"].shape == (64, 32)  # whole, not one process's half
     for key in one:
         np.testing.assert_allclose(two[key], one[key], rtol=1e-4, atol=1e-5, err_msg=key)
+
+
+def test_a_checkpoint_of_two_processes_resumes_in_one(runs, tmp_path):
+    """2 processes x 2 devices stop after 4 of the 8 steps (each process writes its shards
+    with orbax, process 0 the portable file); one process on one device resumes and its
+    last 4 losses are those of the uninterrupted 4-device run."""
+    (tmp_path / "net.gdl").write_text(MODEL.lstrip(), encoding="utf-8")
+    flags = ("--coordinator", f"127.0.0.1:{free_port()}", "--num-processes", "2",
+             "--out", "half", "--steps", "4")
+    procs = [graphdl(tmp_path, 2, *flags, "--process-id", str(i)) for i in range(2)]
+    for code, _, err in [finish(p) for p in procs]:
+        assert code == 0, err[-3000:]
+    from graphdl.runtime.sharded_checkpoint import sharded_name
+
+    name = sharded_name(tmp_path / "half" / "checkpoint")
+    assert name is not None and (tmp_path / "half" / "checkpoint" / "sharded" / name).is_dir()
+    code, _, err = finish(graphdl(tmp_path, 1, "--resume", "--out", "half"))
+    assert code == 0, err[-3000:]
+    resumed = train_losses(tmp_path / "half")
+    assert len(resumed) == 8
+    assert resumed[4:] == pytest.approx(train_losses(runs / "one")[4:], rel=1e-5, abs=1e-6)
+    # a one-process save replaces the sharded folder with the portable file alone
+    assert sharded_name(tmp_path / "half" / "checkpoint") is None

@@ -493,6 +493,7 @@ class _Run:
         self.first_bad = jnp.zeros((), jnp.int32)  # 0, or the first step with a non-finite loss
         self.track = compile_fn(_track_nonfinite)
         self.saved: Path | None = None
+        self.checkpoint_to = out  # OUT in every process of a run (`out` is process 0's alone)
         self.best: tuple | None = None  # (step, value, params, stats): early stopping keeps it
 
 
@@ -528,6 +529,8 @@ def run_training(plan: TrainPlan, sources: Mapping[str, Source], *,
     shape = mesh_shape(devices, mesh or plan.mesh, plan.span)
     on_mesh = make_mesh(shape)
     read_from = Path(out_dir) if out_dir and resume else None  # every process resumes
+    # every process takes part in a checkpoint (orbax writes each one's shards)
+    checkpoint_to = Path(out_dir) if out_dir else None
     if not is_writer():  # process 0 writes and shows; the others compute alone
         out_dir, progress, quiet, tensorboard = None, False, True, False
     if tensorboard:
@@ -562,6 +565,7 @@ def run_training(plan: TrainPlan, sources: Mapping[str, Source], *,
     for note in trainer.notes:
         reporter.note(note)
     run = _Run(trainer, out, source_text, reporter, header)
+    run.checkpoint_to = checkpoint_to
     result = TrainResult({}, out_dir=out)
     try:
         with _Stop() as stop:
@@ -726,42 +730,40 @@ def _raise_nonfinite(run: _Run, bad: int, start: int, key0, snapshot) -> None:
 
 def _save_checked(run: _Run, step: int, final: bool = False) -> None:
     """Save the checkpoint unless a parameter is not finite (the last good one stays).
-    A failed final save goes to a rescue folder, so trained weights are never lost."""
-    gathers = run.trainer.mesh is not None and jax.process_count() > 1
-    if run.out is None and not gathers:
+    A failed final save goes to a rescue folder, so trained weights are never lost.
+    Every process of a run calls it: the finite check gathers and the save is written
+    by all of them (runtime/sharded_checkpoint.py)."""
+    out = run.checkpoint_to
+    if out is None:
         return
-    trainer = _checkpoint_view(run.trainer)  # every process of a run gathers together
-    if run.out is None:
-        return
-    leaves = jax.tree_util.tree_leaves((trainer.params, trainer.stats))
+    view = _checkpoint_view(run.trainer)  # this process's whole copies (a collective)
+    leaves = jax.tree_util.tree_leaves((view.params, view.stats))
     if not all(_finite(v) for v in leaves):
         run.reporter.note(f"not saving the checkpoint of step {step}: a parameter is not "
                           "finite; the last good checkpoint stays")
         return
+    trainer = run.trainer
     try:
-        save(trainer, run.out, step, step // trainer.per_epoch, run.source_text,
+        save(trainer, out, step, step // trainer.per_epoch, run.source_text,
              header=run.header)
-        run.trainer.vocab_written = trainer.vocab_written
-        run.saved = run.out / "checkpoint"
+        run.saved = out / "checkpoint"
     except GdlError as err:
         if not final:
             raise
-        run.trainer.vocab_written = trainer.vocab_written
         rescue = Path(tempfile.mkdtemp(prefix="graphdl-rescue-"))
         # the portable file alone: each process has its own temporary folder
         save(trainer, rescue, step, step // trainer.per_epoch, run.source_text,
              header=run.header, sharded=False)
         raise user_error(f"{err.diagnostics[0].message}; the trained weights were saved to "
                          f"{rescue / 'checkpoint'} instead",
-                         hint=f"copy that folder to {run.out / 'checkpoint'} and resume with "
+                         hint=f"copy that folder to {out / 'checkpoint'} and resume with "
                               "--resume") from None
 
 
 def _checkpoint_view(trainer: Trainer) -> Trainer:
-    """What a checkpoint saves: on a mesh, a copy of the trainer whose parameters,
-    statistics and optimizer state are this process's whole copies (gathered from the
-    other processes where a `shard` split them), so that process 0 writes the one
-    safetensors file. (A sharded, several-writer checkpoint would replace this.)"""
+    """On a mesh, a copy of the trainer whose parameters, statistics and optimizer state
+    are this process's whole copies (gathered from the other processes where a `shard`
+    split them): what the finite check before a save reads."""
     if trainer.mesh is None:
         return trainer
     view = copy.copy(trainer)
