@@ -68,6 +68,12 @@ def cli(*args):
     return code, err.getvalue()
 report["odd_batch"] = cli("run", sys.argv[1], "--devices", "4", "--quiet", "--out",
                           sys.argv[2] + "/odd", "--set", "train.batch=30")
+# no --devices: the most of the 4 devices that split a batch of 30 (3), not an error
+odd = model.train(batch=30)
+report["default_odd"] = {"devices": len(odd.variables["params"]["net.W"].sharding.device_set),
+                         "losses": [r["loss"] for r in odd.history if r.get("split") == "train"]}
+report["odd_one"] = [r["loss"] for r in model.train(batch=30, devices=1).history
+                     if r.get("split") == "train"]
 report["odd_dim"] = cli("run", sys.argv[1], "--mesh", "data=1,model=4", "--quiet", "--out",
                         sys.argv[2] + "/dim", "--set", "net.H=30")
 report["too_many"] = cli("run", sys.argv[1], "--devices", "8", "--quiet", "--out",
@@ -122,6 +128,12 @@ def test_a_batch_that_does_not_split_names_both_numbers(four_devices):
     user_error(code, err)
     assert "error: the batch of 30 does not split over 4 devices" in err
     assert "net.gdl:10:12" in err  # the `digits.train(batch = ...)` call
+
+
+def test_the_default_uses_the_most_devices_that_split_the_batch(four_devices):
+    default = four_devices["default_odd"]
+    assert default["devices"] == 3  # 30 = 3 x 10
+    assert default["losses"] == pytest.approx(four_devices["odd_one"], rel=1e-5, abs=1e-6)
 
 
 def test_a_sharded_dim_that_does_not_divide_is_located(four_devices):

@@ -228,10 +228,12 @@ def is_writer() -> bool:
 
 
 def mesh_shape(devices: int | None, declared: Mapping[str, int] | None,
-               span: Span | None = None) -> dict[str, int]:
+               span: Span | None = None, batch: int | None = None) -> dict[str, int]:
     """The mesh's axis sizes: `declared` (the train block's `mesh`, or `--mesh`), else
-    `devices` (default: every device of the run) along `data`. Checked against the
-    devices there are: an error names what is available."""
+    `devices` along `data`. Without either, every device of one process, or the most of
+    them that split `batch` evenly (8 GPUs and a batch of 100 train on 4: a default must
+    not refuse to run where one device would; `--devices 8` asks for the error). Checked
+    against the devices there are: an error names what is available."""
     available = jax.device_count()
     local = jax.local_device_count()
     here = (f"{available} device{'s' if available != 1 else ''}" +
@@ -250,6 +252,8 @@ def mesh_shape(devices: int | None, declared: Mapping[str, int] | None,
                                   "simulates N devices")
         return shape
     n = available if devices is None else devices
+    if devices is None and batch and jax.process_count() == 1:
+        n = max(d for d in range(1, available + 1) if batch % d == 0)
     if n < 1:
         raise CliError(f"--devices {n}: a run needs at least 1 device")
     if n > available:

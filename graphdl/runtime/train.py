@@ -526,7 +526,8 @@ def run_training(plan: TrainPlan, sources: Mapping[str, Source], *,
     (and op, found by an eager rerun), and a non-finite checkpoint is never written.
     """
     check_lengths(plan, max_steps, writes=bool(out_dir))
-    shape = mesh_shape(devices, mesh or plan.mesh, plan.span)
+    shape = mesh_shape(devices, mesh or plan.mesh, plan.span,
+                       plan.batch.batch if plan.batch is not None else None)
     on_mesh = make_mesh(shape)
     read_from = Path(out_dir) if out_dir and resume else None  # every process resumes
     # every process takes part in a checkpoint (orbax writes each one's shards)
