@@ -105,6 +105,7 @@ class TrainPlan:
     evaluations: list[EvalPlan] = field(default_factory=list)
     checkpoint: CheckpointPlan | None = None
     early_stop: EarlyStopPlan | None = None
+    precision: str | None = None  # "bf16" or "f32"; None: f32 (passes/precision.py)
 
     def setting(self, name: str):
         """The value of a train setting by its GDL name (`steps` is `num_steps`)."""
