@@ -59,6 +59,7 @@ from graphdl.errors import Diagnostic, GdlError, UserError
 from graphdl.ir.graph import IR, node, nodes
 from graphdl.ir.node import STRUCTURAL_OPS, Node
 from graphdl.ops import REGISTRY
+from graphdl.ops.training import DEFAULT_PRECISION
 
 POLICY = "bf16"
 F32_OPS = frozenset({
@@ -72,8 +73,7 @@ BF16_EXACT = 256  # the largest integer bf16 (8 significant bits) holds with all
 
 
 def run(g: IR) -> IR:
-    precision = g.graph.get("precision", "f32")
-    if precision == "f32":
+    if g.graph.get("precision", DEFAULT_PRECISION) == DEFAULT_PRECISION:
         return g
     problems: list[Diagnostic] = []
     check(g, problems)
