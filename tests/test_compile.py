@@ -58,8 +58,6 @@ def test_compile_fn_donates_buffers():
 
 
 @pytest.mark.parametrize("kwargs, error", [
-    ({"precision": "f8"}, ValueError),
-    ({"precision": 32}, ValueError),
     ({"mesh": "gpu:0"}, TypeError),
     ({"donate_argnums": (-1,)}, ValueError),
     ({"donate_argnums": ("params",)}, ValueError),
@@ -68,11 +66,6 @@ def test_compile_fn_donates_buffers():
 def test_compile_fn_validates_its_options(kwargs, error):
     with pytest.raises(error):
         compile_fn(lambda x: x, **kwargs)
-
-
-@pytest.mark.parametrize("precision", [None, "f32", "bf16"])
-def test_compile_fn_accepts_a_precision_policy(precision):
-    assert float(compile_fn(lambda x: x + 1, precision=precision)(1.0)) == 2.0
 
 
 def test_compile_fn_accepts_a_mesh():

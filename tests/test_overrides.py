@@ -115,11 +115,6 @@ def test_train_lr_suggests_the_optimizers_lr(project, capsys):
                         "did you mean `train.optimizer.lr`?")
 
 
-def test_precision_is_refused_plainly(project, capsys):
-    err = check_error(capsys, project, 'train.precision="bf16"')
-    assert err.startswith('error: --set train.precision="bf16": precision is not supported yet')
-
-
 def test_schedule_keyword_without_a_schedule(project, capsys):
     err = check_error(capsys, project, "train.schedule.lr=0.1")
     assert "train block `train` has no schedule" in err

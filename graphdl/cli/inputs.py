@@ -14,6 +14,7 @@ from graphdl.elaborate.check import check_program
 from graphdl.elaborate.overrides import EXPRESSION_SETTINGS, override_errors, value_text
 from graphdl.elaborate.program import literal, unknown_override
 from graphdl.errors import CliError, GdlError
+from graphdl.ops.training import TRAIN_SETTINGS
 from graphdl.parse.parser import parse_source
 from graphdl.reading import FileRefused, read_gdl_text
 from graphdl.runtime.data import SOURCES
@@ -61,7 +62,8 @@ def parse_overrides(items: list[str]) -> dict:
     """`--set mlp.H=256 --set train.epochs=5` -> {"mlp.H": 256, "train.epochs": 5}.
 
     A value is a GDL literal; an optimizer or schedule (`train.optimizer=sgd(lr = 0.1)`)
-    is kept as its GDL text, which the front end parses and checks like the file's."""
+    is kept as its GDL text, which the front end parses and checks like the file's; a
+    string setting takes a bare word (`train.precision=bf16`)."""
     out = {}
     for item in items or []:
         key, sep, raw = item.partition("=")
@@ -73,6 +75,10 @@ def parse_overrides(items: list[str]) -> dict:
                 raise CliError(f"--set {item}: give the {key.rsplit('.', 1)[-1]} as GDL, "
                                "e.g. --set train.optimizer=sgd(lr = 0.1)")
             out[key] = raw.strip()
+            continue
+        setting = TRAIN_SETTINGS.get(key.rsplit(".", 1)[-1])
+        if setting is not None and setting.kind == "choice" and raw.strip().isidentifier():
+            out[key] = raw.strip()  # a bare word is the string: --set train.precision=bf16
             continue
         try:
             module = parse_source(f"data _probe = _probe({raw})\n", "<--set>")

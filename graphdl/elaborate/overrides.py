@@ -24,8 +24,6 @@ SOURCE_PREFIX = "<--set "
 # the settings a `--set` may write whole, by name (`epochs`, ...) or as an expression
 EXPRESSION_SETTINGS = ("optimizer", "schedule")
 SIMPLE_SETTINGS = tuple(n for n, s in TRAIN_SETTINGS.items() if s.overridable)
-NOT_YET = {"precision": "precision is not supported yet: train runs compute in f32 "
-                        "(a mixed-precision policy is planned)"}
 
 
 def source_name(key: str) -> str:
@@ -69,7 +67,7 @@ def split_key(key: str, train_names: list[str]) -> tuple[list[str], list[str]] |
         return None
     if not blocks:
         return None
-    if len(rest) == 1 and rest[0] in (*SIMPLE_SETTINGS, *EXPRESSION_SETTINGS, "batch", *NOT_YET):
+    if len(rest) == 1 and rest[0] in (*SIMPLE_SETTINGS, *EXPRESSION_SETTINGS, "batch"):
         return blocks, rest
     if len(rest) == 2 and rest[0] in EXPRESSION_SETTINGS and rest[1]:
         return blocks, rest
@@ -131,10 +129,6 @@ def apply_train_overrides(program) -> None:
             continue
         blocks, path = where
         at = Span(source_name(key), 2, 5, 2, 5 + len(value_text(key, value)) + 9)
-        if path[0] in NOT_YET:
-            program.sources[source_name(key)] = f"train _set {{\n    _value = {value_text(key, value)}\n}}\n"
-            program.error(NOT_YET[path[0]], at)
-            continue
         node = parse_value(program, key, value)
         if node is None:
             continue

@@ -30,6 +30,7 @@ from graphdl.ops.training import (
     DEFAULT_OPTIMIZER,
     MESH_AXES,
     OPTIMIZERS,
+    REFUSED_PRECISIONS,
     STEP_SETTINGS,
     TRAIN_SETTINGS,
     int_range_problem,
@@ -143,7 +144,7 @@ def _shared_statements(b: Builder, body: list, data_override: Record | None) -> 
                     b.error(f"unknown setting `{name}`", st.span,
                             did_you_mean(name, TRAIN_SETTINGS))
             elif name in TRAIN_SETTINGS and \
-                    TRAIN_SETTINGS[name].kind in ("int", "optimizer", "schedule"):
+                    TRAIN_SETTINGS[name].kind in ("int", "choice", "optimizer", "schedule"):
                 b.error(f"`{name}` must be a constant setting, got {describe(value)}", st.span)
     return settings
 
@@ -250,9 +251,12 @@ def build_train(program, tdef: A.TrainDef, diagnostics: list) -> TrainPlan | Non
                 elif n is not None:
                     checkpoint = CheckpointPlan(n, UNITS[st.unit])
         given = {key: _setting_value(b, key, *settings[key]) for key in settings
-                 if key in TRAIN_SETTINGS and TRAIN_SETTINGS[key].kind in ("int", "float", "schedule")}
+                 if key in TRAIN_SETTINGS
+                 and TRAIN_SETTINGS[key].kind in ("int", "float", "choice", "schedule")}
         if "mesh" in settings:
             given["mesh"] = _mesh(b, *settings["mesh"])
+        if given.get("precision") is not None:  # the precision pass reads it off the IR
+            b.g.graph["precision"] = given["precision"]
     for _k, s in enumerate(steps):
         b.g.graph["outputs"].append(s.loss)
     batches = b.g.graph.get("batches", [])
@@ -272,7 +276,7 @@ def build_train(program, tdef: A.TrainDef, diagnostics: list) -> TrainPlan | Non
                      seed=given.get("seed"), clip_grad_norm=given.get("clip_grad_norm"),
                      weight_decay=given.get("weight_decay"), schedule=given.get("schedule"),
                      evaluations=evaluations, checkpoint=checkpoint, early_stop=stop,
-                     mesh=given.get("mesh"))
+                     mesh=given.get("mesh"), precision=given.get("precision"))
 
 
 def _default_optimizer() -> OptimizerSpec:
@@ -296,6 +300,8 @@ def _setting_value(b: Builder, name: str, value, span: Span):
     if kind == "int":
         return _int_setting(b, name, value, span, TRAIN_SETTINGS[name].minimum,
                             TRAIN_SETTINGS[name].maximum)
+    if kind == "choice":
+        return _choice_setting(b, name, value, span)
     if kind == "schedule":
         if isinstance(value, Setting) and value.kind == "schedule":
             return ScheduleSpec(value.name, dict(value.kwargs))
@@ -330,6 +336,33 @@ def _mesh(b: Builder, value, span: Span) -> dict[str, int] | None:
             return None
         shape[axis] = n
     return shape
+
+
+def _choice_setting(b: Builder, name: str, value, span: Span) -> str | None:
+    """A string setting (`precision = "bf16"`): one of its table entry's choices."""
+    choices = TRAIN_SETTINGS[name].choices
+    got = value.value if isinstance(value, Const) else None
+    if isinstance(got, str) and got in choices:
+        return got
+    words = ", ".join(f'"{c}"' for c in choices)
+    if not isinstance(got, str):
+        b.error(f"`{name}` must be a string, one of {words}; got {describe(value)}", span)
+    elif name == "precision" and got in REFUSED_PRECISIONS:
+        b.error(f'precision "{got}" is not offered: {REFUSED_PRECISIONS[got]}', span,
+                hint='write precision = "bf16" (or "f32", the default)')
+    else:
+        b.error(f'unknown {name} "{got}"; the choices are {words}', span,
+                did_you_mean(got, choices) or _narrowest(name, got, choices)
+                or f"write one of {words}")
+    return None
+
+
+def _narrowest(name: str, got: str, choices: tuple[str, ...]) -> str | None:
+    """`fp8`, `float8_e4m3`: a float narrower than any offered -> the narrowest offered."""
+    bits = "".join(c for c in got if c.isdigit())
+    if name == "precision" and got[:1] in "fb" and bits and int(bits[:2]) < 16:
+        return f"did you mean `{choices[-1]}`? it is the narrowest precision offered"
+    return None
 
 
 def _early_stop_plan(b: Builder, stop) -> EarlyStopPlan | None:
@@ -391,7 +424,10 @@ def _evaluate(program, tdef: A.TrainDef, st: A.Evaluate, diagnostics,
                     st.source.span)
             return None
         data = make_batch(b, target, batch, False, st.span)
-        _shared_statements(b, tdef.body, data)
+        settings = _shared_statements(b, tdef.body, data)
+        precision = settings.get("precision", (None,))[0]
+        if isinstance(precision, Const) and precision.value in TRAIN_SETTINGS["precision"].choices:
+            b.g.graph["precision"] = precision.value  # the model evaluates as it trains
         metrics = {}
         first_own = b.g.graph["next_id"]  # the nodes of the block's own lines come after
         for i, s in enumerate(st.body):

@@ -107,6 +107,7 @@ class TrainPlan:
     checkpoint: CheckpointPlan | None = None
     early_stop: EarlyStopPlan | None = None
     mesh: dict[str, int] | None = None  # `mesh = {data = 2, model = 2}`: devices per axis
+    precision: str | None = None  # "bf16" or "f32"; None: f32 (passes/precision.py)
 
     def setting(self, name: str):
         """The value of a train setting by its GDL name (`steps` is `num_steps`)."""

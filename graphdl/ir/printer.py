@@ -54,8 +54,11 @@ def printing_order(g: IR) -> list[int]:
 
 def format_ir(g: IR, indent: str = "") -> str:
     """The IR, one node per line in execution order, bodies indented under their node."""
+    # a train block's precision other than the default f32 (passes/precision.py)
+    precision = g.graph.get("precision", "f32")
     lines = [f"{indent}ir {g.graph['name']}("
-             + ", ".join(f"%{i}" for i in g.graph["inputs"]) + ")"]
+             + ", ".join(f"%{i}" for i in g.graph["inputs"]) + ")"
+             + (f"  # precision {precision}" if precision != "f32" else "")]
     for nid in printing_order(g):
         lines.append(indent + "  " + format_node(g, nid))
         body = g.nodes[nid]["node"].attrs.get("body") if "node" in g.nodes[nid] else None

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import networkx as nx
 
-from graphdl.dims import Dim, TensorType
+from graphdl.dims import FLOAT_DTYPES, Dim, TensorType
 from graphdl.ir.graph import IR, IRError, dataflow, is_delay
 from graphdl.ir.node import STRUCTURAL_OPS, Node
 from graphdl.ir.printer import format_node, printing_order
@@ -261,13 +261,20 @@ def rule_arguments(op: Op, n: Node, operand_types: dict) -> tuple[dict, list[str
 
 def _check_op(nid: int, n: Node, op: Op, operand_types: dict, bad) -> None:
     """Operands and attributes against the signature; weights; the shape rule's type."""
-    types, missing = rule_arguments(op, n, operand_types)
+    # `compute` (the precision pass): the op computes as if its float operands were of
+    # that dtype, and its float results are
+    compute = n.attrs.get("compute")
+    if compute is not None and compute not in FLOAT_DTYPES:
+        bad(nid, f"compute must be a float dtype, got {compute!r}")
+        compute = None
+    types, missing = rule_arguments(op, n, {k: _as_compute(t, compute)
+                                            for k, t in operand_types.items()})
     for message in missing:
         bad(nid, message)
     ok = not missing
     consts = {a.name for a in op.args if a.kind not in TENSOR_KINDS}
     for k in n.attrs:
-        if k not in consts:
+        if k not in consts and k != "compute":
             bad(nid, f"{op.name} has no attribute `{k}`")
     if not ok or not all(isinstance(t, TensorType) for t in operand_types.values()):
         return  # an operand without a type is reported at that operand
@@ -291,14 +298,29 @@ def _check_op(nid: int, n: Node, op: Op, operand_types: dict, bad) -> None:
             continue
         w = owned[k]
         want = TensorType(w.dtype, tuple(Dim.of(d) for d in w.shape))
-        if t != want:
+        if _as_compute(t, compute) != _as_compute(want, compute):  # the op casts it
             bad(nid, f"weight `{k}` is {t}, but {op.name} owns {want}")
     for k in owned:
         if k not in operand_types:
             bad(nid, f"{op.name} is missing its weight `{k}`")
+    if compute is not None:
+        declared = _as_compute(declared, compute)
     if declared != n.type:
         bad(nid, f"declares {_show(n.type)} but the shape rule of {op.name} gives "
                  f"{_show(declared)}")
+
+
+def _as_compute(t, compute: str | None):
+    """`t` with its float dtypes replaced by `compute` (None: unchanged)."""
+    if compute is None:
+        return t
+    if isinstance(t, tuple):
+        return tuple(_as_compute(x, compute) for x in t)
+    if isinstance(t, list):
+        return [_as_compute(x, compute) for x in t]
+    if isinstance(t, TensorType) and t.is_float():
+        return TensorType(compute, t.shape)
+    return t
 
 
 def _show(t) -> str:

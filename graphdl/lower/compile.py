@@ -2,10 +2,10 @@
 
 Everything that compiles (a graph called through the API, a train step, an evaluation,
 parameter initialisation, bench, export) comes through `compile_fn`, so the options that
-apply to every compiled function live here: a precision policy, a device mesh, buffer
-donation and the persistent compilation cache. The mesh places the arguments and results
-(shardings given as PartitionSpecs are on it); precision is accepted and checked now and
-applied later, so callers can already pass it.
+apply to every compiled function live here: a device mesh, buffer donation and the
+persistent compilation cache. The mesh places the arguments and results (shardings given
+as PartitionSpecs are on it). Precision is not an option here: the policy is the IR pass
+passes/precision.py, which writes each node's compute dtype before lowering.
 """
 
 from __future__ import annotations
@@ -17,8 +17,6 @@ from pathlib import Path
 import jax
 
 from graphdl.reading import cache_root
-
-PRECISIONS = ("f32", "bf16", "f16")
 
 #: "off" turns the persistent compilation cache off (`graphdl --no-compile-cache`).
 CACHE_SWITCH = "GRAPHDL_COMPILE_CACHE"
@@ -40,12 +38,11 @@ def default_cache_dir() -> Path | None:
 
 
 def compile_fn(fn: Callable, *, static_argnames: Sequence[str] = (),
-               donate_argnums: Sequence[int] = (), precision: str | None = None,
+               donate_argnums: Sequence[int] = (),
                mesh: jax.sharding.Mesh | None = None, cache_dir: str | None = None,
                in_shardings=None, out_shardings=None) -> Callable:
     """`fn` compiled with `jax.jit`.
 
-    precision: None (the IR's own dtypes) or one of PRECISIONS; not applied yet.
     mesh: None (one device) or a `jax.sharding.Mesh`; with it, `in_shardings` and
     `out_shardings` (pytree prefixes of the arguments and results, as jax.jit takes them)
     may hold `PartitionSpec`s, which mean that spec on this mesh; what they leave out
@@ -57,9 +54,6 @@ def compile_fn(fn: Callable, *, static_argnames: Sequence[str] = (),
     the first compile of the process turns the cache on in `default_cache_dir()`,
     unless the program already set `jax_compilation_cache_dir` itself.
     """
-    if precision is not None and precision not in PRECISIONS:
-        raise ValueError(f"precision must be None or one of {', '.join(PRECISIONS)}, "
-                         f"got {precision!r}")
     if mesh is not None and not isinstance(mesh, jax.sharding.Mesh):
         raise TypeError(f"mesh must be None or a jax.sharding.Mesh, got {type(mesh).__name__}")
     if not all(isinstance(i, int) and not isinstance(i, bool) and i >= 0

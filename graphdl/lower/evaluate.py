@@ -196,4 +196,21 @@ def _lower_node(ctx: LowerCtx, nid: int, n: Node, env: dict, inputs: dict, state
         return lower_sample(ctx, n, kwargs)
     if op.startswith("dist_"):
         return lower_dist(n, kwargs)
-    return REGISTRY[op].lower(ctx, **kwargs, **attrs)
+    compute = attrs.get("compute")
+    if compute is None:
+        return REGISTRY[op].lower(ctx, **kwargs, **attrs)
+    # the precision pass's decision: float operands in, float results out, in `compute`
+    dtype = jnp.dtype(numpy_name(compute))
+    kwargs = {k: _in_dtype(v, dtype) for k, v in kwargs.items()}
+    attrs = {k: v for k, v in attrs.items() if k != "compute"}
+    return _in_dtype(REGISTRY[op].lower(ctx, **kwargs, **attrs), dtype)
+
+
+def _in_dtype(value, dtype):
+    """`value` (an array, or a list or tuple of them) with its float arrays as `dtype`."""
+    if isinstance(value, (list, tuple)):
+        return type(value)(_in_dtype(v, dtype) for v in value)
+    if hasattr(value, "dtype") and jnp.issubdtype(value.dtype, jnp.floating) \
+            and value.dtype != dtype:
+        return value.astype(dtype)
+    return value

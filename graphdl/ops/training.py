@@ -16,6 +16,7 @@ class TrainSetting:
     """One name a train block may assign.
 
     kind: "int" (a constant integer from `minimum` to `maximum`, None: no bound), "float" (a constant number),
+    "choice" (a constant string, one of `choices`),
     "optimizer", "schedule" (a call like adam(...) / cosine(...)), "loss" (a scalar
     tensor), "data" (a split's batch), "early_stop" (the early_stop(...) statement) or
     "mesh" (a record of mesh axis sizes, `{data = 2, model = 2}`).
@@ -29,7 +30,19 @@ class TrainSetting:
     in_step: bool = False
     minimum: int = 0
     maximum: int | None = None
+    choices: tuple[str, ...] = ()
 
+
+# The compute precisions a train block may ask for (passes/precision.py applies them):
+# f32 throughout, or bf16 compute with f32 master weights, optimizer state and reductions.
+PRECISIONS = ("f32", "bf16")
+DEFAULT_PRECISION = "f32"
+# asked for but refused, with why (a did-you-mean would point f16 at f32 or bf16)
+REFUSED_PRECISIONS = {
+    "f16": "f16 needs loss scaling (its exponent range is too small for small gradients), "
+           "which graphdl does not do; bf16 has f32's range and needs none",
+    "f64": "train runs compute in f32 at most (parameters and optimizer state are f32)",
+}
 
 SEED_MAX = 2**32 - 1  # a seed is a 32-bit unsigned integer (JAX keys take no more than 63 bits)
 
@@ -50,6 +63,7 @@ TRAIN_SETTINGS: dict[str, TrainSetting] = {s.name: s for s in (
     TrainSetting("epochs", "int", overridable=True, minimum=1),
     TrainSetting("steps", "int", overridable=True, minimum=1),
     TrainSetting("seed", "int", overridable=True, minimum=0, maximum=SEED_MAX),
+    TrainSetting("precision", "choice", overridable=True, choices=PRECISIONS),
     TrainSetting("clip_grad_norm", "float", overridable=True, in_step=True),
     TrainSetting("weight_decay", "float", overridable=True, in_step=True),
     TrainSetting("schedule", "schedule", in_step=True),

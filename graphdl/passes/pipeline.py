@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 from graphdl.ir.graph import IR, clone
 from graphdl.ir.verify import check_ir
-from graphdl.passes import fuse_dense, surrogate, verify
+from graphdl.passes import fuse_dense, precision, surrogate, verify
 
 
 @dataclass(frozen=True)
@@ -34,6 +34,10 @@ PIPELINE: tuple[Pass, ...] = (
          "score each score-function sample; a surrogate node beside each scalar loss"),
     Pass("fuse_dense", fuse_dense.run,
          "dense nodes that read the same input become one dense_split (one matmul)"),
+    # last: it decides each node's compute dtype on the IR the rewrites left; it is a
+    # policy the train block declares, not a rewrite, so it always runs
+    Pass("precision", precision.run,
+         "each node's compute dtype by the train block's precision (bf16: f32 where it matters)"),
 )
 PASS_NAMES = tuple(p.name for p in PIPELINE)
 
