@@ -133,6 +133,16 @@ def test_full_training_reaches_bar(name, bar):
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("name,bar", [("mlp.gdl", 0.68), ("cnn1d.gdl", 0.96)])
+def test_bf16_training_reaches_the_same_bar(name, bar):
+    """precision = "bf16" (docs/results.md, mixed precision): the f32 bar, seed 0."""
+    result = run_training(graphdl.load(MODELS / name), progress=False, quiet=True,
+                          overrides={"train.precision": "bf16"})
+    accuracy = _test_metrics(result)["accuracy"]
+    assert accuracy >= bar, f"{name} in bf16: test accuracy {accuracy:.4f} < {bar}"
+
+
+@pytest.mark.slow
 def test_cnn_global_runs_on_two_sizes():
     m = _test_metrics(_full("cnn_global.gdl"))
     assert m["accuracy"] >= 0.98              # 8x8, as trained
