@@ -173,8 +173,7 @@ class Trainer:
                            _own(s.clip_grad_norm, plan.clip_grad_norm),
                            _own(s.weight_decay, plan.weight_decay))
             for s in plan.steps]
-        self.opt_states = [tx.init({k: self.params[k] for k in sub})
-                           for tx, sub in zip(self.optimizers, self.subsets)]
+        self.opt_states = _init_opt_states(self.optimizers, self.subsets, self.params)
         # params, stats and optimizer states are donated: XLA updates them in place. Every
         # caller replaces its copies with the iteration's outputs at once (run_training,
         # bench), and evaluation and checkpoints read the current ones, never old ones.
@@ -308,6 +307,15 @@ class Trainer:
                 step += 1
 
 
+def _init_opt_states(optimizers, subsets, params) -> list:
+    """Each step's optimizer state, made by one jitted function: made op by op, every
+    zeros of a new shape was its own small XLA program (a dozen for a CNN's Adam, each
+    traced and looked up in the compilation cache at start)."""
+    def init(params):
+        return [tx.init({k: params[k] for k in sub}) for tx, sub in zip(optimizers, subsets)]
+    return compile_fn(init)(params)
+
+
 def _check_ratio_shapes(ev: EvalPlan, metric: str, sums: list, part: list, size: int) -> None:
     """A ratio's sums add up batch by batch, so its num and den must keep their shapes; a
     shape that follows the batch size (f32[B, C] for f32[C]) cannot be summed."""
@@ -405,16 +413,20 @@ class _Run:
                  reporter: Reporter, header: dict):
         self.trainer, self.out, self.source_text = trainer, out, source_text
         self.reporter, self.header = reporter, header
-        self.first_bad = jnp.zeros((), jnp.int32)  # 0, or the first step with a non-finite loss
-        self.track = compile_fn(_track_nonfinite)
+        # (step, losses) since the last check: read back at the next log line or boundary,
+        # so the steps never wait for the device (and no extra program is compiled)
+        self.unchecked: list[tuple[int, jax.Array]] = []
         self.saved: Path | None = None
         self.best: tuple | None = None  # (step, value, params, stats): early stopping keeps it
 
 
-def _track_nonfinite(first_bad, losses, step):
-    """On the device, every step, no sync: remember the first step whose loss is not finite."""
-    fresh = (first_bad == 0) & ~jnp.all(jnp.isfinite(losses))
-    return jnp.where(fresh, step, first_bad).astype(jnp.int32)
+    def first_bad(self) -> int:
+        """The first step since the last call whose loss is not finite, else 0."""
+        unchecked, self.unchecked = self.unchecked, []
+        for step, losses in unchecked:
+            if not np.all(np.isfinite(np.asarray(losses))):
+                return step
+        return 0
 
 
 def run_training(plan: TrainPlan, sources: Mapping[str, Source], *,
@@ -531,7 +543,7 @@ def _train_loop(run: _Run, result: TrainResult, start: int, max_steps: int | Non
 
     def check_finite() -> None:
         """Sync the device-side record of the first non-finite loss (a scalar)."""
-        bad = int(run.first_bad)
+        bad = run.first_bad()
         if bad:
             _raise_nonfinite(run, bad, start, key0, snapshot)
 
@@ -580,7 +592,7 @@ def _train_loop(run: _Run, result: TrainResult, start: int, max_steps: int | Non
         trainer.params, trainer.stats, trainer.opt_states, losses = trainer.iteration(
             trainer.params, trainer.stats, trainer.opt_states, batch, key)
         step += 1
-        run.first_bad = run.track(run.first_bad, losses, step)
+        run.unchecked.append((step, losses))
         if step == start + 1:  # the first step compiled: throughput counts from here
             jax.block_until_ready(losses)
             tic, seen = time.perf_counter(), 0
