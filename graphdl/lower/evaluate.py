@@ -18,6 +18,7 @@ from graphdl.ir.graph import IR, node, nodes, order
 from graphdl.ir.node import Node
 from graphdl.lower.context import LowerCtx, NeedsKey
 from graphdl.lower.generate import lower_generate
+from graphdl.lower.masked import masked_reduce
 from graphdl.lower.stochastic import (
     lower_cost,
     lower_dist,
@@ -196,4 +197,6 @@ def _lower_node(ctx: LowerCtx, nid: int, n: Node, env: dict, inputs: dict, state
         return lower_sample(ctx, n, kwargs)
     if op.startswith("dist_"):
         return lower_dist(n, kwargs)
+    if id(n) in ctx.masked:  # a metric's reduction over a padded batch's examples
+        return masked_reduce(op, ctx.example_mask, **kwargs, **attrs)
     return REGISTRY[op].lower(ctx, **kwargs, **attrs)

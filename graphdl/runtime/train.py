@@ -48,6 +48,7 @@ from graphdl.runtime.checkpoint import (
     source_hash,
 )
 from graphdl.runtime.data import Source, batches, check_label_classes, num_batches
+from graphdl.runtime.eval_pad import masked_reductions, pad_batch
 from graphdl.runtime.input_grads import FILES as INPUT_GRAD_FILES
 from graphdl.runtime.input_grads import (
     InputGrads,
@@ -61,13 +62,13 @@ from graphdl.runtime.saved_vocab import check_vocabularies, save_vocabularies
 from graphdl.runtime.vectors import fill_vectors
 from graphdl.runtime.writing import OutputError, probe_writable, refuse_symlink
 
-# An evaluation rebuilt for another batch size (the split's last, partial batch).
+# An evaluation rebuilt for another batch size (the split's last, partial batch), for
+# the evaluations that cannot be padded to the full batch and masked (runtime/eval_pad.py
+# says which can: every shipped model's can).
 #
 # Why a function from the caller: an IR's shapes are concrete, so a batch of 16 needs
-# its own IR. Padding the last batch to the full size and masking would need every
-# metric to be a mean over examples (a metric is any scalar the block computes), and a
-# symbolic batch dim would need the lowering to take symbolic shapes; re-running the
-# front end for the one extra size is what the numbers have always come from.
+# its own IR, and a symbolic batch dim would need the lowering to take symbolic shapes;
+# re-running the front end for the one extra size is what those numbers come from.
 ResizeEval = Callable[[EvalPlan, int], "EvalPlan | None"]
 
 # the files of --out a run writes besides its checkpoint (a new run refuses to replace them)
@@ -181,6 +182,7 @@ class Trainer:
         self.iteration = compile_fn(self._iteration, donate_argnums=(0, 1, 2))
         self.early = (None, 0)  # early stopping: best metric so far, evaluations without gain
         self._eval_fns: dict = {}
+        self._eval_masked: dict = {}  # id(evaluation) -> (its IR, the masked nodes or None)
 
     def _subset(self, over, frozen) -> list[str]:
         names = [n for n in self.params if n not in frozen]
@@ -239,19 +241,34 @@ class Trainer:
 
     # -- evaluation -------------------------------------------------------------
     def _eval_fn(self, ev: EvalPlan, size: int):
-        key = (id(ev), size)
+        """The compiled evaluation of a batch of `size` examples, and the size to pad the
+        batch to: the full one when the evaluation can be padded (runtime/eval_pad.py),
+        else None (a partial batch gets a program of its own, from the front end's IR
+        for that size, as before)."""
+        full = ev.batch.batch
+        if id(ev) not in self._eval_masked:  # the full-size IR, and which reductions to mask
+            ir = run_passes(ev.ir)
+            reads = [*ev.metrics.values(), *(i for pair in ev.ratios.values() for i in pair)]
+            masked = masked_reductions(ir, full, reads)
+            self._eval_masked[id(ev)] = (ir, None if masked is None
+                                         else frozenset(id(node(ir, i)) for i in masked))
+        ir, masked = self._eval_masked[id(ev)]
+        takes = full if masked is not None else size
+        key = (id(ev), takes)
         if key not in self._eval_fns:
-            plan = ev if size == ev.batch.batch else self._resized(ev, size)
-            ir = run_passes(plan.ir)
+            plan = ev if takes == full else self._resized(ev, takes)
+            ir = ir if takes == full else run_passes(plan.ir)
 
-            def fn(params, stats, batch, key, plan=plan, ir=ir):
+            def fn(params, stats, batch, key, mask, plan=plan, ir=ir):
                 ctx = LowerCtx(params, stats, key, train=False)
+                if mask is not None:
+                    ctx.example_mask, ctx.masked = mask, masked
                 values = run_ir(ir, ctx, batch)
                 out = {m: values[nid] for m, nid in plan.metrics.items() if m not in plan.ratios}
                 sums = {m: (values[a], values[b]) for m, (a, b) in plan.ratios.items()}
                 return out, sums
             self._eval_fns[key] = compile_fn(fn)
-        return self._eval_fns[key]
+        return self._eval_fns[key], (full if masked is not None else None)
 
     def _resized(self, ev: EvalPlan, size: int) -> EvalPlan:
         plan = self.resize_eval(ev, size) if self.resize_eval is not None else None
@@ -273,8 +290,12 @@ class Trainer:
         for index, batch in enumerate(batches(arrays, ev.batch.batch, shuffle=False, seed=0,
                                               epoch=0, drop_last=False)):
             size = len(next(iter(batch.values())))
-            out, parts = self._eval_fn(ev, size)(self.params, self.stats, self._inputs(batch),
-                                                 jax.random.fold_in(key0, index))
+            fn, pad_to = self._eval_fn(ev, size)
+            mask = None
+            if pad_to is not None:  # every batch through the one program, masked
+                batch, mask = pad_batch(batch, pad_to)
+            out, parts = fn(self.params, self.stats, self._inputs(batch),
+                            jax.random.fold_in(key0, index), mask)
             for m, v in out.items():
                 totals[m] += float(v) * size
             for m, pair in parts.items():
