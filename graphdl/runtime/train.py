@@ -12,6 +12,7 @@ evaluation's IR for another batch size, comes in as a function (`ResizeEval`).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import importlib.metadata
 import json
 import platform
@@ -155,7 +156,9 @@ class Trainer:
             self.total_steps = int(plan.epochs or 1) * self.per_epoch
         self.seed = int(plan.seed or 0)
         irs = [plan.ir] + [e.ir for e in plan.evaluations]
-        self.params, self.stats = init_params(irs, jax.random.key(self.seed))
+        # the seed, not jax.random.key(seed): the key is made inside the init program
+        self.params, self.stats = init_params(
+            irs, self.seed if _int32(self.seed) else jax.random.key(self.seed))
         specs = param_specs(irs)
         # the token sources whose vocabularies are saved beside the checkpoint
         self.vocab_sources = list(dict.fromkeys(
@@ -286,7 +289,6 @@ class Trainer:
         sums: dict[str, list] = {}  # ratio metric -> [sum of num, sum of den]
         # each batch its own key (fixed, so an evaluation is reproducible): with one key
         # for all, every batch of one size would draw the same noise for its rows
-        key0 = jax.random.key(0)
         for index, batch in enumerate(batches(arrays, ev.batch.batch, shuffle=False, seed=0,
                                               epoch=0, drop_last=False)):
             size = len(next(iter(batch.values())))
@@ -295,7 +297,7 @@ class Trainer:
             if pad_to is not None:  # every batch through the one program, masked
                 batch, mask = pad_batch(batch, pad_to)
             out, parts = fn(self.params, self.stats, self._inputs(batch),
-                            jax.random.fold_in(key0, index), mask)
+                            step_key(0, index), mask)
             for m, v in out.items():
                 totals[m] += float(v) * size
             for m, pair in parts.items():
@@ -328,6 +330,27 @@ class Trainer:
                 step += 1
 
 
+def step_key(seed: int, index: int):
+    """`jax.random.fold_in(jax.random.key(seed), index)` as one compiled program (made op
+    by op, the key and its fold_in were four small programs to trace at a run's start)."""
+    if not (_int32(seed) and _int32(index)):  # past a traced int32: made op by op
+        return jax.random.fold_in(jax.random.key(seed), index)
+    return _step_key_fn()(seed, index)
+
+
+def _int32(value: int) -> bool:
+    return -2**31 <= value < 2**31
+
+
+@functools.cache
+def _step_key_fn():
+    return compile_fn(_fold_in_seed)
+
+
+def _fold_in_seed(seed, index):
+    return jax.random.fold_in(jax.random.key(seed), index)
+
+
 def _init_opt_states(optimizers, subsets, params) -> list:
     """Each step's optimizer state, made by one jitted function: made op by op, every
     zeros of a new shape was its own small XLA program (a dozen for a CNN's Adam, each
@@ -350,9 +373,15 @@ def _check_ratio_shapes(ev: EvalPlan, metric: str, sums: list, part: list, size:
 
 
 def _finite(value) -> bool:
-    """True for non-float arrays, and for float arrays without inf or nan."""
-    value = jnp.asarray(value)
-    return not jnp.issubdtype(value.dtype, jnp.inexact) or bool(jnp.all(jnp.isfinite(value)))
+    """True for non-float arrays, and for float arrays without inf or nan. Checked on the
+    host: on the device every new shape was a small program to compile (a checkpoint
+    checks every parameter; it copies them to the host anyway)."""
+    value = np.asarray(value)
+    if not jnp.issubdtype(value.dtype, jnp.inexact):  # jnp's: bfloat16 is not numpy's
+        return True
+    if value.dtype.kind not in "fc":  # bfloat16 and the other ml_dtypes floats
+        value = value.astype(np.float32)
+    return bool(np.all(np.isfinite(value)))
 
 
 def _metric_improved(best, value, mode: str) -> bool:
@@ -548,7 +577,7 @@ def _train_loop(run: _Run, result: TrainResult, start: int, max_steps: int | Non
                 stop: _Stop, snapshot) -> int:
     """The steps from `start`; returns the step it ended at (saved in the checkpoint)."""
     trainer, reporter, plan = run.trainer, run.reporter, run.trainer.plan
-    key0 = jax.random.key(trainer.seed + 1)
+    key0 = trainer.seed + 1  # the seed of the steps' keys (step_key)
     log_every = max(1, min(50, trainer.total_steps // 100 or 1))
     early = plan.early_stop
     best, bad_evals = trainer.early  # restored on --resume
@@ -609,7 +638,7 @@ def _train_loop(run: _Run, result: TrainResult, start: int, max_steps: int | Non
             if at_boundary("epoch", epoch):
                 stopped = True
                 break
-        key = jax.random.fold_in(key0, step)
+        key = step_key(key0, step)
         trainer.params, trainer.stats, trainer.opt_states, losses = trainer.iteration(
             trainer.params, trainer.stats, trainer.opt_states, batch, key)
         step += 1
@@ -647,7 +676,7 @@ def _raise_nonfinite(run: _Run, bad: int, start: int, key0, snapshot) -> None:
     if bad - start <= MAX_REPLAY:
         params, stats, opt_states = jax.tree_util.tree_map(jnp.asarray, snapshot)
         for index, (_, batch) in enumerate(trainer.batch_stream(start), start):
-            key = jax.random.fold_in(key0, index)
+            key = step_key(key0, index)
             if index == bad - 1:
                 what, op_span = trainer.explain_nonfinite(params, stats, opt_states, batch, key)
                 where, span = f": {what}", op_span or plan.span
