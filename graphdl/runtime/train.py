@@ -577,7 +577,7 @@ def _train_loop(run: _Run, result: TrainResult, start: int, max_steps: int | Non
                 stop: _Stop, snapshot) -> int:
     """The steps from `start`; returns the step it ended at (saved in the checkpoint)."""
     trainer, reporter, plan = run.trainer, run.reporter, run.trainer.plan
-    key0 = trainer.seed + 1  # the seed of the steps' keys (step_key)
+    key_seed = trainer.seed + 1  # step i's key is step_key(key_seed, i)
     log_every = max(1, min(50, trainer.total_steps // 100 or 1))
     early = plan.early_stop
     best, bad_evals = trainer.early  # restored on --resume
@@ -592,10 +592,10 @@ def _train_loop(run: _Run, result: TrainResult, start: int, max_steps: int | Non
     stopped = False
 
     def check_finite() -> None:
-        """Sync the device-side record of the first non-finite loss (a scalar)."""
+        """Read back the losses since the last check: the first non-finite one is an error."""
         bad = run.first_bad()
         if bad:
-            _raise_nonfinite(run, bad, start, key0, snapshot)
+            _raise_nonfinite(run, bad, start, key_seed, snapshot)
 
     def at_boundary(unit: str, epoch: int) -> bool:
         """Checkpoint and evaluate after an epoch or a step; True when early stopping fires."""
@@ -638,7 +638,7 @@ def _train_loop(run: _Run, result: TrainResult, start: int, max_steps: int | Non
             if at_boundary("epoch", epoch):
                 stopped = True
                 break
-        key = step_key(key0, step)
+        key = step_key(key_seed, step)
         trainer.params, trainer.stats, trainer.opt_states, losses = trainer.iteration(
             trainer.params, trainer.stats, trainer.opt_states, batch, key)
         step += 1
@@ -668,7 +668,7 @@ def _train_loop(run: _Run, result: TrainResult, start: int, max_steps: int | Non
     return step
 
 
-def _raise_nonfinite(run: _Run, bad: int, start: int, key0, snapshot) -> None:
+def _raise_nonfinite(run: _Run, bad: int, start: int, key_seed: int, snapshot) -> None:
     """The loss of step `bad` is not finite: name the step, and the op when an eager
     replay from the run's start (deterministic in seed and step) can find it."""
     trainer, plan = run.trainer, run.trainer.plan
@@ -676,7 +676,7 @@ def _raise_nonfinite(run: _Run, bad: int, start: int, key0, snapshot) -> None:
     if bad - start <= MAX_REPLAY:
         params, stats, opt_states = jax.tree_util.tree_map(jnp.asarray, snapshot)
         for index, (_, batch) in enumerate(trainer.batch_stream(start), start):
-            key = step_key(key0, index)
+            key = step_key(key_seed, index)
             if index == bad - 1:
                 what, op_span = trainer.explain_nonfinite(params, stats, opt_states, batch, key)
                 where, span = f": {what}", op_span or plan.span
