@@ -130,7 +130,7 @@ def init_params(irs, key) -> tuple[dict, dict]:
 
 def _init_fn(layout):
     def make(key, crcs):
-        if not jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key):  # a seed
+        if key.ndim == 0 and jnp.issubdtype(key.dtype, jnp.integer):  # a seed, not a key
             key = jax.random.key(key)
         return [_initialize(init, jax.random.fold_in(key, crcs[i]), shape, _jax_dtype(dtype))
                 for i, (init, shape, dtype) in enumerate(layout)]
