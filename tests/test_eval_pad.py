@@ -119,6 +119,19 @@ def test_padded_metrics_equal_the_unpadded_ones_with_one_trace(tmp_path, monkeyp
                                        err_msg=f"{split}.{name}")
 
 
+def test_a_stochastic_metric_draws_the_same_noise_for_the_real_rows(tmp_path, monkeypatch):
+    source = SOURCE.replace("        worst = max(ce)\n",
+                            "        z ~ normal(data.x, 1.0)\n        noisy = mean(z)\n"
+                            "        spiky = max(z)\n")
+    trainer = project(tmp_path, source=source)
+    ev = trainer.plan.evaluations[0]
+    want = unpadded(monkeypatch, trainer)["val"]
+    got = trainer.evaluate(ev)
+    assert trainer._eval_masked[id(ev)][1]
+    for name in ("noisy", "spiky"):
+        np.testing.assert_allclose(got[name], want[name], rtol=2e-6, atol=1e-6)
+
+
 def test_the_unpadded_path_would_trace_twice(tmp_path, monkeypatch):
     """The counter can fail: without padding, the last batch is traced on its own."""
     trainer = project(tmp_path)

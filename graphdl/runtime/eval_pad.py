@@ -6,8 +6,9 @@ first evaluation. Padded, one program serves every batch: the padding rows repea
 batch's own examples (so every value they make stays finite), and each `mean`, `sum`,
 `max` and `min` that reduces over the examples counts the real ones only
 (graphdl/lower/masked.py), so every metric equals that of the unpadded batch up to float
-round-off. (A random draw in an evaluation is drawn for the padded shape, so its values
-for the last batch are another sample than an unpadded batch's.)
+round-off. A random draw is made for the padded shape; with JAX's partitionable threefry
+(the default) each element's bits depend on its index only, so the real rows draw what
+they drew unpadded and a stochastic metric is unchanged too.
 
 Which reductions run over the examples is read from the IR: a value "carries the
 examples" when its axis 0 is the batch's (an input of batch size, a random draw of that
