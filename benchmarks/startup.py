@@ -49,9 +49,12 @@ def first_step_seconds(repo: Path, file: str, cache: Path, out: Path, *flags: st
            "PYTHONPYCACHEPREFIX": str(cache / "pycache"), "STARTUP_T0": repr(time.time())}
     env.pop("GRAPHDL_COMPILE_CACHE", None)
     env.pop("PYTHONDONTWRITEBYTECODE", None)
-    proc = subprocess.run([sys.executable, "-c", CHILD, *flags, "run", file, "--steps", "1",
-                           "--out", str(out), "--overwrite", "--quiet"],
-                          env=env, capture_output=True, text=True, timeout=600)
+    # run in `repo`: `python -c` puts the working directory first on sys.path, so run
+    # from another checkout, the child would import that one's graphdl
+    proc = subprocess.run([sys.executable, "-c", CHILD, *flags, "run",
+                           str(Path(file).resolve()), "--steps", "1", "--out", str(out),
+                           "--overwrite", "--quiet"],
+                          env=env, capture_output=True, text=True, timeout=600, cwd=repo)
     for line in proc.stdout.splitlines():
         if line.startswith("FIRST_STEP "):
             return float(line.split()[1])
