@@ -625,3 +625,24 @@ def test_mnist1d_is_generated_once_then_read_from_the_cache(monkeypatch, tmp_pat
     third = sets._mnist1d.__wrapped__(40)
     assert made == [40, 40]
     np.testing.assert_array_equal(third["x"], first["x"])
+
+
+def test_sklearn_sets_are_read_once_then_from_the_cache(monkeypatch, tmp_path):
+    # importing sklearn.datasets and parsing its CSV took most of cnn2d.gdl's warm start
+    from graphdl.runtime.data import sets
+
+    monkeypatch.setenv("GRAPHDL_CACHE", str(tmp_path))
+    read = []
+    real = sets._read_sklearn
+    monkeypatch.setattr(sets, "_read_sklearn", lambda name: read.append(name) or real(name))
+    first = sets._sklearn.__wrapped__("load_digits")
+    (cached,) = (tmp_path / "sklearn").iterdir()
+    again = sets._sklearn.__wrapped__("load_digits")
+    assert read == ["load_digits"]  # the second call read the .npz
+    for a, b in zip(first, again):
+        np.testing.assert_array_equal(a, b)
+        assert a.dtype == b.dtype
+    cached.write_bytes(b"not an npz")  # a broken cache file is read again, not an error
+    third = sets._sklearn.__wrapped__("load_digits")
+    assert read == ["load_digits", "load_digits"]
+    np.testing.assert_array_equal(third[0], first[0])

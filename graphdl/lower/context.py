@@ -27,6 +27,10 @@ class LowerCtx:
         self._draws = 0
         self.stat_names: dict[str, str] = {}
         self.dims: dict = {}  # symbolic dim name -> its size here (an int, or a jax.export symbol)
+        # a padded evaluation batch: 1 per real example, 0 per padding row, and the
+        # `mean`/`sum` nodes (ids of their Node records) that reduce over those examples
+        self.example_mask = None
+        self.masked: frozenset[int] = frozenset()
 
     def size(self, d) -> object:
         """A dim of the IR as a size for JAX: an int, or, when exporting with symbolic

@@ -18,6 +18,7 @@ from graphdl.ir.graph import IR, node, nodes, order
 from graphdl.ir.node import Node
 from graphdl.lower.context import LowerCtx, NeedsKey
 from graphdl.lower.generate import lower_generate
+from graphdl.lower.masked import masked_reduce
 from graphdl.lower.stochastic import (
     lower_cost,
     lower_dist,
@@ -197,13 +198,16 @@ def _lower_node(ctx: LowerCtx, nid: int, n: Node, env: dict, inputs: dict, state
     if op.startswith("dist_"):
         return lower_dist(n, kwargs)
     compute = attrs.get("compute")
-    if compute is None:
-        return REGISTRY[op].lower(ctx, **kwargs, **attrs)
-    # the precision pass's decision: float operands in, float results out, in `compute`
-    dtype = jnp.dtype(numpy_name(compute))
-    kwargs = {k: _in_dtype(v, dtype) for k, v in kwargs.items()}
-    attrs = {k: v for k, v in attrs.items() if k != "compute"}
-    return _in_dtype(REGISTRY[op].lower(ctx, **kwargs, **attrs), dtype)
+    dtype = None if compute is None else jnp.dtype(numpy_name(compute))
+    if dtype is not None:
+        # the precision pass's decision: float operands in, float results out, in `compute`
+        kwargs = {k: _in_dtype(v, dtype) for k, v in kwargs.items()}
+        attrs = {k: v for k, v in attrs.items() if k != "compute"}
+    if id(n) in ctx.masked:  # a metric's reduction over a padded batch's examples
+        out = masked_reduce(op, ctx.example_mask, **kwargs, **attrs)
+    else:
+        out = REGISTRY[op].lower(ctx, **kwargs, **attrs)
+    return out if dtype is None else _in_dtype(out, dtype)
 
 
 def _in_dtype(value, dtype):

@@ -78,6 +78,8 @@ def _initialize(init: tuple, key, shape: tuple[int, ...], dtype):
 
 def init_params(irs, key) -> tuple[dict, dict]:
     """Fresh {"name": array} parameters and statistics; each key comes from the name.
+    `key`: a `jax.random.key`, or an int seed, made into `jax.random.key(seed)` inside
+    the compiled function (the same values, one program fewer to trace at start).
 
     All initialisers run as one `jax.jit` function, cached by the list of (initialiser,
     shape, dtype): run op by op, an initialiser like he_normal (a truncated normal)
@@ -128,6 +130,8 @@ def init_params(irs, key) -> tuple[dict, dict]:
 
 def _init_fn(layout):
     def make(key, crcs):
+        if key.ndim == 0 and jnp.issubdtype(key.dtype, jnp.integer):  # a seed, not a key
+            key = jax.random.key(key)
         return [_initialize(init, jax.random.fold_in(key, crcs[i]), shape, _jax_dtype(dtype))
                 for i, (init, shape, dtype) in enumerate(layout)]
     return make

@@ -7,8 +7,6 @@ import sys
 from pathlib import Path
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
 
 from graphdl.runtime.writing import OutputError, atomic_write, open_append, write_figure
 
@@ -59,6 +57,14 @@ class Reporter:
                 self.tb = self._tensorboard(out / "tensorboard")
         self.progress = None
         if progress and not quiet:
+            # imported here: a --quiet run (scripts, benchmarks) starts without them
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                TextColumn,
+                TimeElapsedColumn,
+            )
             self.progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(),
                                      MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
                                      TimeElapsedColumn(), console=self.console,
@@ -167,6 +173,8 @@ class Reporter:
     def summary(self, metrics: dict) -> None:
         if self.quiet or not metrics:
             return
+        from rich.table import Table  # at the end of a run, not at its start
+
         table = Table(title=f"{self.plan.name}: final evaluation")
         table.add_column("split")
         table.add_column("metric")

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 import importlib.metadata
 import json
 import platform
@@ -55,6 +56,7 @@ from graphdl.runtime.devices import (
     replicated,
     shard_batch,
 )
+from graphdl.runtime.eval_pad import masked_reductions, pad_batch
 from graphdl.runtime.input_grads import FILES as INPUT_GRAD_FILES
 from graphdl.runtime.input_grads import (
     InputGrads,
@@ -75,13 +77,13 @@ from graphdl.runtime.sharded_checkpoint import (
 from graphdl.runtime.vectors import fill_vectors
 from graphdl.runtime.writing import OutputError, probe_writable, refuse_symlink
 
-# An evaluation rebuilt for another batch size (the split's last, partial batch).
+# An evaluation rebuilt for another batch size (the split's last, partial batch), for
+# the evaluations that cannot be padded to the full batch and masked (runtime/eval_pad.py
+# says which can: every shipped model's can).
 #
 # Why a function from the caller: an IR's shapes are concrete, so a batch of 16 needs
-# its own IR. Padding the last batch to the full size and masking would need every
-# metric to be a mean over examples (a metric is any scalar the block computes), and a
-# symbolic batch dim would need the lowering to take symbolic shapes; re-running the
-# front end for the one extra size is what the numbers have always come from.
+# its own IR, and a symbolic batch dim would need the lowering to take symbolic shapes;
+# re-running the front end for the one extra size is what those numbers come from.
 ResizeEval = Callable[[EvalPlan, int], "EvalPlan | None"]
 
 # the files of --out a run writes besides its checkpoint (a new run refuses to replace them)
@@ -172,7 +174,9 @@ class Trainer:
             self.total_steps = int(plan.epochs or 1) * self.per_epoch
         self.seed = int(plan.seed or 0)
         irs = [plan.ir] + [e.ir for e in plan.evaluations]
-        self.params, self.stats = init_params(irs, jax.random.key(self.seed))
+        # the seed, not jax.random.key(seed): the key is made inside the init program
+        self.params, self.stats = init_params(
+            irs, self.seed if _int32(self.seed) else jax.random.key(self.seed))
         specs = param_specs(irs)
         # the token sources whose vocabularies are saved beside the checkpoint
         self.vocab_sources = list(dict.fromkeys(
@@ -191,8 +195,7 @@ class Trainer:
                            _own(s.clip_grad_norm, plan.clip_grad_norm),
                            _own(s.weight_decay, plan.weight_decay))
             for s in plan.steps]
-        self.opt_states = [tx.init({k: self.params[k] for k in sub})
-                           for tx, sub in zip(self.optimizers, self.subsets)]
+        self.opt_states = _init_opt_states(self.optimizers, self.subsets, self.params)
         # params, stats and optimizer states are donated: XLA updates them in place. Every
         # caller replaces its copies with the iteration's outputs at once (run_training,
         # bench), and evaluation and checkpoints read the current ones, never old ones.
@@ -203,6 +206,7 @@ class Trainer:
             self.iteration = self._on_mesh(specs)
         self.early = (None, 0)  # early stopping: best metric so far, evaluations without gain
         self._eval_fns: dict = {}
+        self._eval_masked: dict = {}  # id(evaluation) -> (its IR, the masked nodes or None)
 
     def _on_mesh(self, specs: dict) -> Callable:
         """The state placed on the mesh (parameters split as their `shard [...]` says,
@@ -308,19 +312,34 @@ class Trainer:
 
     # -- evaluation -------------------------------------------------------------
     def _eval_fn(self, ev: EvalPlan, size: int):
-        key = (id(ev), size)
+        """The compiled evaluation of a batch of `size` examples, and the size to pad the
+        batch to: the full one when the evaluation can be padded (runtime/eval_pad.py),
+        else None (a partial batch gets a program of its own, from the front end's IR
+        for that size, as before)."""
+        full = ev.batch.batch
+        if id(ev) not in self._eval_masked:  # the full-size IR, and which reductions to mask
+            ir = run_passes(ev.ir)
+            reads = [*ev.metrics.values(), *(i for pair in ev.ratios.values() for i in pair)]
+            masked = masked_reductions(ir, full, reads)
+            self._eval_masked[id(ev)] = (ir, None if masked is None
+                                         else frozenset(id(node(ir, i)) for i in masked))
+        ir, masked = self._eval_masked[id(ev)]
+        takes = full if masked is not None else size
+        key = (id(ev), takes)
         if key not in self._eval_fns:
-            plan = ev if size == ev.batch.batch else self._resized(ev, size)
-            ir = run_passes(plan.ir)
+            plan = ev if takes == full else self._resized(ev, takes)
+            ir = ir if takes == full else run_passes(plan.ir)
 
-            def fn(params, stats, batch, key, plan=plan, ir=ir):
+            def fn(params, stats, batch, key, mask, plan=plan, ir=ir):
                 ctx = LowerCtx(params, stats, key, train=False)
+                if mask is not None:
+                    ctx.example_mask, ctx.masked = mask, masked
                 values = run_ir(ir, ctx, batch)
                 out = {m: values[nid] for m, nid in plan.metrics.items() if m not in plan.ratios}
                 sums = {m: (values[a], values[b]) for m, (a, b) in plan.ratios.items()}
                 return out, sums
             self._eval_fns[key] = compile_fn(fn)
-        return self._eval_fns[key]
+        return self._eval_fns[key], (full if masked is not None else None)
 
     def _resized(self, ev: EvalPlan, size: int) -> EvalPlan:
         plan = self.resize_eval(ev, size) if self.resize_eval is not None else None
@@ -338,13 +357,15 @@ class Trainer:
         sums: dict[str, list] = {}  # ratio metric -> [sum of num, sum of den]
         # each batch its own key (fixed, so an evaluation is reproducible): with one key
         # for all, every batch of one size would draw the same noise for its rows
-        key0 = jax.random.key(0)
         params, stats = self.local_variables()  # evaluation runs on one device
         for index, batch in enumerate(batches(arrays, ev.batch.batch, shuffle=False, seed=0,
                                               epoch=0, drop_last=False)):
             size = len(next(iter(batch.values())))
-            out, parts = self._eval_fn(ev, size)(params, stats, self._inputs(batch),
-                                                 jax.random.fold_in(key0, index))
+            fn, pad_to = self._eval_fn(ev, size)
+            mask = None
+            if pad_to is not None:  # every batch through the one program, masked
+                batch, mask = pad_batch(batch, pad_to)
+            out, parts = fn(params, stats, self._inputs(batch), step_key(0, index), mask)
             for m, v in out.items():
                 totals[m] += float(v) * size
             for m, pair in parts.items():
@@ -390,6 +411,36 @@ def _opt_state_shardings(opt_states, shardings: dict, shapes: dict, whole):
     return jax.tree_util.tree_map_with_path(pick, opt_states)
 
 
+def step_key(seed: int, index: int):
+    """`jax.random.fold_in(jax.random.key(seed), index)` as one compiled program (made op
+    by op, the key and its fold_in were four small programs to trace at a run's start)."""
+    if not (_int32(seed) and _int32(index)):  # past a traced int32: made op by op
+        return jax.random.fold_in(jax.random.key(seed), index)
+    return _step_key_fn()(seed, index)
+
+
+def _int32(value: int) -> bool:
+    return -2**31 <= value < 2**31
+
+
+@functools.cache
+def _step_key_fn():
+    return compile_fn(_fold_in_seed)
+
+
+def _fold_in_seed(seed, index):
+    return jax.random.fold_in(jax.random.key(seed), index)
+
+
+def _init_opt_states(optimizers, subsets, params) -> list:
+    """Each step's optimizer state, made by one jitted function: made op by op, every
+    zeros of a new shape was its own small XLA program (a dozen for a CNN's Adam, each
+    traced and looked up in the compilation cache at start)."""
+    def init(params):
+        return [tx.init({k: params[k] for k in sub}) for tx, sub in zip(optimizers, subsets)]
+    return compile_fn(init)(params)
+
+
 def _check_ratio_shapes(ev: EvalPlan, metric: str, sums: list, part: list, size: int) -> None:
     """A ratio's sums add up batch by batch, so its num and den must keep their shapes; a
     shape that follows the batch size (f32[B, C] for f32[C]) cannot be summed."""
@@ -403,9 +454,15 @@ def _check_ratio_shapes(ev: EvalPlan, metric: str, sums: list, part: list, size:
 
 
 def _finite(value) -> bool:
-    """True for non-float arrays, and for float arrays without inf or nan."""
-    value = jnp.asarray(value)
-    return not jnp.issubdtype(value.dtype, jnp.inexact) or bool(jnp.all(jnp.isfinite(value)))
+    """True for non-float arrays, and for float arrays without inf or nan. Checked on the
+    host: on the device every new shape was a small program to compile (a checkpoint
+    checks every parameter; it copies them to the host anyway)."""
+    value = np.asarray(value)
+    if not jnp.issubdtype(value.dtype, jnp.inexact):  # jnp's: bfloat16 is not numpy's
+        return True
+    if value.dtype.kind not in "fc":  # bfloat16 and the other ml_dtypes floats
+        value = value.astype(np.float32)
+    return bool(np.all(np.isfinite(value)))
 
 
 def _metric_improved(best, value, mode: str) -> bool:
@@ -490,17 +547,21 @@ class _Run:
                  reporter: Reporter, header: dict):
         self.trainer, self.out, self.source_text = trainer, out, source_text
         self.reporter, self.header = reporter, header
-        self.first_bad = jnp.zeros((), jnp.int32)  # 0, or the first step with a non-finite loss
-        self.track = compile_fn(_track_nonfinite)
+        # (step, losses) since the last check: read back at the next log line or boundary,
+        # so the steps never wait for the device (and no extra program is compiled)
+        self.unchecked: list[tuple[int, jax.Array]] = []
         self.saved: Path | None = None
         self.checkpoint_to = out  # OUT in every process of a run (`out` is process 0's alone)
         self.best: tuple | None = None  # (step, value, params, stats): early stopping keeps it
 
 
-def _track_nonfinite(first_bad, losses, step):
-    """On the device, every step, no sync: remember the first step whose loss is not finite."""
-    fresh = (first_bad == 0) & ~jnp.all(jnp.isfinite(losses))
-    return jnp.where(fresh, step, first_bad).astype(jnp.int32)
+    def first_bad(self) -> int:
+        """The first step since the last call whose loss is not finite, else 0."""
+        unchecked, self.unchecked = self.unchecked, []
+        for step, losses in unchecked:
+            if not np.all(np.isfinite(np.asarray(losses))):
+                return step
+        return 0
 
 
 def run_training(plan: TrainPlan, sources: Mapping[str, Source], *,
@@ -618,7 +679,7 @@ def _train_loop(run: _Run, result: TrainResult, start: int, max_steps: int | Non
                 stop: _Stop, snapshot) -> int:
     """The steps from `start`; returns the step it ended at (saved in the checkpoint)."""
     trainer, reporter, plan = run.trainer, run.reporter, run.trainer.plan
-    key0 = jax.random.key(trainer.seed + 1)
+    key_seed = trainer.seed + 1  # step i's key is step_key(key_seed, i)
     log_every = max(1, min(50, trainer.total_steps // 100 or 1))
     early = plan.early_stop
     best, bad_evals = trainer.early  # restored on --resume
@@ -633,10 +694,10 @@ def _train_loop(run: _Run, result: TrainResult, start: int, max_steps: int | Non
     stopped = False
 
     def check_finite() -> None:
-        """Sync the device-side record of the first non-finite loss (a scalar)."""
-        bad = int(run.first_bad)
+        """Read back the losses since the last check: the first non-finite one is an error."""
+        bad = run.first_bad()
         if bad:
-            _raise_nonfinite(run, bad, start, key0, snapshot)
+            _raise_nonfinite(run, bad, start, key_seed, snapshot)
 
     def at_boundary(unit: str, epoch: int) -> bool:
         """Checkpoint and evaluate after an epoch or a step; True when early stopping fires."""
@@ -679,11 +740,11 @@ def _train_loop(run: _Run, result: TrainResult, start: int, max_steps: int | Non
             if at_boundary("epoch", epoch):
                 stopped = True
                 break
-        key = jax.random.fold_in(key0, step)
+        key = step_key(key_seed, step)
         trainer.params, trainer.stats, trainer.opt_states, losses = trainer.iteration(
             trainer.params, trainer.stats, trainer.opt_states, batch, key)
         step += 1
-        run.first_bad = run.track(run.first_bad, losses, step)
+        run.unchecked.append((step, losses))
         if step == start + 1:  # the first step compiled: throughput counts from here
             jax.block_until_ready(losses)
             tic, seen = time.perf_counter(), 0
@@ -709,7 +770,7 @@ def _train_loop(run: _Run, result: TrainResult, start: int, max_steps: int | Non
     return step
 
 
-def _raise_nonfinite(run: _Run, bad: int, start: int, key0, snapshot) -> None:
+def _raise_nonfinite(run: _Run, bad: int, start: int, key_seed: int, snapshot) -> None:
     """The loss of step `bad` is not finite: name the step, and the op when an eager
     replay from the run's start (deterministic in seed and step) can find it."""
     trainer, plan = run.trainer, run.trainer.plan
@@ -717,7 +778,7 @@ def _raise_nonfinite(run: _Run, bad: int, start: int, key0, snapshot) -> None:
     if bad - start <= MAX_REPLAY:
         params, stats, opt_states = jax.tree_util.tree_map(jnp.asarray, snapshot)
         for index, (_, batch) in enumerate(trainer.batch_stream(start), start):
-            key = jax.random.fold_in(key0, index)
+            key = step_key(key_seed, index)
             if index == bad - 1:
                 what, op_span = trainer.explain_nonfinite(params, stats, opt_states, batch, key)
                 where, span = f": {what}", op_span or plan.span
