@@ -10,8 +10,9 @@ cache (graphdl/passes/autotune.py) under the node's key, so the next trace (and
 The measurement runs eagerly inside the trace (`jax.ensure_compile_time_eval`): its
 programs are compiled and run on their own and leave nothing in the traced program.
 The candidates are compiled first, then run in turns (one run of each per round, so a
-burst of load on a shared machine hits them alike) for at most `MAX_ROUNDS` rounds or
-`BUDGET_S`; each one's best time counts. Tests pass a fake `timer`.
+burst of load on a shared machine hits them alike): `MIN_ROUNDS` rounds, then more while
+the rounds took less than `BUDGET_S` in all, up to `MAX_ROUNDS`; each one's best time
+counts. Tests pass a fake `timer`.
 """
 
 from __future__ import annotations
@@ -30,9 +31,9 @@ from graphdl.ops import REGISTRY
 from graphdl.passes import autotune
 from graphdl.passes.conv_lowering import tuning_key
 
-#: the time the timed runs of all candidates together may take, after compiling them
-BUDGET_S = 0.25
-MAX_ROUNDS = 5
+#: the time the timed runs of all candidates together may take past MIN_ROUNDS rounds
+BUDGET_S = 0.5
+MIN_ROUNDS, MAX_ROUNDS = 3, 7
 
 Timer = Callable[[dict, tuple], dict]
 
@@ -44,12 +45,12 @@ def best_times(fns: dict[str, Callable], args: tuple) -> dict[str, float]:
         jax.block_until_ready(fn(*args))
     best = dict.fromkeys(fns, float("inf"))
     start = time.perf_counter()
-    for _ in range(MAX_ROUNDS):
+    for rounds in range(1, MAX_ROUNDS + 1):
         for name, fn in fns.items():
             t0 = time.perf_counter()
             jax.block_until_ready(fn(*args))
             best[name] = min(best[name], time.perf_counter() - t0)
-        if time.perf_counter() - start > BUDGET_S:
+        if rounds >= MIN_ROUNDS and time.perf_counter() - start > BUDGET_S:
             break
     return best
 
