@@ -201,6 +201,19 @@ def test_each_pick_keeps_values_and_gradients(pick, monkeypatch):
     assert_same(got, values_and_grads(CONVS, CONV_INPUTS, False))
 
 
+def test_a_symbolic_batch_is_not_measured(own_cache):
+    """`graphdl export` traces with a symbolic batch: the kept pick for the other sizes,
+    else XLA's convolution, and nothing measured."""
+    class Symbolic:  # what np.shape sees of a tracer with a symbolic batch
+        shape = ("B", 6, 5, 2)
+    ir = run_passes(ir_of(CONVS))
+    (first, n), _ = [(nid, n) for nid, n in nodes(ir) if n.op == "conv_lowered"]
+    assert measuring.resolve(ir, n, {"x": Symbolic()}).attrs["lowering"] == "xla"
+    autotune.record(measuring.tuning_key(ir, n, (6, 5, 2)), "patches", {"patches": 1.0})
+    assert measuring.resolve(ir, n, {"x": Symbolic()}).attrs["lowering"] == "patches"
+    assert own_cache == []
+
+
 def test_the_timer_times_each_candidate():
     """The real timer (the tests' fake stands in for it elsewhere): seconds per candidate."""
     fns = {"double": jax.jit(lambda x: x * 2), "add": jax.jit(lambda x: x + 1)}

@@ -56,15 +56,23 @@ def best_times(fns: dict[str, Callable], args: tuple) -> dict[str, float]:
 
 
 def resolve(ir: IR, n: Node, kwargs: dict, timer: Timer | None = None) -> Node:
-    """`n` with its "auto" lowering replaced by the kept or measured pick."""
-    k = tuning_key(ir, n, tuple(int(d) for d in np.shape(kwargs["x"])[1:]))
-    pick = autotune.lookup(k)
+    """`n` with its "auto" lowering replaced by the kept or measured pick. A shape with
+    symbolic sizes (`graphdl export` with a symbolic batch) is not measured: the kept
+    pick of its other sizes, else the op as written ("xla")."""
+    shape = np.shape(kwargs["x"])
+    known = all(isinstance(d, (int, np.integer)) for d in shape)
+    k = None
+    if all(isinstance(d, (int, np.integer)) for d in shape[1:]):
+        k = tuning_key(ir, n, tuple(int(d) for d in shape[1:]))
+    pick = autotune.lookup(k) if k is not None else None
+    if pick is None and not known:
+        pick = "xla"
     if pick is None:
         x = node(ir, n.inputs[n.args.index("x")])
         with jax.ensure_compile_time_eval():
             ms = measure(n, kwargs, input_grad=x.op != "input", timer=timer or best_times)
         pick = min(ms, key=ms.get)
-        autotune.record(k, pick, ms, batch=int(np.shape(kwargs["x"])[0]))
+        autotune.record(k, pick, ms, batch=int(shape[0]))
     return Node(n.op, n.inputs, n.args, {**n.attrs, "lowering": pick}, n.type, n.span,
                 n.scope)
 
