@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import functools
 import json
-import shutil
 import statistics
 import sys
 import tempfile
@@ -51,10 +50,10 @@ def cnn_loss(p, stats, batch, key):
 
     def pool(x):
         return lax.reduce_window(x, -jnp.inf, lax.max, (1, 2, 2, 1), (1, 2, 2, 1), "VALID")
-    h = pool(jax.nn.relu(conv("cnn.h.conv", batch["data.image"])))
+    h = pool(jax.nn.relu(conv("cnn.h.conv", batch["data.x"])))
     h = pool(jax.nn.relu(conv("cnn.h.conv_1", h)))
     h = jax.nn.relu(dense(p, "cnn.out.dense", h.reshape(h.shape[0], -1)))
-    return xent(dense(p, "cnn.out.dense_1", h), batch["data.label"]), {}
+    return xent(dense(p, "cnn.out.dense_1", h), batch["data.y"]), {}
 
 
 MODELS = {
@@ -66,11 +65,14 @@ MODELS = {
 def cnn_folder() -> Path:
     """A folder with rewrites_cnn.gdl and its npz of random MNIST-shaped images."""
     folder = Path(tempfile.mkdtemp(prefix="graphdl-rewrites-"))
-    shutil.copy(ROOT / "benchmarks" / "rewrites_cnn.gdl", folder)
+    text = (ROOT / "benchmarks" / "rewrites_cnn.gdl").read_text(encoding="utf-8")
+    assert 'dataset("mnist")' in text
+    (folder / "rewrites_cnn.gdl").write_text(
+        text.replace('dataset("mnist")', 'npz("images.npz", split = [0.9, 0.1])'),
+        encoding="utf-8")
     rng = np.random.default_rng(0)
-    np.savez(folder / "rewrites_cnn.npz",
-             image=rng.random((1024, 28, 28, 1), dtype=np.float32),
-             label=rng.integers(0, 10, 1024).astype(np.int32))
+    np.savez(folder / "images.npz", x=rng.random((1024, 28, 28, 1), dtype=np.float32),
+             y=rng.integers(0, 10, 1024).astype(np.int32))
     return folder
 
 

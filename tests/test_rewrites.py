@@ -221,10 +221,50 @@ def test_the_timer_times_each_candidate():
     assert set(times) == {"double", "add"} and all(0 < t < 1 for t in times.values())
 
 
+# -- scan_remat -------------------------------------------------------------------------
+SCANS = """cell acc[H](x: f32[B, D]) -> f32[B, H] {
+    state h: f32[B, H] = zeros
+    h = tanh(dense(x, H) + dense(h, H)) * (1.0 + dropout(h, 0.0))
+    return h
+}
+graph g(xs: f32[B, T, 2], lengths: i32[B]) -> f32[] {
+    run = scan(xs, lstm[3], axis = 1)
+    back = scan(xs, acc[4], axis = 1, reverse = true, lengths = lengths)
+    return sum(run.state.h * run.state.c) + sum(back.out * back.out) + sum(back.state.h)
+}
+"""
+SCAN_INPUTS = [RNG.normal(size=(3, 5, 2)).astype(np.float32), np.array([5, 2, 4], np.int32)]
+
+
+def test_every_scan_is_marked_for_recomputation():
+    before = run_passes(ir_of(SCANS), rewrites=False)
+    after = run_passes(ir_of(SCANS))
+    assert [n.attrs.get("remat") for _, n in nodes(before) if n.op == "scan"] == [None, None]
+    assert [n.attrs.get("remat") for _, n in nodes(after) if n.op == "scan"] == [True, True]
+
+
+def scan_values_and_grads():
+    fn = loads(SCANS).compile("g")
+    variables = fn.init(jax.random.key(0), *SCAN_INPUTS)
+    return jax.value_and_grad(lambda p: fn({"params": p}, *SCAN_INPUTS))(variables["params"])
+
+
+def test_scan_remat_keeps_values_and_gradients(monkeypatch):
+    from graphdl.passes import pipeline
+    got = scan_values_and_grads()
+    monkeypatch.setattr(pipeline, "PIPELINE",
+                        tuple(p for p in PIPELINE if p.name != "scan_remat"))
+    (vg, pg), (vw, pw) = got, scan_values_and_grads()
+    np.testing.assert_allclose(vg, vw, rtol=1e-5, atol=1e-5)
+    assert set(pg) == set(pw) and len(pg) == 12  # w and b: the lstm's 4 gates, acc's 2 denses
+    for k in pg:
+        np.testing.assert_allclose(pg[k], pw[k], rtol=1e-4, atol=1e-5, err_msg=k)
+
+
 # -- the switch ------------------------------------------------------------------------
 def test_rewrite_passes_are_marked():
     assert {p.name for p in PIPELINE if p.rewrite} == {"fuse_dense", "pool_reshape",
-                                                       "conv_lowering"}
+                                                       "conv_lowering", "scan_remat"}
 
 
 def rewritten_ops(ir) -> set[str]:

@@ -104,6 +104,8 @@ def lower_scan(ctx: LowerCtx, nid: int, n: Node, env: dict):
                     for i, o in enumerate(outs)]
         return (nxt, new_stats), outs
 
+    if attrs.get("remat"):  # the scan_remat pass: recompute the step in the backward pass
+        step = jax.checkpoint(step)
     (final, stats), (ys, *extra) = lax.scan(step, (init, stats0), (xs, steps),
                                             reverse=attrs["reverse"], unroll=attrs["unroll"])
     if ctx.train:

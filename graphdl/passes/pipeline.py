@@ -25,7 +25,14 @@ from dataclasses import dataclass
 
 from graphdl.ir.graph import IR, clone
 from graphdl.ir.verify import check_ir
-from graphdl.passes import conv_lowering, fuse_dense, pool_reshape, surrogate, verify
+from graphdl.passes import (
+    conv_lowering,
+    fuse_dense,
+    pool_reshape,
+    scan_remat,
+    surrogate,
+    verify,
+)
 
 #: "off" skips every rewrite pass (`graphdl --no-rewrites`).
 REWRITES_SWITCH = "GRAPHDL_REWRITES"
@@ -49,6 +56,9 @@ PIPELINE: tuple[Pass, ...] = (
          "pooling whose windows tile the input -> reshape + max/mean", rewrite=True),
     Pass("conv_lowering", conv_lowering.run,
          "each conv -> conv_lowered with its lowering: the autotuner's pick, or auto",
+         rewrite=True),
+    Pass("scan_remat", scan_remat.run,
+         "each scan recomputes its step's values in the backward pass (jax.checkpoint)",
          rewrite=True),
 )
 PASS_NAMES = tuple(p.name for p in PIPELINE)
