@@ -108,7 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
                              "compilation cache ($GRAPHDL_CACHE/xla, else ~/.cache/graphdl/xla)")
     parser.add_argument("--no-rewrites", action="store_true",
                         help="skip the rewrite passes (fuse_dense, pool_reshape, "
-                             "conv_lowering): every op lowered as written")
+                             "conv_lowering, scan_remat): every op lowered as written")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("check", help="parse and type-check .gdl files")

@@ -7,7 +7,8 @@ rewrite it before lowering. Each pass is one entry: a name (what `graphdl show F
 shows an IR before and after it. The verifier runs after every pass.
 
 Some passes are rewrites: they change how a value is computed (one matmul for sibling
-`dense` layers, pooling by reshape, a convolution's lowering), never what it is. One
+`dense` layers, pooling by reshape, a convolution's lowering, a scan step recomputed in
+the backward pass), never what it is. One
 switch turns them all off, to compare or to rule them out: `graphdl --no-rewrites`,
 `GRAPHDL_REWRITES=off`, `graphdl.load(path, rewrites=False)` (which marks its IRs
 `rewrites=False`), or `run_passes(ir, rewrites=False)`.
