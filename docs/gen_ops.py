@@ -61,7 +61,7 @@ def signature(name: str, args) -> str:
 
 def _group(op: Op) -> str:
     module = op.infer.__module__.rsplit(".", 1)[-1]
-    if module == "layers":
+    if module in ("layers", "conv_forms"):
         return "Layers, pooling and augmentation"
     if module == "losses":
         return "Losses (per example: reduce with `mean`)"

@@ -47,24 +47,26 @@ from graphdl.runtime.vectors import write_vectors
 from graphdl.runtime.writing import OutputError
 
 
-def load(path: str | Path, data_root: str | Path | None = None, **consts) -> Model:
+def load(path: str | Path, data_root: str | Path | None = None, *, rewrites: bool = True,
+         **consts) -> Model:
     """Parse and check a .gdl file; constants override graph constants (`H=256`). With
-    `data_root` (for untrusted files), every path the file names must lie inside it."""
+    `data_root` (for untrusted files), every path the file names must lie inside it.
+    `rewrites=False` skips the rewrite passes (as `graphdl --no-rewrites`)."""
     path = str(path)
     try:
         text = read_gdl_text(path)
     except FileRefused as err:
         raise OSError(f"{path} {err.reason}") from None
     return _checked_model(check_program(path, text, consts, SOURCES, data_root=data_root),
-                          path, consts)
+                          path, consts, rewrites)
 
 
-def loads(source: str, name: str = "<string>", **consts) -> Model:
+def loads(source: str, name: str = "<string>", *, rewrites: bool = True, **consts) -> Model:
     """Like `load`, from source text."""
-    return _checked_model(check_program(name, source, consts, SOURCES), name, consts)
+    return _checked_model(check_program(name, source, consts, SOURCES), name, consts, rewrites)
 
 
-def _checked_model(checked: Checked, path: str, consts: dict) -> Model:
+def _checked_model(checked: Checked, path: str, consts: dict, rewrites: bool = True) -> Model:
     for key in consts:
         problem = unknown_override(checked.program, key)
         if problem:
@@ -73,7 +75,20 @@ def _checked_model(checked: Checked, path: str, consts: dict) -> Model:
     for key, message in problems:
         raise ValueError(f"{key}={value_text(key, consts[key])}: {message}")
     checked.diagnostics[:] = rest
-    return Model(checked, path)
+    if not rewrites:  # run_passes reads the mark (graphdl/passes/pipeline.py: rewrites_on)
+        for ir in checked.irs.values():
+            mark_no_rewrites(ir)
+        for plan in checked.trains:
+            mark_no_rewrites(plan.ir)
+            for ev in plan.evaluations:
+                mark_no_rewrites(ev.ir)
+    return Model(checked, path, rewrites)
+
+
+def mark_no_rewrites(ir) -> None:
+    """Mark an IR so that `run_passes` skips the rewrite passes on it."""
+    if ir is not None:
+        ir.graph["rewrites"] = False
 
 
 def build_quietly(program: Program, name: str, types: dict[str, TensorType],
@@ -93,13 +108,14 @@ def tensor_type(x) -> TensorType:
 
 
 class Model:
-    def __init__(self, checked: Checked, path: str):
+    def __init__(self, checked: Checked, path: str, rewrites: bool = True):
         if checked.diagnostics:
             raise GdlError(checked.diagnostics, checked.program.sources)
         self.checked = checked
         self.program = checked.program
         self.path = path
         self.consts = dict(checked.program.overrides)  # what load(path, K=V) applied
+        self.rewrites = rewrites  # False: run_passes skips the rewrite passes
 
     @property
     def graphs(self) -> list[str]:
@@ -156,13 +172,22 @@ class Model:
             merged = {**self.consts, **overrides}
             text = self.program.sources[self.path]
             model = _checked_model(check_program(self.path, text, merged, SOURCES), self.path,
-                                   merged)
+                                   merged, self.rewrites)
         return with_overrides(pick_plan(model.checked.trains, train, self.path), overrides)
 
     def resize_eval(self, plan: TrainPlan):
         """How the runtime gets an evaluation's IR for the split's last, partial batch:
         the front end builds it again (see graphdl.runtime.train.ResizeEval)."""
-        return functools.partial(evaluation_for_batch, self.program, plan.name)
+        build = functools.partial(evaluation_for_batch, self.program, plan.name)
+        if self.rewrites:
+            return build
+
+        def unrewritten(ev, batch):
+            resized = build(ev, batch)
+            if resized is not None:
+                mark_no_rewrites(resized.ir)
+            return resized
+        return unrewritten
 
     def _settings(self, caller: str, train: str | None, settings: dict) -> dict:
         """`epochs=5` as the override `train.epochs` (or `NAME.epochs` for block NAME),
@@ -427,7 +452,7 @@ class CompiledGraph:
                                             concrete=True)
             if diagnostics:
                 raise GdlError(diagnostics, program.sources)
-            ir = run_passes(ir)
+            ir = run_passes(ir, rewrites=None if self.model.rewrites else False)
             self._cache[sig] = (ir, compile_fn(self._run, static_argnames=("train", "stochastic")))
         return self._cache[sig]
 

@@ -107,6 +107,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--no-compile-cache", action="store_true",
                         help="compile everything afresh: do not read or write the persistent "
                              "compilation cache ($GRAPHDL_CACHE/xla, else ~/.cache/graphdl/xla)")
+    parser.add_argument("--no-rewrites", action="store_true",
+                        help="skip the rewrite passes (fuse_dense, pool_reshape, "
+                             "conv_lowering, scan_remat): every op lowered as written")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("check", help="parse and type-check .gdl files")
@@ -147,6 +150,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.no_compile_cache:  # read by graphdl/lower/compile.py (CACHE_SWITCH) at the first compile
         os.environ["GRAPHDL_COMPILE_CACHE"] = "off"
+    if args.no_rewrites:  # read by graphdl/passes/pipeline.py (REWRITES_SWITCH) at each run_passes
+        os.environ["GRAPHDL_REWRITES"] = "off"
     try:
         return args.func(args)
     except GdlError as err:

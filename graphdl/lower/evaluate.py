@@ -16,6 +16,7 @@ from graphdl.dims import numpy_name
 from graphdl.errors import GdlError, UserError
 from graphdl.ir.graph import IR, node, nodes, order
 from graphdl.ir.node import Node
+from graphdl.lower import autotune
 from graphdl.lower.context import LowerCtx, NeedsKey
 from graphdl.lower.generate import lower_generate
 from graphdl.lower.masked import masked_reduce
@@ -104,6 +105,8 @@ def lower_scan(ctx: LowerCtx, nid: int, n: Node, env: dict):
                     for i, o in enumerate(outs)]
         return (nxt, new_stats), outs
 
+    if attrs.get("remat"):  # the scan_remat pass: recompute the step in the backward pass
+        step = jax.checkpoint(step)
     (final, stats), (ys, *extra) = lax.scan(step, (init, stats0), (xs, steps),
                                             reverse=attrs["reverse"], unroll=attrs["unroll"])
     if ctx.train:
@@ -160,6 +163,8 @@ def _run_nodes(ir: IR, ctx: LowerCtx, ids: list[int], env: dict, inputs: dict, s
         try:
             ctx.stat_names = {arg: node(ir, src).attrs["name"] for src, arg in n.operands()
                               if node(ir, src).op == "stat"}
+            if n.attrs.get("lowering") == "auto" and n.op in REGISTRY:  # measured once per shape
+                n = autotune.resolve(ir, n, _operands(n, env))
             env[nid] = _lower_node(ctx, nid, n, env, inputs, states)
         except (NeedsKey, GdlError):
             raise

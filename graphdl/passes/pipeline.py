@@ -6,6 +6,13 @@ rewrite it before lowering. Each pass is one entry: a name (what `graphdl show F
 `run_passes` hands it a copy) and one line of what it does. Each pass module's docstring
 shows an IR before and after it. The verifier runs after every pass.
 
+Some passes are rewrites: they change how a value is computed (one matmul for sibling
+`dense` layers, pooling by reshape, a convolution's lowering, a scan step recomputed in
+the backward pass), never what it is. One
+switch turns them all off, to compare or to rule them out: `graphdl --no-rewrites`,
+`GRAPHDL_REWRITES=off`, `graphdl.load(path, rewrites=False)` (which marks its IRs
+`rewrites=False`), or `run_passes(ir, rewrites=False)`.
+
 To add a pass: write `graphdl/passes/NAME.py` with `run(g: IR) -> IR` and an example IR
 in its docstring, add its entry below in the place it belongs, and test it in
 tests/test_passes.py.
@@ -13,12 +20,24 @@ tests/test_passes.py.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from graphdl.ir.graph import IR, clone
 from graphdl.ir.verify import check_ir
-from graphdl.passes import fuse_dense, precision, surrogate, verify
+from graphdl.passes import (
+    conv_lowering,
+    fuse_dense,
+    pool_reshape,
+    precision,
+    scan_remat,
+    surrogate,
+    verify,
+)
+
+#: "off" skips every rewrite pass (`graphdl --no-rewrites`).
+REWRITES_SWITCH = "GRAPHDL_REWRITES"
 
 
 @dataclass(frozen=True)
@@ -26,6 +45,7 @@ class Pass:
     name: str
     run: Callable[[IR], IR]
     summary: str
+    rewrite: bool = False  # a rewrite: skipped when rewrites are off
 
 
 PIPELINE: tuple[Pass, ...] = (
@@ -33,7 +53,15 @@ PIPELINE: tuple[Pass, ...] = (
     Pass("surrogate", surrogate.run,
          "score each score-function sample; a surrogate node beside each scalar loss"),
     Pass("fuse_dense", fuse_dense.run,
-         "dense nodes that read the same input become one dense_split (one matmul)"),
+         "dense nodes that read the same input become one dense_split (one matmul)", rewrite=True),
+    Pass("pool_reshape", pool_reshape.run,
+         "pooling whose windows tile the input -> reshape + max/mean", rewrite=True),
+    Pass("conv_lowering", conv_lowering.run,
+         "each conv -> conv_lowered with its lowering: the autotuner's pick, or auto",
+         rewrite=True),
+    Pass("scan_remat", scan_remat.run,
+         "each scan recomputes its step's values in the backward pass (jax.checkpoint)",
+         rewrite=True),
     # last: it decides each node's compute dtype on the IR the rewrites left; it is a
     # policy the train block declares, not a rewrite, so it always runs
     Pass("precision", precision.run,
@@ -42,14 +70,26 @@ PIPELINE: tuple[Pass, ...] = (
 PASS_NAMES = tuple(p.name for p in PIPELINE)
 
 
-def run_passes(ir: IR, until: str | None = None) -> IR:
-    """A copy of `ir` after every pass in order, or up to and including `until`."""
+def rewrites_on(ir: IR | None = None) -> bool:
+    """Whether the rewrite passes run: not when $GRAPHDL_REWRITES is "off" (read at each
+    call) or the IR is marked `rewrites=False` (`graphdl.load(path, rewrites=False)`)."""
+    if os.environ.get(REWRITES_SWITCH, "").strip().lower() in ("off", "0", "false", "no"):
+        return False
+    return ir is None or ir.graph.get("rewrites", True) is not False
+
+
+def run_passes(ir: IR, until: str | None = None, *, rewrites: bool | None = None) -> IR:
+    """A copy of `ir` after every pass in order, or up to and including `until`; the
+    rewrite passes are skipped when `rewrites` is False (None: `rewrites_on(ir)`)."""
     if until is not None and until not in PASS_NAMES:
         raise ValueError(f"no pass named {until!r}; the passes are {', '.join(PASS_NAMES)}")
+    if rewrites is None:
+        rewrites = rewrites_on(ir)
     g = clone(ir)
     for p in PIPELINE:
-        g = p.run(g)
-        check_ir(g)
+        if rewrites or not p.rewrite:
+            g = p.run(g)
+            check_ir(g)
         if p.name == until:
             break
     return g

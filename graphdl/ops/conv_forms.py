@@ -1,0 +1,108 @@
+"""The ways a convolution can be computed, and `conv_lowered`, a `conv` that names its way.
+
+The `conv_lowering` pass (graphdl/passes/conv_lowering.py) writes each `conv` as a
+`conv_lowered` whose `lowering` attribute says how XLA is to compute it:
+
+- "xla": XLA's convolution (`lax.conv_general_dilated`), as `conv` itself;
+- "slices": a sum over the k x k kernel taps of a shifted (strided) slice of the input
+  times that tap's `[Cin, F]` weight: k*k matmuls, no patch tensor;
+- "patches": the taps' slices concatenated on the channel axis (im2col), one matmul with
+  the weights as `[k*k*Cin, F]`;
+- "auto": measured on this machine at the first lowering for the shape
+  (graphdl/lower/autotune.py) and kept in the autotuning cache
+  (graphdl/passes/autotune.py).
+
+On XLA:CPU the convolution's gradient (one convolution for the input, one for the
+weights) runs far below the forward's speed, while a matmul's gradient is two matmuls;
+which form is fastest depends on the sizes and the machine, hence the measurement.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+from graphdl.ops._jax import jnp, lax
+from graphdl.ops.layers import _common, _conv_infer, _conv_lower, _conv_weights
+from graphdl.ops.registry import ShapeError, as_ints, register
+
+
+def _geometry(size: int, k: int, s: int, d: int, padding: str) -> tuple[int, int, int]:
+    """(output size, low padding, high padding) of one axis, as XLA pads it."""
+    span = (k - 1) * d + 1
+    if padding == "valid":
+        return (size - span) // s + 1, 0, 0
+    out = -(-size // s)
+    total = max((out - 1) * s + span - size, 0)
+    return out, total // 2, total - total // 2
+
+
+def _taps(x, kernel, stride, padding, dilation):
+    """Each kernel tap's view of `x` (channels last): the strided slice that meets the
+    tap's weight at every output position, in the weights' (row-major) tap order."""
+    n = x.ndim - 2
+    ks, ss, ds = (as_ints(v, name, n) for v, name in
+                  ((kernel, "kernel"), (stride, "stride"), (dilation, "dilation")))
+    geo = [_geometry(x.shape[1 + i], ks[i], ss[i], ds[i], padding) for i in range(n)]
+    if any(lo or hi for _, lo, hi in geo):
+        x = jnp.pad(x, [(0, 0)] + [(lo, hi) for _, lo, hi in geo] + [(0, 0)])
+    views = []
+    for tap in itertools.product(*(range(k) for k in ks)):
+        start = [0] + [tap[i] * ds[i] for i in range(n)] + [0]
+        stop = [x.shape[0]] + [tap[i] * ds[i] + (geo[i][0] - 1) * ss[i] + 1
+                               for i in range(n)] + [x.shape[-1]]
+        views.append(lax.slice(x, start, stop, [1, *ss, 1]))
+    return views
+
+
+def conv_by_slices(x, w, kernel, stride, padding, dilation):
+    x, w = _common(x, w)
+    taps = _taps(x, kernel, stride, padding, dilation)
+    wt = w.reshape(-1, *w.shape[-2:])  # [taps, Cin, F]
+    y = None
+    for i, view in enumerate(taps):
+        term = view @ wt[i]
+        y = term if y is None else y + term
+    return y
+
+
+def conv_by_patches(x, w, kernel, stride, padding, dilation):
+    x, w = _common(x, w)
+    patches = jnp.concatenate(_taps(x, kernel, stride, padding, dilation), axis=-1)
+    return patches @ w.reshape(-1, w.shape[-1])  # [taps * Cin, F], taps outer
+
+
+def conv_by_xla(x, w, kernel, stride, padding, dilation):
+    return _conv_lower(None, x, None, kernel, stride, padding, dilation, False, w)
+
+
+#: lowering name -> function(x, w, kernel, stride, padding, dilation) without the bias
+CONV_LOWERINGS = {"xla": conv_by_xla, "slices": conv_by_slices, "patches": conv_by_patches}
+
+
+def _conv_lowered_infer(x, filters, kernel, stride, padding, dilation, bias, lowering):
+    if lowering not in (*CONV_LOWERINGS, "auto"):
+        raise ShapeError(f"lowering must be one of {', '.join(CONV_LOWERINGS)} or auto, got "
+                         f"\"{lowering}\"", "lowering")
+    return _conv_infer(x, filters, kernel, stride, padding, dilation, bias)
+
+
+def _conv_lowered_weights(x, filters, kernel, stride, padding, dilation, bias, lowering):
+    return _conv_weights(x, filters, kernel, stride, padding, dilation, bias)
+
+
+def _conv_lowered_lower(ctx, x, filters, kernel, stride, padding, dilation, bias, lowering,
+                        w, b=None):
+    # "auto" is resolved by the lowering (graphdl/lower/autotune.py) before it gets here;
+    # called directly, it is XLA's own convolution
+    form = CONV_LOWERINGS.get(lowering, conv_by_xla)
+    y = form(x, w, kernel, stride, padding, dilation)
+    return y + b if b is not None else y
+
+
+register("conv_lowered", "x, filters: int, kernel: ints = 3, stride: ints = 1, "
+         "padding: str = \"same\", dilation: ints = 1, bias: bool = true, "
+         "lowering: str = \"auto\"", _conv_lowered_infer, _conv_lowered_lower,
+         weights=_conv_lowered_weights, extra={"lowerings": tuple(CONV_LOWERINGS)},
+         doc="`conv` computed one named way: \"xla\" (XLA's convolution), \"slices\" (a "
+             "matmul per kernel tap), \"patches\" (im2col, one matmul) or \"auto\" (measured "
+             "once per shape; the `conv_lowering` pass writes it)")

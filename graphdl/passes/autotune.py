@@ -1,0 +1,102 @@
+"""The autotuning cache: which lowering measured fastest for an op of one shape here.
+
+An entry's key is the op with everything its speed depends on: the input's sizes other
+than the batch, the dtypes, the op's attributes, whether the input needs a gradient,
+the JAX version and the CPU (model name and core count). Its value is the pick and the
+milliseconds each candidate took. The measuring is done by the lowering
+(graphdl/lower/autotune.py), once per key; the `conv_lowering` pass reads the picks so that
+`graphdl show --ir --after conv_lowering` prints them.
+
+The cache is one JSON file, `cache_root()/autotune/choices.json`, written whole to a
+temporary file and renamed over the old one (a reader never sees half a file). A file
+that cannot be read or parsed counts as empty and is rewritten at the next pick: a cache
+must never stop a run.
+
+This module imports no JAX (`graphdl check` and `show` stay fast): the JAX version is
+read from the installed package's metadata.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import tempfile
+from functools import lru_cache
+from importlib import metadata
+from pathlib import Path
+
+from graphdl.reading import cache_root
+
+FORMAT = 1
+
+
+def cache_file() -> Path:
+    return cache_root() / "autotune" / "choices.json"
+
+
+@lru_cache(maxsize=1)
+def machine() -> str:
+    """The JAX version and the CPU the measurements hold for."""
+    try:
+        jax_version = metadata.version("jax")
+    except metadata.PackageNotFoundError:
+        jax_version = "?"
+    cpu = platform.machine()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return f"jax {jax_version}; {cpu}; {os.cpu_count()} cores"
+
+
+def key(op: str, sizes: tuple[int, ...], dtypes: tuple[str, ...], attrs: dict,
+        input_grad: bool) -> str:
+    """The cache key of op `op` on an input of `sizes` (all but the batch axis)."""
+    fields = {"op": op, "sizes": list(sizes), "dtypes": list(dtypes),
+              "attrs": {k: v for k, v in sorted(attrs.items()) if k != "lowering"},
+              "input_grad": input_grad, "machine": machine()}
+    return json.dumps(fields, sort_keys=True, default=str)
+
+
+def read_all() -> dict:
+    """Every entry of the cache file; {} when it is missing, unreadable or corrupt."""
+    try:
+        data = json.loads(cache_file().read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(data, dict) or data.get("format") != FORMAT \
+            or not isinstance(data.get("entries"), dict):
+        return {}
+    return {k: v for k, v in data["entries"].items()
+            if isinstance(v, dict) and isinstance(v.get("pick"), str)}
+
+
+def lookup(k: str) -> str | None:
+    """The pick kept for key `k`, or None."""
+    entry = read_all().get(k)
+    return entry["pick"] if entry else None
+
+
+def record(k: str, pick: str, ms: dict[str, float], batch: int | None = None) -> None:
+    """Keep `pick` for key `k` (with each candidate's time); a cache that cannot be
+    written is skipped (the pick is measured again next time)."""
+    entries = read_all()
+    entries[k] = {"pick": pick, "ms": {n: round(v, 4) for n, v in ms.items()}, "batch": batch}
+    path = cache_file()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".choices-", suffix=".json", dir=path.parent)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                json.dump({"format": FORMAT, "entries": entries}, f, indent=1, sort_keys=True)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+    except OSError:
+        pass

@@ -1,0 +1,326 @@
+"""The rewrite passes that choose a lowering: pool_reshape, conv_lowering (with its
+autotuning cache) and the one switch that turns every rewrite off."""
+
+from __future__ import annotations
+
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from graphdl.api import loads
+from graphdl.cli.main import main
+from graphdl.elaborate.check import check_program
+from graphdl.ir import nodes
+from graphdl.lower import autotune as measuring
+from graphdl.passes import autotune
+from graphdl.passes.pipeline import PIPELINE, run_passes
+from graphdl.runtime.data import SOURCES
+
+RNG = np.random.default_rng(7)
+REAL_TIMER = measuring.best_times
+
+# every pool the pass rewrites (window = stride, 2-D and 1-D, max and avg, a remainder that
+# "valid" drops) and three it keeps (overlapping windows, a padded partial window, indices)
+POOLS = """graph g(x: f32[B, 8, 7, 3], s: f32[B, 9, 2]) -> f32[] {
+    a = max_pool(x, 2)
+    b = avg_pool(x, [2, 1])
+    c = max_pool(x, 3)
+    d = max_pool(s, 2)
+    e = avg_pool(s, 2, stride = 2, padding = "same")
+    f = max_pool(x, 3, stride = 2)
+    h = max_pool(x, 2, padding = "same")
+    m, i = max_pool(x, 2, indices = true)
+    return sum(a * a) + sum(b * b) + sum(c) + sum(d * d) + sum(e) + sum(f * f) + sum(h) + sum(m)
+}
+"""
+POOL_INPUTS = [RNG.normal(size=(2, 8, 7, 3)).astype(np.float32),
+               RNG.normal(size=(2, 9, 2)).astype(np.float32)]
+
+CONVS = """graph g(x: f32[B, 6, 5, 2]) -> f32[] {
+    h = conv(x, 4, 3) |> relu
+    h = conv(h, 3, kernel = 2, stride = 2, padding = "valid")
+    return sum(h * h)
+}
+"""
+CONV_INPUTS = [RNG.normal(size=(3, 6, 5, 2)).astype(np.float32)]
+
+
+@pytest.fixture(autouse=True)
+def own_cache(tmp_path, monkeypatch):
+    """Each test an autotuning cache of its own, and a fake timer: no test depends on
+    timing. The timer says "slices" is fastest and counts its calls."""
+    monkeypatch.setenv("GRAPHDL_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("GRAPHDL_REWRITES", "on")  # and unset again after the test
+    calls = []
+
+    def fake_timer(fns, args):
+        calls.append(sorted(fns))
+        return {name: {"xla": 3.0, "slices": 1.0, "patches": 2.0}[name] for name in fns}
+    monkeypatch.setattr(measuring, "best_times", fake_timer)
+    return calls
+
+
+def ir_of(src: str, name: str = "g"):
+    c = check_program("<t>", src, sources=SOURCES)
+    assert not c.diagnostics, c.diagnostics
+    return c.irs[name]
+
+
+def ops(ir) -> list[str]:
+    return [n.op for _, n in nodes(ir)]
+
+
+def values_and_grads(src: str, inputs: list, rewrites: bool):
+    """The graph's value and its gradients to the parameters and the inputs."""
+    fn = loads(src, rewrites=rewrites).compile("g")
+    variables = fn.init(jax.random.key(0), *inputs)
+
+    def loss(p, xs):
+        return fn({"params": p}, *xs)
+    value, grads = jax.value_and_grad(loss, argnums=(0, 1))(variables["params"],
+                                                              [jnp.asarray(x) for x in inputs])
+    return value, grads
+
+
+def assert_same(a, b):
+    (va, (pa, xa)), (vb, (pb, xb)) = a, b
+    np.testing.assert_allclose(va, vb, rtol=1e-5, atol=1e-5)
+    assert set(pa) == set(pb)
+    for k in pa:
+        np.testing.assert_allclose(pa[k], pb[k], rtol=1e-4, atol=1e-4, err_msg=k)
+    for ga, gb in zip(xa, xb):
+        np.testing.assert_allclose(ga, gb, rtol=1e-4, atol=1e-5)
+
+
+# -- pool_reshape ----------------------------------------------------------------------
+def test_pools_whose_windows_tile_become_reshape_and_reduce():
+    after = run_passes(ir_of(POOLS), until="pool_reshape")
+    kept = [n for _, n in nodes(after) if n.op in ("max_pool", "avg_pool")]
+    # f (overlapping), h (a padded partial window), e ("same" with a remainder), indices
+    assert sorted((n.op, n.attrs["padding"], n.attrs["indices"] if "indices" in n.attrs
+                   else None) for n in kept) == [
+        ("avg_pool", "same", None), ("max_pool", "same", False), ("max_pool", "valid", False),
+        ("max_pool", "valid", True)]
+    assert ops(after).count("reshape") == 4  # a, b, c, d
+    assert ops(after).count("index") == 3  # a (7 by 2), c (8 x 7 by 3), d (9 by 2): a remainder
+    reductions = [n for _, n in nodes(after) if n.op in ("max", "mean")]
+    assert sorted((n.op, tuple(n.attrs["axis"])) for n in reductions) == [
+        ("max", (2,)), ("max", (2, 4)), ("max", (2, 4)), ("mean", (2, 4))]
+
+
+def test_pool_reshape_keeps_values_and_gradients():
+    assert_same(values_and_grads(POOLS, POOL_INPUTS, True),
+                values_and_grads(POOLS, POOL_INPUTS, False))
+
+
+# -- conv_lowering and the autotuner ---------------------------------------------------
+def test_every_conv_is_lowered_auto_until_measured(own_cache):
+    after = run_passes(ir_of(CONVS))
+    assert "conv" not in ops(after)
+    assert [n.attrs["lowering"] for _, n in nodes(after) if n.op == "conv_lowered"] == \
+        ["auto", "auto"]
+    assert own_cache == []  # the pass never measures
+
+
+def test_the_first_lowering_measures_once_per_shape_and_keeps_the_pick(own_cache):
+    fn = loads(CONVS).compile("g")
+    variables = fn.init(jax.random.key(0), *CONV_INPUTS)
+    fn(variables, *CONV_INPUTS)
+    assert own_cache == [["patches", "slices", "xla"]] * 2  # two shapes, all candidates
+    entries = json.loads(autotune.cache_file().read_text())["entries"]
+    assert len(entries) == 2
+    assert {e["pick"] for e in entries.values()} == {"slices"}
+    # the second conv's input is computed: its gradient to the input is measured too
+    assert sorted(json.loads(k)["input_grad"] for k in entries) == [False, True]
+    # another batch size, another model: the kept picks, nothing measured again
+    fn2 = loads(CONVS).compile("g")
+    x = RNG.normal(size=(5, 6, 5, 2)).astype(np.float32)
+    fn2(fn2.init(jax.random.key(1), x), x)
+    assert len(own_cache) == 2
+    after = run_passes(ir_of(CONVS))
+    assert [n.attrs["lowering"] for _, n in nodes(after) if n.op == "conv_lowered"] == \
+        ["slices", "slices"]
+
+
+def test_show_after_conv_lowering_prints_the_pick(tmp_path, capsys):
+    path = tmp_path / "g.gdl"
+    path.write_text(CONVS)
+    assert main(["show", str(path), "--ir", "--after", "conv_lowering"]) == 0
+    assert capsys.readouterr().out.count('lowering="auto"') == 2
+    fn = loads(CONVS).compile("g")
+    fn(fn.init(jax.random.key(0), *CONV_INPUTS), *CONV_INPUTS)
+    assert main(["show", str(path), "--ir", "--after", "conv_lowering"]) == 0
+    assert capsys.readouterr().out.count('lowering="slices"') == 2
+
+
+@pytest.mark.parametrize("content", ["{not json", '{"format": 1, "entries": []}', "[]",
+                                     '{"format": 99, "entries": {}}'])
+def test_a_corrupt_cache_is_ignored_and_rewritten(content, own_cache):
+    path = autotune.cache_file()
+    path.parent.mkdir(parents=True)
+    path.write_text(content)
+    assert autotune.read_all() == {}
+    fn = loads(CONVS).compile("g")
+    fn(fn.init(jax.random.key(0), *CONV_INPUTS), *CONV_INPUTS)
+    assert len(own_cache) == 2
+    data = json.loads(path.read_text())
+    assert data["format"] == autotune.FORMAT and len(data["entries"]) == 2
+    assert not [p for p in path.parent.iterdir() if p.name != path.name]  # no temporary left
+
+
+def test_an_unwritable_cache_still_runs(tmp_path, monkeypatch, own_cache):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    monkeypatch.setenv("GRAPHDL_CACHE", str(blocker / "below"))  # below a regular file
+    fn = loads(CONVS).compile("g")
+    out = fn(fn.init(jax.random.key(0), *CONV_INPUTS), *CONV_INPUTS)
+    assert np.isfinite(out) and len(own_cache) == 2
+
+
+def test_the_key_holds_what_the_speed_depends_on():
+    base = dict(filters=4, kernel=3, stride=1, padding="same", dilation=1, bias=True)
+    k = autotune.key("conv", (6, 5, 2), ("f32", "f32"), base, False)
+    assert k == autotune.key("conv", (6, 5, 2), ("f32", "f32"), {**base, "lowering": "x"}, False)
+    for other in [autotune.key("conv", (6, 5, 3), ("f32", "f32"), base, False),
+                  autotune.key("conv", (6, 5, 2), ("bf16", "f32"), base, False),
+                  autotune.key("conv", (6, 5, 2), ("f32", "f32"), {**base, "stride": 2}, False),
+                  autotune.key("conv", (6, 5, 2), ("f32", "f32"), base, True)]:
+        assert other != k
+    assert json.loads(k)["machine"].startswith("jax ")
+
+
+@pytest.mark.parametrize("pick", ["xla", "slices", "patches"])
+def test_each_pick_keeps_values_and_gradients(pick, monkeypatch):
+    monkeypatch.setattr(measuring, "best_times",
+                        lambda fns, args: {n: 0.0 if n == pick else 1.0 for n in fns})
+    got = values_and_grads(CONVS, CONV_INPUTS, True)
+    assert {e["pick"] for e in autotune.read_all().values()} == {pick}
+    assert_same(got, values_and_grads(CONVS, CONV_INPUTS, False))
+
+
+def test_a_symbolic_batch_is_not_measured(own_cache):
+    """`graphdl export` traces with a symbolic batch: the kept pick for the other sizes,
+    else XLA's convolution, and nothing measured."""
+    class Symbolic:  # what np.shape sees of a tracer with a symbolic batch
+        shape = ("B", 6, 5, 2)
+    ir = run_passes(ir_of(CONVS))
+    (first, n), _ = [(nid, n) for nid, n in nodes(ir) if n.op == "conv_lowered"]
+    assert measuring.resolve(ir, n, {"x": Symbolic()}).attrs["lowering"] == "xla"
+    autotune.record(measuring.tuning_key(ir, n, (6, 5, 2)), "patches", {"patches": 1.0})
+    assert measuring.resolve(ir, n, {"x": Symbolic()}).attrs["lowering"] == "patches"
+    assert own_cache == []
+
+
+def test_the_timer_times_each_candidate():
+    """The real timer (the tests' fake stands in for it elsewhere): seconds per candidate."""
+    fns = {"double": jax.jit(lambda x: x * 2), "add": jax.jit(lambda x: x + 1)}
+    times = REAL_TIMER(fns, (jnp.ones(4),))
+    assert set(times) == {"double", "add"} and all(0 < t < 1 for t in times.values())
+
+
+# -- scan_remat -------------------------------------------------------------------------
+SCANS = """cell acc[H](x: f32[B, D]) -> f32[B, H] {
+    state h: f32[B, H] = zeros
+    h = tanh(sigmoid(dense(x, H) + 1.0) * tanh(h) + h * h - abs(h)) * (1.0 + dropout(h, 0.0))
+    return h
+}
+graph g(xs: f32[B, T, 2], lengths: i32[B]) -> f32[] {
+    run = scan(xs, lstm[3], axis = 1)
+    back = scan(xs, acc[4], axis = 1, reverse = true, lengths = lengths)
+    return sum(run.state.h * run.state.c) + sum(back.out * back.out) + sum(back.state.h)
+}
+"""
+SCAN_INPUTS = [RNG.normal(size=(3, 5, 2)).astype(np.float32), np.array([5, 2, 4], np.int32)]
+
+
+def test_scans_with_many_elementwise_values_per_matmul_are_marked():
+    before = run_passes(ir_of(SCANS), rewrites=False)
+    after = run_passes(ir_of(SCANS))
+    assert [n.attrs.get("remat") for _, n in nodes(before) if n.op == "scan"] == [None, None]
+    assert [n.attrs.get("remat") for _, n in nodes(after) if n.op == "scan"] == [True, True]
+    # one matmul, one tanh: stored, not recomputed
+    rnn = SCANS.replace("lstm[3]", "rnn[3]").replace("run.state.h * run.state.c", "run.state.h")
+    after = run_passes(ir_of(rnn))
+    assert [n.attrs.get("remat") for _, n in nodes(after) if n.op == "scan"] == [None, True]
+
+
+def scan_values_and_grads():
+    fn = loads(SCANS).compile("g")
+    variables = fn.init(jax.random.key(0), *SCAN_INPUTS)
+    return jax.value_and_grad(lambda p: fn({"params": p}, *SCAN_INPUTS))(variables["params"])
+
+
+def test_scan_remat_keeps_values_and_gradients(monkeypatch):
+    from graphdl.passes import pipeline
+    got = scan_values_and_grads()
+    monkeypatch.setattr(pipeline, "PIPELINE",
+                        tuple(p for p in PIPELINE if p.name != "scan_remat"))
+    (vg, pg), (vw, pw) = got, scan_values_and_grads()
+    np.testing.assert_allclose(vg, vw, rtol=1e-5, atol=1e-5)
+    assert set(pg) == set(pw) and len(pg) == 10  # w and b: the lstm's 4 gates, acc's dense
+    for k in pg:
+        np.testing.assert_allclose(pg[k], pw[k], rtol=1e-4, atol=1e-5, err_msg=k)
+
+
+# -- the switch ------------------------------------------------------------------------
+def test_rewrite_passes_are_marked():
+    assert {p.name for p in PIPELINE if p.rewrite} == {"fuse_dense", "pool_reshape",
+                                                       "conv_lowering", "scan_remat"}
+
+
+def rewritten_ops(ir) -> set[str]:
+    return set(ops(ir)) & {"conv_lowered", "dense_split", "reshape"}
+
+
+TWO = CONVS.replace("return sum(h * h)", "return sum(max_pool(h, 1) * dense(h, 3)) + "
+                    "sum(dense(h, 2))")
+
+
+@pytest.mark.parametrize("how", ["argument", "env", "api"])
+def test_one_switch_turns_every_rewrite_off(how, monkeypatch):
+    ir = ir_of(TWO)
+    assert rewritten_ops(run_passes(ir)) == {"conv_lowered", "dense_split", "reshape"}
+    if how == "argument":
+        after = run_passes(ir, rewrites=False)
+    elif how == "env":
+        monkeypatch.setenv("GRAPHDL_REWRITES", "off")
+        after = run_passes(ir)
+    else:
+        x = [RNG.normal(size=(2, 6, 5, 2)).astype(np.float32)]
+        after, _ = loads(TWO, rewrites=False).compile("g").lowered(x)
+        assert rewritten_ops(loads(TWO).compile("g").lowered(x)[0])
+    assert rewritten_ops(after) == set()
+    assert {"conv", "max_pool", "dense"} <= set(ops(after))
+
+
+def test_the_api_switch_reaches_train_blocks():
+    src = """graph t(x: f32[B, 8, 8, 1]) -> f32[] {
+    h = conv(x, 4, 3) |> relu |> max_pool(2)
+    return mean(dense(h, 2)) + mean(dense(h, 3))
+}
+data digits = dataset("digits", split = [0.8, 0.2], seed = 0)
+train {
+    data      = digits.train(batch = 8)
+    loss      = t(data.image)
+    optimizer = sgd(lr = 0.1)
+    steps     = 1
+    evaluate on digits.test every 1 epochs { m = t(data.image) }
+}
+"""
+    plan = loads(src, rewrites=False).plan()
+    for ir in (plan.ir, plan.evaluations[0].ir):
+        assert rewritten_ops(run_passes(ir)) == set()
+    plan = loads(src).plan()
+    for ir in (plan.ir, plan.evaluations[0].ir):
+        assert rewritten_ops(run_passes(ir)) == {"conv_lowered", "dense_split", "reshape"}
+
+
+def test_no_rewrites_flag(tmp_path, capsys, monkeypatch):
+    path = tmp_path / "g.gdl"
+    path.write_text(TWO)
+    assert main(["--no-rewrites", "show", str(path), "--ir", "--after", "conv_lowering"]) == 0
+    out = capsys.readouterr().out
+    assert "conv(" in out and "conv_lowered" not in out and "dense_split" not in out
