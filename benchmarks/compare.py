@@ -1,9 +1,11 @@
-"""Train-step time of each model: compiled by graphdl, hand-written in JAX, and in PyTorch.
+"""Train-step time of each model: compiled by graphdl, by graphdl with its rewrite passes
+off, hand-written in JAX, and in PyTorch.
 
-The three run in this process on the same batch, from the same initial parameters, with
+The four run in this process on the same batch, from the same initial parameters, with
 Adam at the same learning rate; their steps are timed in interleaved rounds (so machine
-noise hits all alike; the order rotates from round to round) and the median ratios
-graphdl / JAX and graphdl / PyTorch are printed with their interquartile ranges.
+noise hits all alike; the order rotates from round to round) and the median ratios of
+graphdl to each other are printed with their interquartile ranges, then the conv
+lowerings the autotuner picked on this machine.
 PyTorch (`pip install -e ".[bench]"`) is optional: without it, or with --no-torch, its
 columns are "-".
 
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import json
 import statistics
 import sys
 import time
@@ -30,6 +33,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from handwritten import HANDWRITTEN  # noqa: E402
 
 import graphdl  # noqa: E402
+from graphdl.passes import autotune  # noqa: E402
 from graphdl.runtime.optim import schedule  # noqa: E402
 from graphdl.runtime.train import Trainer  # noqa: E402
 
@@ -39,8 +43,8 @@ def model_path(name: str) -> Path:
     return ROOT / file if "/" in file else ROOT / "models" / file
 
 
-def make_trainer(path: Path, train: str | None = None) -> Trainer:
-    model = graphdl.load(path)
+def make_trainer(path: Path, train: str | None = None, rewrites: bool = True) -> Trainer:
+    model = graphdl.load(path, rewrites=rewrites)
     return Trainer(model.plan(train), model.sources)
 
 
@@ -114,9 +118,12 @@ def _spread(ratios: list[float]) -> tuple[float, float, float]:
 def compare(name: str, rounds: int, steps: int, with_torch: bool = True,
             torch_threads: int | None = None) -> dict:
     trainer = make_trainer(model_path(name), HANDWRITTEN[name].get("train"))
+    # the same file with every rewrite pass skipped: the same seed, so the same start
+    plain = make_trainer(model_path(name), HANDWRITTEN[name].get("train"), rewrites=False)
     g_run, g_state, batch = graphdl_step(trainer)
+    o_run, o_state, _ = graphdl_step(plain)
     h_run, h_state = handwritten_step(name, trainer, batch)
-    sides = {"graphdl": [g_run, g_state], "jax": [h_run, h_state]}
+    sides = {"graphdl": [g_run, g_state], "off": [o_run, o_state], "jax": [h_run, h_state]}
     if with_torch:  # before graphdl's first step: that donates trainer.params
         sides["torch"] = [torch_step(name, trainer, batch, torch_threads), None]
     times: dict[str, list[float]] = {side: [] for side in sides}
@@ -144,6 +151,16 @@ def _ratio(r) -> str:
     return f"{r[0]:>7.3f} {f'[{r[1]:.3f}, {r[2]:.3f}]':<16}"
 
 
+def picks() -> list[str]:
+    """The conv lowerings the autotuner kept on this machine (its cache file)."""
+    out = []
+    for k, entry in autotune.read_all().items():
+        key = json.loads(k)
+        out.append(f"{key['op']} {key['sizes']} -> {entry['pick']} "
+                   f"({', '.join(f'{n} {ms:.1f} ms' for n, ms in sorted(entry['ms'].items()))})")
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("models", nargs="*", default=list(HANDWRITTEN))
@@ -166,13 +183,15 @@ def main() -> None:
             print('note: PyTorch is not installed, its columns are "-" '
                   '(pip install -e ".[bench]" installs it)')
             with_torch = False
-    print(f"{'model':<10} {'graphdl ms':>10} {'jax ms':>9} {'torch ms':>9} "
-          f"{'/jax':>7} {'IQR':<16} {'/torch':>7} {'IQR':<16}")
+    print(f"{'model':<10} {'graphdl ms':>10} {'off ms':>9} {'jax ms':>9} {'torch ms':>9} "
+          f"{'/off':>7} {'IQR':<16} {'/jax':>7} {'IQR':<16} {'/torch':>7} {'IQR':<16}")
     for name in args.models:
         r = compare(name, args.rounds, args.steps, with_torch, args.torch_threads)
-        print(f"{r['model']:<10} {r['graphdl_ms']:>10.3f} {r['jax_ms']:>9.3f} "
-              f"{_cell(r.get('torch_ms'), '.3f', 9)} {_ratio(r['jax'])} {_ratio(r.get('torch'))}",
-              flush=True)
+        print(f"{r['model']:<10} {r['graphdl_ms']:>10.3f} {r['off_ms']:>9.3f} {r['jax_ms']:>9.3f} "
+              f"{_cell(r.get('torch_ms'), '.3f', 9)} {_ratio(r['off'])} {_ratio(r['jax'])} "
+              f"{_ratio(r.get('torch'))}", flush=True)
+    for line in picks():
+        print("autotune:", line)
 
 
 if __name__ == "__main__":
