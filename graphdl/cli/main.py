@@ -100,7 +100,8 @@ class VersionAction(argparse.Action):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="graphdl", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="graphdl", description=__doc__.splitlines()[0],
+                                     allow_abbrev=False)  # `sample --n` is not `--no-rewrites`
     parser.add_argument("--version", action=VersionAction,
                         help="print graphdl's version and JAX's, and exit")
     parser.add_argument("--debug", action="store_true", help="show internal tracebacks")
