@@ -39,12 +39,17 @@ train {
 @pytest.fixture
 def project(tmp_path, monkeypatch) -> Path:
     monkeypatch.chdir(tmp_path)
+    return blobs_project(tmp_path, SOURCE)
+
+
+def blobs_project(folder: Path, source: str) -> Path:
+    """`folder/t.gdl` (the `source` given) beside `blobs.npz`: 96 points of 3 classes in 4-D."""
     rng = np.random.default_rng(0)
     y = rng.integers(0, 3, 96).astype(np.int32)
     x = (2 * np.eye(4, dtype=np.float32)[y] + 0.5 * rng.normal(size=(96, 4))).astype(np.float32)
-    np.savez(tmp_path / "blobs.npz", x=x, y=y)
-    (tmp_path / "t.gdl").write_text(SOURCE)
-    return tmp_path / "t.gdl"
+    np.savez(folder / "blobs.npz", x=x, y=y)
+    (folder / "t.gdl").write_text(source)
+    return folder / "t.gdl"
 
 
 def cli(capsys, *args) -> tuple[int, str, str]:

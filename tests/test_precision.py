@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 from safetensors.numpy import load_file
+from test_overrides import blobs_project, cli
 
 import graphdl
-from graphdl.cli import main
 from graphdl.elaborate.check import check_program
 from graphdl.ir.graph import node, nodes
 from graphdl.ir.printer import format_ir
@@ -50,19 +50,9 @@ ACCURACY_TOLERANCE = 1 / 24 + 1e-6
 @pytest.fixture
 def project(tmp_path, monkeypatch) -> Path:
     monkeypatch.chdir(tmp_path)
-    rng = np.random.default_rng(0)
-    y = rng.integers(0, 3, 96).astype(np.int32)
-    x = (2 * np.eye(4, dtype=np.float32)[y] + 0.5 * rng.normal(size=(96, 4))).astype(np.float32)
-    np.savez(tmp_path / "blobs.npz", x=x, y=y)
-    (tmp_path / "t.gdl").write_text(MODEL)
-    return tmp_path / "t.gdl"
+    return blobs_project(tmp_path, MODEL)
 
 
-def cli(capsys, *args) -> tuple[int, str, str]:
-    code = main([str(a) for a in args])
-    out, err = capsys.readouterr()
-    assert "Traceback" not in err and "internal error" not in err, err
-    return code, out, err
 
 
 def train_ir(project: Path, text: str | None = None, precision: str | None = "bf16"):

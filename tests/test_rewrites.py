@@ -9,15 +9,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from test_passes import ir_of, ops
 
 from graphdl.api import loads
 from graphdl.cli.main import main
-from graphdl.elaborate.check import check_program
 from graphdl.ir import nodes
 from graphdl.lower import autotune as measuring
 from graphdl.passes import autotune
 from graphdl.passes.pipeline import PIPELINE, run_passes
-from graphdl.runtime.data import SOURCES
 
 RNG = np.random.default_rng(7)
 REAL_TIMER = measuring.best_times
@@ -63,14 +62,6 @@ def own_cache(tmp_path, monkeypatch):
     return calls
 
 
-def ir_of(src: str, name: str = "g"):
-    c = check_program("<t>", src, sources=SOURCES)
-    assert not c.diagnostics, c.diagnostics
-    return c.irs[name]
-
-
-def ops(ir) -> list[str]:
-    return [n.op for _, n in nodes(ir)]
 
 
 def values_and_grads(src: str, inputs: list, rewrites: bool):

@@ -71,6 +71,15 @@ def nodes(g: IR) -> Iterator[tuple[int, Node]]:
         yield nid, node(g, nid)
 
 
+def bodies(g: IR) -> list[IR]:
+    """The IRs nested in `g`: each `scan`/`generate` node's `body`, and a cell checked on
+    its own's one-step `cell_body`. A pass that rewrites ops wherever they are runs on these."""
+    found = [n.attrs["body"] for _, n in nodes(g) if isinstance(n.attrs.get("body"), IR)]
+    if isinstance(g.graph.get("cell_body"), IR):
+        found.append(g.graph["cell_body"])
+    return found
+
+
 def add_delay(g: IR, src: int, state: int) -> None:
     """`src` is the next value of the `state` node: a delayed (next step) edge src -> state."""
     if node(g, state).op != "state":

@@ -29,17 +29,14 @@ The parameters stay the `conv`'s own (names, shapes, initialisers).
 
 from __future__ import annotations
 
-from graphdl.ir.graph import IR, add_node, node, nodes, remove_node, replace_uses
+from graphdl.ir.graph import IR, add_node, bodies, node, nodes, remove_node, replace_uses
 from graphdl.ir.node import Node
 from graphdl.passes import autotune
 
 
 def run(g: IR) -> IR:
-    for _, n in nodes(g):
-        if isinstance(n.attrs.get("body"), IR):
-            run(n.attrs["body"])
-    if isinstance(g.graph.get("cell_body"), IR):
-        run(g.graph["cell_body"])
+    for body in bodies(g):
+        run(body)
     for nid, n in list(nodes(g)):
         if n.op == "conv":
             lowered = add_node(g, "conv_lowered", list(n.inputs), list(n.args),

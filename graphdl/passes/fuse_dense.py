@@ -46,7 +46,7 @@ parameters alone, and the lowering computes them once, before the loop
 
 from __future__ import annotations
 
-from graphdl.ir.graph import IR, add_node, node, nodes, remove_node, replace_uses
+from graphdl.ir.graph import IR, add_node, bodies, node, nodes, remove_node, replace_uses
 from graphdl.ir.node import Node
 from graphdl.ops import REGISTRY
 
@@ -57,11 +57,8 @@ def run(g: IR, in_loop: bool = False) -> IR:
     the weights would be concatenated (and their gradient split) at every train step for
     one matmul: a VAE's two dense(h, 8) heads took 1.07 ms a step fused against 0.94
     unfused (benchmarks/README.md), so top-level siblings stay as they are."""
-    for _, n in nodes(g):
-        if isinstance(n.attrs.get("body"), IR):
-            run(n.attrs["body"], in_loop=True)
-    if isinstance(g.graph.get("cell_body"), IR):
-        run(g.graph["cell_body"], in_loop=True)
+    for body in bodies(g):
+        run(body, in_loop=True)
     if in_loop:
         for group in sibling_groups(g):
             fuse(g, group)

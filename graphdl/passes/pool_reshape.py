@@ -30,7 +30,7 @@ which after a `relu` are zeros whose gradient is zero either way.
 from __future__ import annotations
 
 from graphdl.dims import Dim
-from graphdl.ir.graph import IR, add_node, node, nodes, remove_node, replace_uses
+from graphdl.ir.graph import IR, add_node, bodies, node, nodes, remove_node, replace_uses
 from graphdl.ir.node import Node
 from graphdl.ops import REGISTRY
 from graphdl.ops.registry import as_ints
@@ -39,11 +39,8 @@ REDUCTION = {"max_pool": "max", "avg_pool": "mean"}
 
 
 def run(g: IR) -> IR:
-    for _, n in nodes(g):
-        if isinstance(n.attrs.get("body"), IR):
-            run(n.attrs["body"])
-    if isinstance(g.graph.get("cell_body"), IR):
-        run(g.graph["cell_body"])
+    for body in bodies(g):
+        run(body)
     for nid, n in list(nodes(g)):
         if n.op in REDUCTION and tiles(n) is not None:
             rewrite(g, nid)

@@ -32,7 +32,7 @@ from the same keys, so they are the same draws.
 
 from __future__ import annotations
 
-from graphdl.ir.graph import IR, nodes
+from graphdl.ir.graph import IR, bodies, nodes
 from graphdl.ops import REGISTRY
 
 MIN_ELEMENTWISE_PER_MATMUL = 5
@@ -44,13 +44,11 @@ LAYOUT = frozenset({"concat", "split", "stack", "reshape", "index", "transpose",
 
 
 def run(g: IR) -> IR:
+    for body in bodies(g):
+        run(body)
     for _, n in nodes(g):
-        if isinstance(n.attrs.get("body"), IR):
-            run(n.attrs["body"])
         if n.op == "scan" and worth_recomputing(n.attrs["body"]):
             n.attrs["remat"] = True
-    if isinstance(g.graph.get("cell_body"), IR):
-        run(g.graph["cell_body"])
     return g
 
 
