@@ -18,6 +18,10 @@ from graphdl.runtime.data import SOURCES
 if "GRAPHDL_CACHE" not in os.environ:
     os.environ["GRAPHDL_CACHE"] = tempfile.mkdtemp(prefix="graphdl-test-cache-")
     atexit.register(shutil.rmtree, os.environ["GRAPHDL_CACHE"], ignore_errors=True)
+# The conv autotuner measures for real only where a test asks for it (test_rewrites.py with
+# a fake timer, the slow model checks): measuring each conv shape of the quick model tests
+# cost seconds of compiles each.
+os.environ.setdefault("GRAPHDL_AUTOTUNE", "off")
 
 
 def source(text: str) -> str:

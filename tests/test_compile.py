@@ -94,3 +94,49 @@ def test_the_compilation_cache_folder_is_set_once(monkeypatch, tmp_path):
     assert ("jax_persistent_cache_min_compile_time_secs", 0.0) in updates  # small programs too
     with pytest.raises(ValueError, match="already"):
         compile_fn(lambda x: x, cache_dir=tmp_path / "other")
+
+
+# -- XLA options that the traced program asks for ---------------------------------------
+YNN = {"xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT"}
+
+
+def _conv(x, w):
+    return jax.lax.conv_general_dilated(x, w, (1, 1), "SAME",
+                                        dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+
+def test_a_program_compiles_with_the_options_its_trace_asks_for():
+    traces = []
+
+    def fn(x, w):
+        traces.append(1)
+        compile_module.ask_options(YNN)
+        return _conv(x, w)
+    program = compile_fn(fn)
+    x, w = jnp.ones((8, 16, 16, 8)), jnp.ones((3, 3, 8, 16))
+    np.testing.assert_allclose(program(x, w), _conv(x, w), rtol=1e-5)
+    assert program.options == YNN
+    assert len(traces) == 1  # the trace that found the options is the one compiled
+    # the options reach XLA: its YNNPACK convolutions are off in the compiled program
+    text = program.lower(x, w).compile().as_text()
+    assert "ynn" not in text and "convolution(" in text
+    plain = compile_fn(_conv)
+    assert plain.lower(x, w).compile().as_text() != text and plain.options == {}
+
+
+def test_options_asked_outside_a_trace_or_by_a_nested_program_stay_there():
+    compile_module.ask_options(YNN)  # no program being traced: nothing to do
+    inner = compile_fn(lambda x: (compile_module.ask_options(YNN), x * 2)[1])
+
+    def outer(x):
+        with jax.ensure_compile_time_eval():
+            inner(jnp.ones(2))  # compiled and run on its own, inside the trace
+        return x + 1
+    program = compile_fn(outer)
+    assert float(program(1.0)) == 2.0
+    assert inner.options == YNN and program.options == {}
+
+
+def test_a_compiled_program_is_what_jax_export_takes():
+    exported = jax.export.export(compile_fn(lambda x: x * 3))(jax.ShapeDtypeStruct((2,), jnp.float32))
+    np.testing.assert_allclose(exported.call(jnp.ones(2)), [3.0, 3.0])

@@ -111,6 +111,14 @@ def test_model_training_lowers_the_loss(path, train):
 
 # -- full training: the numbers in docs/results.md ----------------------------------
 
+@pytest.fixture(autouse=True)
+def _autotuned_when_slow(request, monkeypatch):
+    """The full runs pick their conv lowerings as a user's run does (conftest.py turns
+    the measuring off for the quick tests)."""
+    if request.node.get_closest_marker("slow"):
+        monkeypatch.setenv("GRAPHDL_AUTOTUNE", "on")
+
+
 def _full(name: str, train: str | None = None):
     return run_training(graphdl.load(MODELS / name), train_name=train, progress=False,
                         quiet=True)

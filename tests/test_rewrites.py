@@ -15,6 +15,7 @@ from graphdl.api import loads
 from graphdl.cli.main import main
 from graphdl.ir import nodes
 from graphdl.lower import autotune as measuring
+from graphdl.ops import conv_forms
 from graphdl.passes import autotune
 from graphdl.passes.pipeline import PIPELINE, run_passes
 
@@ -53,11 +54,13 @@ def own_cache(tmp_path, monkeypatch):
     timing. The timer says "slices" is fastest and counts its calls."""
     monkeypatch.setenv("GRAPHDL_CACHE", str(tmp_path / "cache"))
     monkeypatch.setenv("GRAPHDL_REWRITES", "on")  # and unset again after the test
+    monkeypatch.setenv("GRAPHDL_AUTOTUNE", "on")
     calls = []
 
     def fake_timer(fns, args):
         calls.append(sorted(fns))
-        return {name: {"xla": 3.0, "slices": 1.0, "patches": 2.0}[name] for name in fns}
+        return {name: {"xla": 3.0, "eigen": 4.0, "slices": 1.0, "patches": 2.0}[name]
+                for name in fns}
     monkeypatch.setattr(measuring, "best_times", fake_timer)
     return calls
 
@@ -120,7 +123,8 @@ def test_the_first_lowering_measures_once_per_shape_and_keeps_the_pick(own_cache
     fn = loads(CONVS).compile("g")
     variables = fn.init(jax.random.key(0), *CONV_INPUTS)
     fn(variables, *CONV_INPUTS)
-    assert own_cache == [["patches", "slices", "xla"]] * 2  # two shapes, all candidates
+    # two shapes, all candidates ("eigen" is one on a CPU only)
+    assert own_cache == [["eigen", "patches", "slices", "xla"]] * 2
     entries = json.loads(autotune.cache_file().read_text())["entries"]
     assert len(entries) == 2
     assert {e["pick"] for e in entries.values()} == {"slices"}
@@ -183,13 +187,32 @@ def test_the_key_holds_what_the_speed_depends_on():
     assert json.loads(k)["machine"].startswith("jax ")
 
 
-@pytest.mark.parametrize("pick", ["xla", "slices", "patches"])
+@pytest.mark.parametrize("pick", ["xla", "eigen", "slices", "patches"])
 def test_each_pick_keeps_values_and_gradients(pick, monkeypatch):
     monkeypatch.setattr(measuring, "best_times",
                         lambda fns, args: {n: 0.0 if n == pick else 1.0 for n in fns})
     got = values_and_grads(CONVS, CONV_INPUTS, True)
     assert {e["pick"] for e in autotune.read_all().values()} == {pick}
     assert_same(got, values_and_grads(CONVS, CONV_INPUTS, False))
+
+
+def test_autotune_off_measures_nothing_and_lowers_as_written(own_cache, monkeypatch):
+    monkeypatch.setenv("GRAPHDL_AUTOTUNE", "off")
+    got = values_and_grads(CONVS, CONV_INPUTS, True)
+    assert own_cache == [] and autotune.read_all() == {}
+    assert_same(got, values_and_grads(CONVS, CONV_INPUTS, False))
+
+
+def test_an_eigen_pick_compiles_its_program_without_ynnpack_convolutions(monkeypatch):
+    """The pick "eigen" is XLA's convolution with a compile option for the whole
+    program (on a CPU): the train step's program is compiled with it."""
+    monkeypatch.setattr(measuring, "best_times",
+                        lambda fns, args: {n: 0.0 if n == "eigen" else 1.0 for n in fns})
+    fn = loads(CONVS).compile("g")
+    fn(fn.init(jax.random.key(0), *CONV_INPUTS), *CONV_INPUTS)
+    assert {e["pick"] for e in autotune.read_all().values()} == {"eigen"}
+    program = next(iter(fn._cache.values()))[1]
+    assert program.options == conv_forms.COMPILE_OPTIONS["eigen"]["cpu"]
 
 
 def test_a_symbolic_batch_is_not_measured(own_cache):

@@ -26,8 +26,9 @@ import numpy as np
 
 from graphdl.ir.graph import IR, node
 from graphdl.ir.node import Node
-from graphdl.lower.compile import compile_fn
+from graphdl.lower.compile import ask_options, compile_fn
 from graphdl.ops import REGISTRY
+from graphdl.ops.registry import Op
 from graphdl.passes import autotune
 from graphdl.passes.conv_lowering import tuning_key
 
@@ -58,14 +59,15 @@ def best_times(fns: dict[str, Callable], args: tuple) -> dict[str, float]:
 def resolve(ir: IR, n: Node, kwargs: dict, timer: Timer | None = None) -> Node:
     """`n` with its "auto" lowering replaced by the kept or measured pick. A shape with
     symbolic sizes (`graphdl export` with a symbolic batch) is not measured: the kept
-    pick of its other sizes, else the op as written ("xla")."""
+    pick of its other sizes, else the op as written ("xla"); nor is any shape when
+    $GRAPHDL_AUTOTUNE is "off"."""
     shape = np.shape(kwargs["x"])
     known = all(isinstance(d, (int, np.integer)) for d in shape)
     k = None
     if all(isinstance(d, (int, np.integer)) for d in shape[1:]):
         k = tuning_key(ir, n, tuple(int(d) for d in shape[1:]))
     pick = autotune.lookup(k) if k is not None else None
-    if pick is None and not known:
+    if pick is None and (not known or not autotune.measuring()):
         pick = "xla"
     if pick is None:
         x = node(ir, n.inputs[n.args.index("x")])
@@ -75,6 +77,24 @@ def resolve(ir: IR, n: Node, kwargs: dict, timer: Timer | None = None) -> Node:
         autotune.record(k, pick, ms, batch=int(shape[0]))
     return Node(n.op, n.inputs, n.args, {**n.attrs, "lowering": pick}, n.type, n.span,
                 n.scope)
+
+
+def options(op: Op, lowering: str, platform: str | None = None) -> dict | None:
+    """The XLA compile options that `lowering` of `op` needs on `platform` (default: JAX's
+    backend), {} for none; None when it is no candidate there
+    (`Op.extra["compile_options"]`, graphdl/ops/conv_forms.py)."""
+    by_platform = op.extra.get("compile_options", {}).get(lowering)
+    if by_platform is None:
+        return {}
+    return by_platform.get(platform or jax.default_backend())
+
+
+def lower_op(op: Op, ctx, kwargs: dict, attrs: dict):
+    """`op` lowered, its program asked to compile with the options its `lowering` needs."""
+    lowering = attrs.get("lowering")
+    if lowering is not None:
+        ask_options(options(op, lowering) or {})
+    return op.lower(ctx, **kwargs, **attrs)
 
 
 def measure(n: Node, kwargs: dict, input_grad: bool, timer: Timer) -> dict[str, float]:
@@ -89,10 +109,12 @@ def measure(n: Node, kwargs: dict, input_grad: bool, timer: Timer) -> dict[str, 
     wrt = tuple(i for i, a in enumerate(names) if a != "x" or input_grad)
     fns = {}
     for lowering in op.extra["lowerings"]:
+        if options(op, lowering) is None:  # not on this platform
+            continue
         attrs = {**n.attrs, "lowering": lowering}
 
         def loss(*values, attrs=attrs):
-            y = op.lower(None, **dict(zip(names, values)), **attrs)
+            y = lower_op(op, None, dict(zip(names, values)), attrs)
             return jnp.sum(y * jnp.cos(y))  # a cotangent that is not all ones
 
         fns[lowering] = compile_fn(jax.grad(loss, argnums=wrt))

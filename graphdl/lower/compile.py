@@ -6,10 +6,18 @@ apply to every compiled function live here: a device mesh, buffer donation and t
 persistent compilation cache. The mesh places the arguments and results (shardings given
 as PartitionSpecs are on it). Precision is not an option here: the policy is the IR pass
 passes/precision.py, which writes each node's compute dtype before lowering.
+
+XLA's own compile options are the one thing a program decides while it is traced: a
+lowering the autotuner picked may need one for the whole program (a convolution measured
+fastest with XLA:CPU's YNNPACK convolutions off, graphdl/ops/conv_forms.py), and the
+picks are only known once the trace has measured them. So `compile_fn` traces a function
+at its first call, collecting what its lowerings `ask_options` for, and compiles it with
+those options; JAX keeps the trace, so the function is traced once all the same.
 """
 
 from __future__ import annotations
 
+import contextvars
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -70,8 +78,8 @@ def compile_fn(fn: Callable, *, static_argnames: Sequence[str] = (),
                 placed[name] = _on_mesh(mesh, tree)
     elif in_shardings is not None or out_shardings is not None:
         raise ValueError("in_shardings and out_shardings need a mesh")
-    return jax.jit(fn, static_argnames=tuple(static_argnames),
-                   donate_argnums=tuple(donate_argnums), **placed)
+    return Program(fn, dict(static_argnames=tuple(static_argnames),
+                            donate_argnums=tuple(donate_argnums), **placed))
 
 
 def _on_mesh(mesh: jax.sharding.Mesh, tree):
@@ -115,3 +123,58 @@ def _use_cache_dir(path: str) -> None:
         _cache_dir = path
     elif _cache_dir != path:
         raise ValueError(f"the compilation cache is already {_cache_dir}; one per process")
+
+
+_asked: contextvars.ContextVar[dict | None] = contextvars.ContextVar("graphdl_compile_options",
+                                                                    default=None)
+
+
+def ask_options(options: dict) -> None:
+    """Called by a lowering while a program is traced: compile the program with these XLA
+    options (a DebugOptions field name -> value, as `jax.jit`'s `compiler_options`)."""
+    asked = _asked.get()
+    if asked is not None:
+        asked.update(options)
+
+
+class Program:
+    """`jax.jit(fn)`, compiled with the XLA options its lowerings ask for. It is what
+    `jax.jit` returns to its callers (`jax.export` takes it): calling it, `.trace` and
+    `.lower` go to the jitted function, made at the first of them, after a trace that
+    collects the options (`ask_options`). A later trace for other shapes keeps them.
+    Called inside another trace, where JAX takes no options, it hands them on to the
+    program being traced."""
+
+    def __init__(self, fn: Callable, jit_kwargs: dict):
+        self._fn, self._kwargs = fn, jit_kwargs
+        self._jitted = self._plain = None
+        self.options: dict = {}
+
+    def _ready(self, args: tuple, kwargs: dict):
+        if self._jitted is None:
+            plain = jax.jit(self._fn, **self._kwargs)
+            asked: dict = {}
+            token = _asked.set(asked)
+            try:
+                plain.trace(*args, **kwargs)  # JAX keeps the trace for the call that follows
+            finally:
+                _asked.reset(token)
+            self.options, self._plain = asked, plain
+            self._jitted = jax.jit(self._fn, compiler_options=asked, **self._kwargs) \
+                if asked else plain
+        if self.options and any(isinstance(leaf, jax.core.Tracer)
+                                for leaf in jax.tree_util.tree_leaves((args, kwargs))):
+            ask_options(self.options)
+            return self._plain
+        return self._jitted
+
+    def __call__(self, *args, **kwargs):
+        if self._jitted is None or self.options:
+            return self._ready(args, kwargs)(*args, **kwargs)
+        return self._jitted(*args, **kwargs)
+
+    def trace(self, *args, **kwargs):
+        return self._ready(args, kwargs).trace(*args, **kwargs)
+
+    def lower(self, *args, **kwargs):
+        return self._ready(args, kwargs).lower(*args, **kwargs)

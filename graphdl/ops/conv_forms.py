@@ -4,6 +4,11 @@ The `conv_lowering` pass (graphdl/passes/conv_lowering.py) writes each `conv` as
 `conv_lowered` whose `lowering` attribute says how XLA is to compute it:
 
 - "xla": XLA's convolution (`lax.conv_general_dilated`), as `conv` itself;
+- "eigen" (on a CPU): XLA's convolution computed by XLA:CPU's Eigen kernels instead of
+  YNNPACK, to which XLA:CPU gives convolutions by default: the program is compiled with
+  YNNPACK's convolutions off (`COMPILE_OPTIONS`; matmuls stay with YNNPACK). On the
+  2-core AMD EPYC development machine, Eigen's forward and gradient of the deck's second
+  MNIST convolution took 22-30 ms against YNNPACK's 57-90;
 - "slices": a sum over the k x k kernel taps of a shifted (strided) slice of the input
   times that tap's `[Cin, F]` weight: k*k matmuls, no patch tensor;
 - "patches": the taps' slices concatenated on the channel axis (im2col), one matmul with
@@ -76,7 +81,16 @@ def conv_by_xla(x, w, kernel, stride, padding, dilation):
 
 
 #: lowering name -> function(x, w, kernel, stride, padding, dilation) without the bias
-CONV_LOWERINGS = {"xla": conv_by_xla, "slices": conv_by_slices, "patches": conv_by_patches}
+CONV_LOWERINGS = {"xla": conv_by_xla, "eigen": conv_by_xla, "slices": conv_by_slices,
+                  "patches": conv_by_patches}
+
+#: lowering name -> platform -> the XLA compile options a program needs for it (jax.jit's
+#: `compiler_options`); a lowering named here is a candidate on those platforms only. The
+#: options hold for the whole program: with one convolution "eigen", every XLA
+#: convolution of the program is Eigen's.
+COMPILE_OPTIONS = {
+    "eigen": {"cpu": {"xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT"}},
+}
 
 
 def _conv_lowered_infer(x, filters, kernel, stride, padding, dilation, bias, lowering):
@@ -102,7 +116,9 @@ def _conv_lowered_lower(ctx, x, filters, kernel, stride, padding, dilation, bias
 register("conv_lowered", "x, filters: int, kernel: ints = 3, stride: ints = 1, "
          "padding: str = \"same\", dilation: ints = 1, bias: bool = true, "
          "lowering: str = \"auto\"", _conv_lowered_infer, _conv_lowered_lower,
-         weights=_conv_lowered_weights, extra={"lowerings": tuple(CONV_LOWERINGS)},
-         doc="`conv` computed one named way: \"xla\" (XLA's convolution), \"slices\" (a "
-             "matmul per kernel tap), \"patches\" (im2col, one matmul) or \"auto\" (measured "
-             "once per shape; the `conv_lowering` pass writes it)")
+         weights=_conv_lowered_weights,
+         extra={"lowerings": tuple(CONV_LOWERINGS), "compile_options": COMPILE_OPTIONS},
+         doc="`conv` computed one named way: \"xla\" (XLA's convolution), \"eigen\" (XLA's "
+             "convolution by Eigen rather than YNNPACK, on a CPU), \"slices\" (a matmul per "
+             "kernel tap), \"patches\" (im2col, one matmul) or \"auto\" (measured once per "
+             "shape; the `conv_lowering` pass writes it)")

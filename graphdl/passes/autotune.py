@@ -30,6 +30,15 @@ from graphdl.reading import cache_root
 
 FORMAT = 1
 
+#: "off": measure nothing; a shape with no kept pick is lowered as written ("xla")
+MEASURE_SWITCH = "GRAPHDL_AUTOTUNE"
+
+
+def measuring() -> bool:
+    """Whether the lowering measures the candidates of a shape with no kept pick (not
+    when $GRAPHDL_AUTOTUNE is "off": a shared CI machine, a test suite)."""
+    return os.environ.get(MEASURE_SWITCH, "").strip().lower() not in ("off", "0", "false", "no")
+
 
 def cache_file() -> Path:
     return cache_root() / "autotune" / "choices.json"
