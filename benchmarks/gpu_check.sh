@@ -20,10 +20,10 @@
 #
 # Knobs (environment): GPU_CHECK_MODELS="mlp rnn" (stems of models/*.gdl; default all),
 # GPU_CHECK_STEPS (default steps per model: 200), GPU_CHECK_JOBS (runs at a time: 4),
-# GPU_CHECK_MODELS_BUDGET (seconds for all model runs: 200), GPU_CHECK_COMPARE="--rounds 7
+# GPU_CHECK_MODELS_BUDGET (seconds for all model runs: 190), GPU_CHECK_COMPARE="--rounds 7
 # --steps 20" (compare.py's flags; "skip" skips it), GPU_CHECK_WHL (wheel folder: .whl),
-# PYTHON (python3). Budgets: install 60 s, info 60 s, compare 130 s, models 200 s: under
-# 7 minutes in all, whatever hangs.
+# PYTHON (python3). Budgets: install 40 s, info 40 s, compare 120 s, models 190 s (each with
+# 5 s more for a kill): under 7 minutes in all (about 405 s), whatever hangs.
 set -o pipefail
 : "${OUT:?set OUT to the folder for the results}"
 mkdir -p "$OUT"
@@ -33,7 +33,7 @@ PY=${PYTHON:-python3}
 WHL=${GPU_CHECK_WHL:-.whl}
 STEPS=${GPU_CHECK_STEPS:-200}
 JOBS=${GPU_CHECK_JOBS:-4}
-MODELS_BUDGET=${GPU_CHECK_MODELS_BUDGET:-200}
+MODELS_BUDGET=${GPU_CHECK_MODELS_BUDGET:-190}
 COMPARE_FLAGS=${GPU_CHECK_COMPARE:---rounds 7 --steps 20}
 RUNS=/tmp/runs
 
@@ -47,7 +47,7 @@ main() {
 
     echo "== 1. wheels ($WHL -> /tmp/site)"
     if compgen -G "$WHL/*.whl" >/dev/null; then
-        timeout -k 5 60 "$PY" -m pip install -q --no-index --no-deps --no-compile \
+        timeout -k 5 40 "$PY" -m pip install -q --no-index --no-deps --no-compile \
             --no-cache-dir --upgrade --target /tmp/site "$WHL"/*.whl || { echo "pip install failed"; failed=1; }
         ls "$WHL"
     else
@@ -57,7 +57,7 @@ main() {
 
     echo; echo "== 2. machine"
     nvidia-smi -L 2>&1 || echo "(no nvidia-smi)"
-    timeout -k 5 60 "$PY" - <<'EOF' || { echo "jax/graphdl import failed"; failed=1; }
+    timeout -k 5 40 "$PY" - <<'EOF' || { echo "jax/graphdl import failed"; failed=1; }
 import importlib.metadata as md, os, sys
 import jax
 print("python", sys.version.split()[0], "| jax", jax.__version__, "| jaxlib", md.version("jaxlib"))
@@ -78,10 +78,10 @@ EOF
         echo "skipped" | tee "$OUT/compare_gpu.txt"
     else
         # shellcheck disable=SC2086
-        timeout -k 5 130 "$PY" benchmarks/compare.py --no-torch $COMPARE_FLAGS 2>&1 \
+        timeout -k 5 120 "$PY" benchmarks/compare.py --no-torch $COMPARE_FLAGS 2>&1 \
             | tee "$OUT/compare_gpu.txt"
         local rc=$?
-        [[ $rc == 0 ]] || { echo "compare.py exit status $rc (124: out of its 130 s)" | tee -a "$OUT/compare_gpu.txt"; failed=1; }
+        [[ $rc == 0 ]] || { echo "compare.py exit status $rc (124: out of its 120 s)" | tee -a "$OUT/compare_gpu.txt"; failed=1; }
     fi
     echo "[${SECONDS}s]"
 
