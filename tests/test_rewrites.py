@@ -4,6 +4,7 @@ autotuning cache) and the one switch that turns every rewrite off."""
 from __future__ import annotations
 
 import json
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -185,6 +186,15 @@ def test_the_key_holds_what_the_speed_depends_on():
                   autotune.key("conv", (6, 5, 2), ("f32", "f32"), base, True)]:
         assert other != k
     assert json.loads(k)["machine"].startswith("jax ")
+    assert json.loads(k)["platform"] == jax.default_backend()
+
+
+def test_the_platform_without_jax_is_the_first_of_jax_platforms(monkeypatch):
+    monkeypatch.delitem(sys.modules, "jax")  # as in `graphdl show`, which imports no JAX
+    monkeypatch.setenv("JAX_PLATFORMS", "cuda,cpu")
+    assert autotune.platform() == "gpu"  # as jax.default_backend() says
+    monkeypatch.delenv("JAX_PLATFORMS")
+    assert autotune.platform() == "cpu"
 
 
 @pytest.mark.parametrize("pick", ["xla", "eigen", "slices", "patches"])

@@ -2,7 +2,8 @@
 
 An entry's key is the op with everything its speed depends on: the input's sizes other
 than the batch, the dtypes, the op's attributes, whether the input needs a gradient,
-the JAX version and the CPU (model name and core count). Its value is the pick and the
+the JAX version, the CPU (model name and core count) and the platform (a GPU's picks are
+not a CPU's). Its value is the pick and the
 milliseconds each candidate took. The measuring is done by the lowering
 (graphdl/lower/autotune.py), once per key; the `conv_lowering` pass reads the picks so that
 `graphdl show --ir --after conv_lowering` prints them.
@@ -20,7 +21,8 @@ from __future__ import annotations
 
 import json
 import os
-import platform
+import platform as host
+import sys
 import tempfile
 from functools import lru_cache
 from importlib import metadata
@@ -51,7 +53,7 @@ def machine() -> str:
         jax_version = metadata.version("jax")
     except metadata.PackageNotFoundError:
         jax_version = "?"
-    cpu = platform.machine()
+    cpu = host.machine()
     try:
         with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
             for line in f:
@@ -63,12 +65,23 @@ def machine() -> str:
     return f"jax {jax_version}; {cpu}; {os.cpu_count()} cores"
 
 
+def platform() -> str:
+    """The platform the programs run on ("cpu", "gpu", "tpu"): JAX's default backend
+    once JAX is imported (by then it is for any run), else the first of $JAX_PLATFORMS,
+    else "cpu" (`graphdl show`, which never imports JAX, shows a CPU's picks)."""
+    jax = sys.modules.get("jax")
+    if jax is not None:
+        return jax.default_backend()
+    first = (os.environ.get("JAX_PLATFORMS", "").split(",")[0].strip() or "cpu").lower()
+    return "gpu" if first in ("cuda", "rocm") else first  # as default_backend() names them
+
+
 def key(op: str, sizes: tuple[int, ...], dtypes: tuple[str, ...], attrs: dict,
         input_grad: bool) -> str:
     """The cache key of op `op` on an input of `sizes` (all but the batch axis)."""
     fields = {"op": op, "sizes": list(sizes), "dtypes": list(dtypes),
               "attrs": {k: v for k, v in sorted(attrs.items()) if k != "lowering"},
-              "input_grad": input_grad, "machine": machine()}
+              "input_grad": input_grad, "machine": machine(), "platform": platform()}
     return json.dumps(fields, sort_keys=True, default=str)
 
 
