@@ -113,7 +113,7 @@ def test_a_program_compiles_with_the_options_its_trace_asks_for():
         compile_module.ask_options(YNN)
         return _conv(x, w)
     program = compile_fn(fn)
-    x, w = jnp.ones((8, 16, 16, 8)), jnp.ones((3, 3, 8, 16))
+    x, w = jnp.ones((4, 8, 8, 32)), jnp.ones((3, 3, 32, 32))  # YNNPACK's by default
     np.testing.assert_allclose(program(x, w), _conv(x, w), rtol=1e-5)
     assert program.options == YNN
     assert len(traces) == 1  # the trace that found the options is the one compiled
@@ -121,7 +121,7 @@ def test_a_program_compiles_with_the_options_its_trace_asks_for():
     text = program.lower(x, w).compile().as_text()
     assert "ynn" not in text and "convolution(" in text
     plain = compile_fn(_conv)
-    assert plain.lower(x, w).compile().as_text() != text and plain.options == {}
+    assert "ynn" in plain.lower(x, w).compile().as_text() and plain.options == {}
 
 
 def test_options_asked_outside_a_trace_or_by_a_nested_program_stay_there():

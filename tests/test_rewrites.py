@@ -265,10 +265,15 @@ def test_scans_with_many_elementwise_values_per_matmul_are_marked():
     after = run_passes(ir_of(SCANS))
     assert [n.attrs.get("remat") for _, n in nodes(before) if n.op == "scan"] == [None, None]
     assert [n.attrs.get("remat") for _, n in nodes(after) if n.op == "scan"] == [True, True]
-    # one matmul, one tanh: stored, not recomputed
+    assert [n.attrs["unroll"] for _, n in nodes(after) if n.op == "scan"] == [4, 4]
+    # one matmul, one tanh: stored, not recomputed, not unrolled
     rnn = SCANS.replace("lstm[3]", "rnn[3]").replace("run.state.h * run.state.c", "run.state.h")
     after = run_passes(ir_of(rnn))
     assert [n.attrs.get("remat") for _, n in nodes(after) if n.op == "scan"] == [None, True]
+    assert [n.attrs["unroll"] for _, n in nodes(after) if n.op == "scan"] == [1, 4]
+    # an unroll the file asks for stays
+    after = run_passes(ir_of(SCANS.replace("axis = 1)", "axis = 1, unroll = 2)")))
+    assert [n.attrs["unroll"] for _, n in nodes(after) if n.op == "scan"] == [2, 4]
 
 
 def scan_values_and_grads():
@@ -348,3 +353,10 @@ def test_no_rewrites_flag(tmp_path, capsys, monkeypatch):
     assert main(["--no-rewrites", "show", str(path), "--ir", "--after", "conv_lowering"]) == 0
     out = capsys.readouterr().out
     assert "conv(" in out and "conv_lowered" not in out and "dense_split" not in out
+
+
+def test_a_candidate_that_fails_to_compile_is_left_out():
+    def broken(x):
+        raise RuntimeError("INVALID_ARGUMENT: no such compile option")
+    times = measuring.best_times({"good": lambda x: x + 1, "bad": broken}, (jnp.ones(3),))
+    assert set(times) == {"good"} and times["good"] >= 0

@@ -41,9 +41,13 @@ Timer = Callable[[dict, tuple], dict]
 
 def best_times(fns: dict[str, Callable], args: tuple) -> dict[str, float]:
     """The fastest run of each `fns[name](*args)`, in seconds, timed in interleaved
-    rounds (the first call of each compiles and is not counted)."""
-    for fn in fns.values():
-        jax.block_until_ready(fn(*args))
+    rounds (the first call of each compiles and is not counted; a candidate that fails
+    to compile or run is left out)."""
+    for name, fn in list(fns.items()):
+        try:
+            jax.block_until_ready(fn(*args))
+        except Exception:  # noqa: BLE001 - e.g. a JAX that no longer takes its compile option
+            del fns[name]
     best = dict.fromkeys(fns, float("inf"))
     start = time.perf_counter()
     for rounds in range(1, MAX_ROUNDS + 1):
