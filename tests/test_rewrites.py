@@ -46,6 +46,7 @@ CONVS = """graph g(x: f32[B, 6, 5, 2]) -> f32[] {
     return sum(h * h)
 }
 """
+REAL_BEST_TIMES = measuring.best_times  # the fixture below fakes it
 CONV_INPUTS = [RNG.normal(size=(3, 6, 5, 2)).astype(np.float32)]
 
 
@@ -358,5 +359,5 @@ def test_no_rewrites_flag(tmp_path, capsys, monkeypatch):
 def test_a_candidate_that_fails_to_compile_is_left_out():
     def broken(x):
         raise RuntimeError("INVALID_ARGUMENT: no such compile option")
-    times = measuring.best_times({"good": lambda x: x + 1, "bad": broken}, (jnp.ones(3),))
+    times = REAL_BEST_TIMES({"good": lambda x: x + 1, "bad": broken}, (jnp.ones(3),))
     assert set(times) == {"good"} and times["good"] >= 0
