@@ -18,6 +18,7 @@ from graphdl.ir import nodes
 from graphdl.lower import autotune as measuring
 from graphdl.ops import conv_forms
 from graphdl.passes import autotune
+from graphdl.passes.conv_lowering import tuning_key
 from graphdl.passes.pipeline import PIPELINE, run_passes
 
 RNG = np.random.default_rng(7)
@@ -361,3 +362,20 @@ def test_a_candidate_that_fails_to_compile_is_left_out():
         raise RuntimeError("INVALID_ARGUMENT: no such compile option")
     times = REAL_BEST_TIMES({"good": lambda x: x + 1, "bad": broken}, (jnp.ones(3),))
     assert set(times) == {"good"} and times["good"] >= 0
+
+
+def test_several_processes_lower_every_conv_as_written(monkeypatch):
+    """Each process would read its own cache or measure on its own; the SPMD program
+    must be the same on all, so none uses a pick."""
+    autotune.record(tuning_key_of_first_conv(), "slices", {"slices": 1.0})
+    monkeypatch.setattr(jax, "process_count", lambda: 2)
+    n = next(n for _, n in nodes(run_passes(ir_of(CONVS))) if n.op == "conv_lowered")
+    assert n.attrs["lowering"] == "slices"  # the pass writes the kept pick ...
+    resolved = measuring.resolve(run_passes(ir_of(CONVS)), n, {"x": CONV_INPUTS[0]})
+    assert resolved.attrs["lowering"] == "xla"  # ... the lowering of several processes not
+
+
+def tuning_key_of_first_conv():
+    ir = run_passes(ir_of(CONVS), rewrites=False)
+    n = next(n for _, n in nodes(ir) if n.op == "conv")
+    return tuning_key(ir, n)

@@ -61,10 +61,17 @@ def best_times(fns: dict[str, Callable], args: tuple) -> dict[str, float]:
 
 
 def resolve(ir: IR, n: Node, kwargs: dict, timer: Timer | None = None) -> Node:
-    """`n` with its "auto" lowering replaced by the kept or measured pick. A shape with
+    """`n` with its "auto" lowering replaced by the kept or measured pick; in a run of
+    several processes, every lowering is "xla". A shape with
     symbolic sizes (`graphdl export` with a symbolic batch) is not measured: the kept
     pick of its other sizes, else the op as written ("xla"); nor is any shape when
     $GRAPHDL_AUTOTUNE is "off"."""
+    if jax.process_count() > 1:
+        # each process would read its own cache or measure on its own: their programs must
+        # be the same for the collectives to meet, so every process lowers as written
+        return _with_lowering(n, "xla")
+    if n.attrs["lowering"] != "auto":
+        return n
     shape = np.shape(kwargs["x"])
     known = all(isinstance(d, (int, np.integer)) for d in shape)
     k = None
@@ -79,6 +86,10 @@ def resolve(ir: IR, n: Node, kwargs: dict, timer: Timer | None = None) -> Node:
             ms = measure(n, kwargs, input_grad=x.op != "input", timer=timer or best_times)
         pick = min(ms, key=ms.get)
         autotune.record(k, pick, ms, batch=int(shape[0]))
+    return _with_lowering(n, pick)
+
+
+def _with_lowering(n: Node, pick: str) -> Node:
     return Node(n.op, n.inputs, n.args, {**n.attrs, "lowering": pick}, n.type, n.span,
                 n.scope)
 

@@ -163,7 +163,7 @@ def _run_nodes(ir: IR, ctx: LowerCtx, ids: list[int], env: dict, inputs: dict, s
         try:
             ctx.stat_names = {arg: node(ir, src).attrs["name"] for src, arg in n.operands()
                               if node(ir, src).op == "stat"}
-            if n.attrs.get("lowering") == "auto" and n.op in REGISTRY:  # measured once per shape
+            if "lowering" in n.attrs and n.op in REGISTRY:  # measured once per shape
                 n = autotune.resolve(ir, n, _operands(n, env))
             env[nid] = _lower_node(ctx, nid, n, env, inputs, states)
         except (NeedsKey, GdlError):
