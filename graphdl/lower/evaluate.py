@@ -107,8 +107,10 @@ def lower_scan(ctx: LowerCtx, nid: int, n: Node, env: dict):
 
     if attrs.get("remat"):  # the scan_remat pass: recompute the step in the backward pass
         step = jax.checkpoint(step)
+    # lax.scan unrolls a loop of known length only (`graphdl export` with a symbolic T)
+    unroll = attrs["unroll"] if isinstance(xs.shape[0], int) else 1
     (final, stats), (ys, *extra) = lax.scan(step, (init, stats0), (xs, steps),
-                                            reverse=attrs["reverse"], unroll=attrs["unroll"])
+                                            reverse=attrs["reverse"], unroll=unroll)
     if ctx.train:
         for name in stat_names:
             ctx.new_stats[name] = ctx.stats[name] = stats[name]
