@@ -227,6 +227,25 @@ def test_an_eigen_pick_compiles_its_program_without_ynnpack_convolutions(monkeyp
     assert program.options == conv_forms.COMPILE_OPTIONS["eigen"]["cpu"]
 
 
+def test_the_program_takes_the_options_its_xla_convolutions_are_fastest_with(monkeypatch):
+    """"eigen" and "xla" are one convolution compiled with or without an option for the
+    whole program: the first conv gains 0.5 ms with it, the second loses 2 ms, so the
+    program goes without, though the first conv's pick is "eigen"."""
+    def timer(fns, args):
+        first = args[-1].shape[-1] == 2  # x, the last of the sorted operand names
+        times = {"eigen": 1.0, "xla": 1.5} if first else {"eigen": 3.0, "xla": 1.0}
+        return {n: times.get(n, 9.0) for n in fns}
+    monkeypatch.setattr(measuring, "best_times", timer)
+    fn = loads(CONVS).compile("g")
+    fn(fn.init(jax.random.key(0), *CONV_INPUTS), *CONV_INPUTS)
+    assert sorted(e["pick"] for e in autotune.read_all().values()) == ["eigen", "xla"]
+    assert next(iter(fn._cache.values()))[1].options == {}
+    # the same picks read back from the cache by a new program: the same decision
+    fn2 = loads(CONVS).compile("g")
+    fn2(fn2.init(jax.random.key(0), *CONV_INPUTS), *CONV_INPUTS)
+    assert next(iter(fn2._cache.values()))[1].options == {}
+
+
 def test_a_symbolic_batch_is_not_measured(own_cache):
     """`graphdl export` traces with a symbolic batch: the kept pick for the other sizes,
     else XLA's convolution, and nothing measured."""

@@ -26,7 +26,7 @@ import numpy as np
 
 from graphdl.ir.graph import IR, node
 from graphdl.ir.node import Node
-from graphdl.lower.compile import ask_options, compile_fn
+from graphdl.lower.compile import ask_options, compile_fn, vote_options
 from graphdl.ops import REGISTRY
 from graphdl.ops.registry import Op
 from graphdl.passes import autotune
@@ -70,23 +70,39 @@ def resolve(ir: IR, n: Node, kwargs: dict, timer: Timer | None = None) -> Node:
         # each process would read its own cache or measure on its own: their programs must
         # be the same for the collectives to meet, so every process lowers as written
         return _with_lowering(n, "xla")
-    if n.attrs["lowering"] != "auto":
-        return n
     shape = np.shape(kwargs["x"])
     known = all(isinstance(d, (int, np.integer)) for d in shape)
     k = None
     if all(isinstance(d, (int, np.integer)) for d in shape[1:]):
         k = tuning_key(ir, n, tuple(int(d) for d in shape[1:]))
-    pick = autotune.lookup(k) if k is not None else None
-    if pick is None and (not known or not autotune.measuring()):
+    entry = autotune.read_all().get(k) if k is not None else None
+    pick, ms = (entry["pick"], entry.get("ms") or {}) if entry else (None, {})
+    if n.attrs["lowering"] != "auto":
+        pick = n.attrs["lowering"]  # the pass's kept pick, or a lowering written in the IR
+    elif pick is None and (not known or not autotune.measuring()):
         pick = "xla"
-    if pick is None:
+    elif pick is None:
         x = node(ir, n.inputs[n.args.index("x")])
         with jax.ensure_compile_time_eval():
             ms = measure(n, kwargs, input_grad=x.op != "input", timer=timer or best_times)
         pick = min(ms, key=ms.get)
         autotune.record(k, pick, ms, batch=int(shape[0]))
+    _vote(REGISTRY[n.op], pick, ms)
     return _with_lowering(n, pick)
+
+
+def _vote(op: Op, pick: str, ms: dict) -> None:
+    """The program's vote for the compile options of `pick`'s computation: "xla" and
+    "eigen" are one HLO convolution, fastest with or without YNNPACK's convolutions; the
+    program takes the options that are fastest over all its convolutions. A pick the
+    options do not touch ("slices") casts no vote."""
+    same = op.extra.get("same_computation", {})
+    base = same.get(pick, pick)
+    variants = [v for v in op.extra["lowerings"] if same.get(v, v) == base]
+    variants = [(options(op, v), ms.get(v)) for v in variants]
+    variants = [(o, t) for o, t in variants if o is not None and t is not None]
+    if len({tuple(sorted(o.items())) for o, _ in variants}) > 1:
+        vote_options(variants)
 
 
 def _with_lowering(n: Node, pick: str) -> Node:
@@ -105,10 +121,8 @@ def options(op: Op, lowering: str, platform: str | None = None) -> dict | None:
 
 
 def lower_op(op: Op, ctx, kwargs: dict, attrs: dict):
-    """`op` lowered, its program asked to compile with the options its `lowering` needs."""
-    lowering = attrs.get("lowering")
-    if lowering is not None:
-        ask_options(options(op, lowering) or {})
+    """`op` lowered. A lowering that needs compile options gets them by its node's vote
+    (`resolve`), or, as a candidate being measured, by asking (`measure`)."""
     return op.lower(ctx, **kwargs, **attrs)
 
 
@@ -128,7 +142,8 @@ def measure(n: Node, kwargs: dict, input_grad: bool, timer: Timer) -> dict[str, 
             continue
         attrs = {**n.attrs, "lowering": lowering}
 
-        def loss(*values, attrs=attrs):
+        def loss(*values, attrs=attrs, lowering=lowering):
+            ask_options(options(op, lowering))
             y = lower_op(op, None, dict(zip(names, values)), attrs)
             return jnp.sum(y * jnp.cos(y))  # a cotangent that is not all ones
 

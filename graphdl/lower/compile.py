@@ -7,12 +7,12 @@ persistent compilation cache. The mesh places the arguments and results (shardin
 as PartitionSpecs are on it). Precision is not an option here: the policy is the IR pass
 passes/precision.py, which writes each node's compute dtype before lowering.
 
-XLA's own compile options are the one thing a program decides while it is traced: a
-lowering the autotuner picked may need one for the whole program (a convolution measured
-fastest with XLA:CPU's YNNPACK convolutions off, graphdl/ops/conv_forms.py), and the
-picks are only known once the trace has measured them. So `compile_fn` traces a function
-at its first call, collecting what its lowerings `ask_options` for, and compiles it with
-those options; JAX keeps the trace, so the function is traced once all the same.
+XLA's own compile options are the one thing a program decides while it is traced: the
+autotuner's measurements may favour one for the whole program (XLA:CPU's YNNPACK
+convolutions off, graphdl/ops/conv_forms.py), and they are only known once the trace has
+measured them. So `compile_fn` traces a function at its first call, collecting what its
+lowerings `ask_options` or `vote_options` for, and compiles it with those options; JAX
+keeps the trace, so the function is traced once all the same.
 """
 
 from __future__ import annotations
@@ -134,7 +134,26 @@ def ask_options(options: dict) -> None:
     options (a DebugOptions field name -> value, as `jax.jit`'s `compiler_options`)."""
     asked = _asked.get()
     if asked is not None:
-        asked.update(options)
+        asked["options"].update(options)
+
+
+def vote_options(ms_by_options: list[tuple[dict, float]]) -> None:
+    """Called by a lowering while a program is traced: its op took these milliseconds
+    compiled with each of these sets of options (the same computation; {} for none). The
+    program is compiled with the set whose total over all the votes is least: options
+    hold for the whole program, so one op's gain must outweigh the others' losses."""
+    asked = _asked.get()
+    if asked is not None:
+        for options, ms in ms_by_options:
+            key = tuple(sorted(options.items()))
+            asked["votes"][key] = asked["votes"].get(key, 0.0) + ms
+
+
+def _chosen(asked: dict) -> dict:
+    options = dict(asked["options"])
+    if asked["votes"]:
+        options.update(min(asked["votes"].items(), key=lambda kv: kv[1])[0])
+    return options
 
 
 class Program:
@@ -153,12 +172,13 @@ class Program:
     def _ready(self, args: tuple, kwargs: dict):
         if self._jitted is None:
             plain = jax.jit(self._fn, **self._kwargs)
-            asked: dict = {}
+            asked: dict = {"options": {}, "votes": {}}
             token = _asked.set(asked)
             try:
                 plain.trace(*args, **kwargs)  # JAX keeps the trace for the call that follows
             finally:
                 _asked.reset(token)
+            asked = _chosen(asked)
             self.options, self._plain = asked, plain
             self._jitted = jax.jit(self._fn, compiler_options=asked, **self._kwargs) \
                 if asked else plain

@@ -85,9 +85,11 @@ CONV_LOWERINGS = {"xla": conv_by_xla, "eigen": conv_by_xla, "slices": conv_by_sl
                   "patches": conv_by_patches}
 
 #: lowering name -> platform -> the XLA compile options a program needs for it (jax.jit's
-#: `compiler_options`); a lowering named here is a candidate on those platforms only. The
-#: options hold for the whole program: with one convolution "eigen", every XLA
-#: convolution of the program is Eigen's.
+#: `compiler_options`); a lowering named here is a candidate on those platforms only.
+#: "eigen" is the computation of "xla" (`same_computation` in the registry entry): the
+#: options hold for the whole program, so the program takes them when its XLA
+#: convolutions ("xla" and "eigen" picks together) measured faster with them in all
+#: (graphdl/lower/autotune.py, lower/compile.py: vote_options).
 COMPILE_OPTIONS = {
     "eigen": {"cpu": {"xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT"}},
 }
@@ -117,7 +119,8 @@ register("conv_lowered", "x, filters: int, kernel: ints = 3, stride: ints = 1, "
          "padding: str = \"same\", dilation: ints = 1, bias: bool = true, "
          "lowering: str = \"auto\"", _conv_lowered_infer, _conv_lowered_lower,
          weights=_conv_lowered_weights,
-         extra={"lowerings": tuple(CONV_LOWERINGS), "compile_options": COMPILE_OPTIONS},
+         extra={"lowerings": tuple(CONV_LOWERINGS), "compile_options": COMPILE_OPTIONS,
+                "same_computation": {"eigen": "xla"}},
          doc="`conv` computed one named way: \"xla\" (XLA's convolution), \"eigen\" (XLA's "
              "convolution by Eigen rather than YNNPACK, on a CPU), \"slices\" (a matmul per "
              "kernel tap), \"patches\" (im2col, one matmul) or \"auto\" (measured once per "
