@@ -105,6 +105,7 @@ def _conv(x, w):
                                         dimension_numbers=("NHWC", "HWIO", "NHWC"))
 
 
+@pytest.mark.skipif(jax.default_backend() != "cpu", reason="an XLA:CPU option")
 def test_a_program_compiles_with_the_options_its_trace_asks_for():
     traces = []
 
