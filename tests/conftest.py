@@ -24,6 +24,15 @@ if "GRAPHDL_CACHE" not in os.environ:
 os.environ.setdefault("GRAPHDL_AUTOTUNE", "off")
 
 
+def pytest_configure(config):
+    """On a GPU, f32 matmuls default to TF32 (about 3 decimal digits): the tests that
+    compare a matmul form of an op with another form would fail on rounding alone."""
+    import jax
+
+    if jax.default_backend() != "cpu":
+        jax.config.update("jax_default_matmul_precision", "highest")
+
+
 def source(text: str) -> str:
     """A test's GDL text: dedented, without the leading newline of a triple-quoted string."""
     return textwrap.dedent(text).lstrip("\n")
