@@ -187,7 +187,8 @@ def test_the_key_holds_what_the_speed_depends_on():
     for other in [autotune.key("conv", (6, 5, 3), ("f32", "f32"), base, False),
                   autotune.key("conv", (6, 5, 2), ("bf16", "f32"), base, False),
                   autotune.key("conv", (6, 5, 2), ("f32", "f32"), {**base, "stride": 2}, False),
-                  autotune.key("conv", (6, 5, 2), ("f32", "f32"), base, True)]:
+                  autotune.key("conv", (6, 5, 2), ("f32", "f32"), base, True),
+                  autotune.key("conv", (6, 5, 2), ("f32", "f32"), base, False, ("xla",))]:
         assert other != k
     assert json.loads(k)["machine"].startswith("jax ")
     assert json.loads(k)["platform"] == jax.default_backend()

@@ -77,11 +77,13 @@ def platform() -> str:
 
 
 def key(op: str, sizes: tuple[int, ...], dtypes: tuple[str, ...], attrs: dict,
-        input_grad: bool) -> str:
-    """The cache key of op `op` on an input of `sizes` (all but the batch axis)."""
+        input_grad: bool, candidates: tuple[str, ...] = ()) -> str:
+    """The cache key of op `op` on an input of `sizes` (all but the batch axis), measured
+    among `candidates` (a pick kept before a candidate was added is measured again)."""
     fields = {"op": op, "sizes": list(sizes), "dtypes": list(dtypes),
               "attrs": {k: v for k, v in sorted(attrs.items()) if k != "lowering"},
-              "input_grad": input_grad, "machine": machine(), "platform": platform()}
+              "input_grad": input_grad, "machine": machine(), "platform": platform(),
+              "candidates": sorted(candidates)}
     return json.dumps(fields, sort_keys=True, default=str)
 
 

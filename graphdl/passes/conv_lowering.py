@@ -31,6 +31,7 @@ from __future__ import annotations
 
 from graphdl.ir.graph import IR, add_node, bodies, node, nodes, remove_node, replace_uses
 from graphdl.ir.node import Node
+from graphdl.ops import REGISTRY
 from graphdl.passes import autotune
 
 
@@ -57,7 +58,8 @@ def tuning_key(g: IR, n: Node, sizes: tuple[int, ...] | None = None) -> str | No
             return None
         sizes = tuple(int(d) for d in x.shape[1:])
     dtypes = (x.dtype, node(g, operands["w"]).dtype)
-    return autotune.key("conv", sizes, dtypes, n.attrs, input_grad=x.op != "input")
+    return autotune.key("conv", sizes, dtypes, n.attrs, input_grad=x.op != "input",
+                        candidates=REGISTRY["conv_lowered"].extra["lowerings"])
 
 
 def kept_pick(g: IR, n: Node) -> str:
