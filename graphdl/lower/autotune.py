@@ -120,12 +120,6 @@ def options(op: Op, lowering: str, platform: str | None = None) -> dict | None:
     return by_platform.get(platform or jax.default_backend())
 
 
-def lower_op(op: Op, ctx, kwargs: dict, attrs: dict):
-    """`op` lowered. A lowering that needs compile options gets them by its node's vote
-    (`resolve`), or, as a candidate being measured, by asking (`measure`)."""
-    return op.lower(ctx, **kwargs, **attrs)
-
-
 def measure(n: Node, kwargs: dict, input_grad: bool, timer: Timer) -> dict[str, float]:
     """Milliseconds of each candidate lowering of `n`: forward and backward (to the
     weights, and to the input when `input_grad`) on random inputs of the operands'
@@ -143,8 +137,8 @@ def measure(n: Node, kwargs: dict, input_grad: bool, timer: Timer) -> dict[str, 
         attrs = {**n.attrs, "lowering": lowering}
 
         def loss(*values, attrs=attrs, lowering=lowering):
-            ask_options(options(op, lowering))
-            y = lower_op(op, None, dict(zip(names, values)), attrs)
+            ask_options(options(op, lowering))  # a candidate's program: its own options
+            y = op.lower(None, **dict(zip(names, values)), **attrs)
             return jnp.sum(y * jnp.cos(y))  # a cotangent that is not all ones
 
         fns[lowering] = compile_fn(jax.grad(loss, argnums=wrt))

@@ -213,7 +213,7 @@ def _lower_node(ctx: LowerCtx, nid: int, n: Node, env: dict, inputs: dict, state
     if id(n) in ctx.masked:  # a metric's reduction over a padded batch's examples
         out = masked_reduce(op, ctx.example_mask, **kwargs, **attrs)
     else:
-        out = autotune.lower_op(REGISTRY[op], ctx, kwargs, attrs)
+        out = REGISTRY[op].lower(ctx, **kwargs, **attrs)
     return out if dtype is None else _in_dtype(out, dtype)
 
 

@@ -2,8 +2,8 @@
 
 An entry's key is the op with everything its speed depends on: the input's sizes other
 than the batch, the dtypes, the op's attributes, whether the input needs a gradient,
-the JAX version, the CPU (model name and core count) and the platform (a GPU's picks are
-not a CPU's). Its value is the pick and the
+the JAX version, the CPU (model name and core count), the platform (a GPU's picks are
+not a CPU's) and the candidates measured. Its value is the pick and the
 milliseconds each candidate took. The measuring is done by the lowering
 (graphdl/lower/autotune.py), once per key; the `conv_lowering` pass reads the picks so that
 `graphdl show --ir --after conv_lowering` prints them.
