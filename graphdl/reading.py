@@ -23,6 +23,13 @@ def cache_root() -> Path:
     return Path(os.environ.get("GRAPHDL_CACHE") or Path.home() / ".cache" / "graphdl")
 
 
+def switched_off(variable: str) -> bool:
+    """Whether the environment variable `variable` turns a feature off ("off", "0",
+    "false" or "no", in any case): $GRAPHDL_COMPILE_CACHE, $GRAPHDL_REWRITES,
+    $GRAPHDL_AUTOTUNE."""
+    return os.environ.get(variable, "").strip().lower() in ("off", "0", "false", "no")
+
+
 class FileRefused(Exception):
     """A file that is not read: `reason` says why ("is a directory", "is not a regular
     file (a pipe)", "is N bytes, more than the limit of M"), without quoting its content."""

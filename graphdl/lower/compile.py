@@ -18,13 +18,12 @@ keeps the trace, so the function is traced once all the same.
 from __future__ import annotations
 
 import contextvars
-import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import jax
 
-from graphdl.reading import cache_root
+from graphdl.reading import cache_root, switched_off
 
 #: "off" turns the persistent compilation cache off (`graphdl --no-compile-cache`).
 CACHE_SWITCH = "GRAPHDL_COMPILE_CACHE"
@@ -40,7 +39,7 @@ def default_cache_dir() -> Path | None:
     """The persistent compilation cache's folder: $GRAPHDL_CACHE/xla, else
     ~/.cache/graphdl/xla (beside the downloads' cache); None when $GRAPHDL_COMPILE_CACHE
     is "off"."""
-    if os.environ.get(CACHE_SWITCH, "").strip().lower() in ("off", "0", "false", "no"):
+    if switched_off(CACHE_SWITCH):
         return None
     return cache_root() / "xla"
 

@@ -28,7 +28,7 @@ from functools import lru_cache
 from importlib import metadata
 from pathlib import Path
 
-from graphdl.reading import cache_root
+from graphdl.reading import cache_root, switched_off
 
 FORMAT = 1
 
@@ -39,7 +39,7 @@ MEASURE_SWITCH = "GRAPHDL_AUTOTUNE"
 def measuring() -> bool:
     """Whether the lowering measures the candidates of a shape with no kept pick (not
     when $GRAPHDL_AUTOTUNE is "off": a shared CI machine, a test suite)."""
-    return os.environ.get(MEASURE_SWITCH, "").strip().lower() not in ("off", "0", "false", "no")
+    return not switched_off(MEASURE_SWITCH)
 
 
 def cache_file() -> Path:

@@ -20,7 +20,6 @@ tests/test_passes.py.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -35,6 +34,7 @@ from graphdl.passes import (
     surrogate,
     verify,
 )
+from graphdl.reading import switched_off
 
 #: "off" skips every rewrite pass (`graphdl --no-rewrites`).
 REWRITES_SWITCH = "GRAPHDL_REWRITES"
@@ -73,7 +73,7 @@ PASS_NAMES = tuple(p.name for p in PIPELINE)
 def rewrites_on(ir: IR | None = None) -> bool:
     """Whether the rewrite passes run: not when $GRAPHDL_REWRITES is "off" (read at each
     call) or the IR is marked `rewrites=False` (`graphdl.load(path, rewrites=False)`)."""
-    if os.environ.get(REWRITES_SWITCH, "").strip().lower() in ("off", "0", "false", "no"):
+    if switched_off(REWRITES_SWITCH):
         return False
     return ir is None or ir.graph.get("rewrites", True) is not False
 
