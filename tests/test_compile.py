@@ -141,3 +141,127 @@ def test_options_asked_outside_a_trace_or_by_a_nested_program_stay_there():
 def test_a_compiled_program_is_what_jax_export_takes():
     exported = jax.export.export(compile_fn(lambda x: x * 3))(jax.ShapeDtypeStruct((2,), jnp.float32))
     np.testing.assert_allclose(exported.call(jnp.ones(2)), [3.0, 3.0])
+
+
+# -- executables kept on disk, keyed on the trace (graphdl/lower/executables.py) ----------
+from graphdl.lower import executables  # noqa: E402
+
+
+@pytest.fixture
+def exec_cache(monkeypatch, tmp_path):
+    """A folder of its own for the executables' cache (the compilation cache's folder)."""
+    monkeypatch.setattr(compile_module, "_cache_dir", str(tmp_path))
+    monkeypatch.setattr(executables, "_bytes", {})
+    return tmp_path / "executables"
+
+
+def _step(p, x):
+    return {k: jnp.tanh(v * x) for k, v in p.items()}
+
+
+def test_a_second_program_of_the_same_trace_loads_its_executable(exec_cache, monkeypatch):
+    params = {"w": jnp.arange(4.0), "b": jnp.ones(2)}
+    first = compile_fn(_step)(params, 0.5)
+    assert len(list(exec_cache.glob("*.bin"))) == 1
+
+    def no_lowering(*args, **kwargs):
+        raise AssertionError("lowered again")
+    monkeypatch.setattr(jax.stages.Traced, "lower", no_lowering)
+    again = compile_fn(_step)  # as in a new process: a new jit, a new trace
+    out = again(params, 0.5)
+    for k in params:
+        np.testing.assert_array_equal(out[k], first[k])
+    out = again(params, 2.0)  # the same executable for another value
+    np.testing.assert_allclose(out["w"], np.tanh(np.arange(4.0) * 2.0), rtol=1e-6)
+
+
+def test_another_signature_falls_back_to_the_jitted_function(exec_cache):
+    program = compile_fn(_step, donate_argnums=(0,))
+    program({"w": jnp.ones(3)}, 1.0)
+    out = program({"w": jnp.ones((2, 2))}, 1.0)  # another shape: not the kept executable
+    np.testing.assert_allclose(out["w"], np.tanh(np.ones((2, 2))), rtol=1e-6)
+    params = {"w": jnp.ones(3)}
+    program(params, 1.0)
+    assert params["w"].is_deleted()  # donation holds on either path
+
+    def outer(x):  # called inside another trace: the jitted function, traced inline
+        return program({"w": x}, 2.0)["w"].sum()
+    np.testing.assert_allclose(jax.grad(outer)(jnp.zeros(3)), 2.0, rtol=1e-6)
+
+
+def _key(fn, *args, donate=(), options=None):
+    return executables.program_key(jax.jit(fn).trace(*args), args, {}, donate, options or {})
+
+
+def test_the_key_holds_what_the_trace_does_not_show():
+    x = jnp.ones(3)
+    base = _key(lambda x: x * 2, x)
+    assert base is not None and base == _key(lambda x: x * 2, x)  # the same trace
+    scale = np.float32(3.0) * np.ones(3, np.float32)
+    other = np.float32(4.0) * np.ones(3, np.float32)
+    assert _key(lambda x: x * scale, x) != _key(lambda x: x * other, x)  # a constant's value
+    assert _key(lambda x: x * 2, x, donate=(0,)) != base
+    assert _key(lambda x: x * 2, x, options=YNN) != base
+    assert _key(lambda x: x * 2, np.ones(3, np.float32)) != base  # a NumPy array
+    assert _key(lambda x: x * 2, jnp.ones(3, jnp.int32)) != base
+
+
+def test_a_program_that_calls_back_into_python_is_not_kept():
+    def fn(x):
+        return jax.pure_callback(lambda v: np.asarray(v) * 2, jax.ShapeDtypeStruct((3,), x.dtype), x)
+    assert _key(fn, jnp.ones(3)) is None
+
+
+def test_an_entry_that_does_not_load_is_compiled_again(exec_cache):
+    x = jnp.arange(3.0)
+    compile_fn(lambda x: x + 1)(x)
+    [entry] = exec_cache.glob("*.bin")
+    entry.write_bytes(b"not a pickle")
+    np.testing.assert_allclose(compile_fn(lambda x: x + 1)(x), [1.0, 2.0, 3.0])
+    assert entry.read_bytes() != b"not a pickle"  # replaced by a good one
+
+
+def test_the_least_recently_used_entries_go_past_the_bound(exec_cache, monkeypatch):
+    for i in range(3):
+        compile_fn(lambda x, i=i: x + i)(jnp.ones(2))
+    entries = sorted(exec_cache.glob("*.bin"), key=lambda p: p.stat().st_mtime)
+    assert len(entries) == 3
+    size = max(p.stat().st_size for p in entries)
+    monkeypatch.setattr(executables, "MAX_BYTES", 3 * size - 1)
+    monkeypatch.setattr(executables, "_bytes", {})
+    compile_fn(lambda x: x + 10)(jnp.ones(2))  # a fourth: the oldest go
+    left = set(exec_cache.glob("*.bin"))
+    assert entries[0] not in left and len(left) <= 3
+
+
+LOWERINGS = """
+import jax, jax.numpy as jnp, numpy as np
+from jax import monitoring
+from graphdl.lower.compile import compile_fn
+lowered = []
+monitoring.register_event_duration_secs_listener(
+    lambda event, duration, **kw: lowered.append(1) if event.endswith("to_mlir_module_duration") else None)
+out = compile_fn(lambda p, x: {k: jnp.tanh(v @ x) for k, v in p.items()})(
+    {"w": np.ones((8, 8), np.float32)}, np.arange(8, dtype=np.float32))  # no eager jax op
+print(len(lowered), float(out["w"].sum()))
+"""
+
+
+@pytest.mark.parametrize("devices", [1, 4])
+def test_a_second_process_runs_the_kept_executable_without_lowering(tmp_path, devices):
+    """With 4 (simulated) devices, the executable is loaded on the one it was compiled for."""
+    import os
+    import subprocess
+    import sys
+    env = {**os.environ, "GRAPHDL_CACHE": str(tmp_path), "PYTHONPATH": str(PACKAGE.parent),
+           "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}"}
+    env.pop("GRAPHDL_COMPILE_CACHE", None)
+    runs = [subprocess.run([sys.executable, "-c", LOWERINGS], env=env, capture_output=True,
+                           text=True, timeout=120) for _ in range(2)]
+    (cold, value), (warm, again) = (r.stdout.split() for r in runs)
+    assert int(cold) >= 1 and int(warm) == 0  # the second process lowered nothing
+    assert value == again
+    env["GRAPHDL_COMPILE_CACHE"] = "off"  # and the switch turns this cache off too
+    off = subprocess.run([sys.executable, "-c", LOWERINGS], env=env, capture_output=True,
+                         text=True, timeout=120)
+    assert int(off.stdout.split()[0]) >= 1

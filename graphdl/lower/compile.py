@@ -23,6 +23,7 @@ from pathlib import Path
 
 import jax
 
+from graphdl.lower import executables
 from graphdl.reading import cache_root, switched_off
 
 #: "off" turns the persistent compilation cache off (`graphdl --no-compile-cache`).
@@ -166,6 +167,8 @@ class Program:
     def __init__(self, fn: Callable, jit_kwargs: dict):
         self._fn, self._kwargs = fn, jit_kwargs
         self._jitted = self._plain = None
+        self._traced = None  # the first trace, until the first call has compiled it
+        self._compiled = None  # the first call's executable, kept on disk (executables.py)
         self.options: dict = {}
 
     def _ready(self, args: tuple, kwargs: dict):
@@ -174,21 +177,49 @@ class Program:
             asked: dict = {"options": {}, "votes": {}}
             token = _asked.set(asked)
             try:
-                plain.trace(*args, **kwargs)  # JAX keeps the trace for the call that follows
+                traced = plain.trace(*args, **kwargs)  # JAX keeps it for the call that follows
             finally:
                 _asked.reset(token)
             asked = _chosen(asked)
             self.options, self._plain = asked, plain
             self._jitted = jax.jit(self._fn, compiler_options=asked, **self._kwargs) \
                 if asked else plain
-        if self.options and any(isinstance(leaf, jax.core.Tracer)
-                                for leaf in jax.tree_util.tree_leaves((args, kwargs))):
+            self._traced = traced
+        if self.options and _traced_inside(args, kwargs):
             ask_options(self.options)
             return self._plain
         return self._jitted
 
+    def _executable(self, traced, args: tuple, kwargs: dict):
+        """The compiled program for these arguments, loaded from the executables' cache
+        or compiled and kept there; None where there is no cache or the program is not
+        one to keep (see executables.py)."""
+        if _cache_dir is None or set(self._kwargs) != {"static_argnames", "donate_argnums"} \
+                or self._kwargs["static_argnames"]:
+            return None  # shardings on a mesh and static arguments: jax.jit's own path
+        key = executables.program_key(traced, args, kwargs, self._kwargs["donate_argnums"],
+                                      self.options)
+        if key is None:
+            return None
+        folder = Path(_cache_dir) / "executables"
+        compiled = executables.load(folder, key)
+        if compiled is None:
+            compiled = traced.lower().compile(compiler_options=self.options or None)
+            executables.store(folder, key, compiled)
+        return compiled
+
     def __call__(self, *args, **kwargs):
-        if self._jitted is None or self.options:
+        if self._jitted is None:
+            self._ready(args, kwargs)
+            if not _traced_inside(args, kwargs):
+                self._compiled = self._executable(self._traced, args, kwargs)
+            self._traced = None
+        if self._compiled is not None:
+            try:
+                return self._compiled(*args, **kwargs)
+            except (TypeError, ValueError):  # checked before it runs: other types, a trace
+                self._compiled = None  # from now on, jax.jit's dispatch
+        if self.options:
             return self._ready(args, kwargs)(*args, **kwargs)
         return self._jitted(*args, **kwargs)
 
@@ -197,3 +228,8 @@ class Program:
 
     def lower(self, *args, **kwargs):
         return self._ready(args, kwargs).lower(*args, **kwargs)
+
+
+def _traced_inside(args: tuple, kwargs: dict) -> bool:
+    """Called inside another function's trace (an argument is a tracer)."""
+    return any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree_util.tree_leaves((args, kwargs)))
