@@ -265,3 +265,34 @@ def test_a_second_process_runs_the_kept_executable_without_lowering(tmp_path, de
     off = subprocess.run([sys.executable, "-c", LOWERINGS], env=env, capture_output=True,
                          text=True, timeout=120)
     assert int(off.stdout.split()[0]) >= 1
+
+
+JAX_FIRST = """
+import os, sys, jax, jax.numpy as jnp, numpy as np
+def f(x, y):
+    return jnp.where(x > 0, x * 2, y[None, :]).sum() + jnp.tanh(x).mean()
+args = (np.linspace(-1, 1, 64 * 32, dtype=np.float32).reshape(64, 32), np.ones(32, np.float32))
+if sys.argv[1] == "jax":  # plain JAX, its persistent cache in graphdl's folder
+    jax.config.update("jax_compilation_cache_dir", os.environ["GRAPHDL_CACHE"] + "/xla")
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    print(float(jax.jit(f)(*args)))
+else:
+    from graphdl.lower.compile import compile_fn
+    print(float(compile_fn(f)(*args)))
+"""
+
+
+def test_a_program_in_jaxs_cache_is_kept_compiled_afresh(tmp_path):
+    """An executable JAX loaded from its own cache serialises without its functions: the
+    executables' cache compiles its programs afresh, so the one it loads runs."""
+    import os
+    import subprocess
+    import sys
+    env = {**os.environ, "GRAPHDL_CACHE": str(tmp_path), "PYTHONPATH": str(PACKAGE.parent)}
+    env.pop("GRAPHDL_COMPILE_CACHE", None)
+    out = [subprocess.run([sys.executable, "-c", JAX_FIRST, mode], env=env, text=True,
+                          capture_output=True, timeout=120)
+           for mode in ("jax", "graphdl", "graphdl")]
+    assert [o.returncode for o in out] == [0, 0, 0], out[-1].stderr[-2000:]
+    assert out[0].stdout == out[1].stdout == out[2].stdout
+    assert len(list((tmp_path / "xla" / "executables").glob("*.bin"))) == 1

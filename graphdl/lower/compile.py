@@ -204,8 +204,9 @@ class Program:
         folder = Path(_cache_dir) / "executables"
         compiled = executables.load(folder, key)
         if compiled is None:
-            compiled = traced.lower().compile(compiler_options=self.options or None)
-            executables.store(folder, key, compiled)
+            compiled = executables.compile_fresh(traced, self.options)
+            if compiled is not None:
+                executables.store(folder, key, compiled)
         return compiled
 
     def __call__(self, *args, **kwargs):

@@ -11,6 +11,8 @@ text and constants, the arguments' types, layouts and tree, the donated argument
 XLA options, the jax and jaxlib versions, the backend and its devices, $XLA_FLAGS and
 JAX's trace-time configuration (x64, matmul precision, ...). A program that calls back
 into Python (its executable holds the callback) or that JAX cannot serialise is not kept.
+A program kept here is compiled afresh at its first miss, not loaded from JAX's cache
+(`compile_fresh`), and so is in this cache only.
 
 The entries live in `executables/` inside graphdl's compilation cache, go with it
 (`--no-compile-cache`, $GRAPHDL_COMPILE_CACHE=off), and are evicted oldest-used first
@@ -82,6 +84,27 @@ def _key(traced, args, kwargs, donate_argnums, options) -> str | None:
         h.update(repr((value.dtype, value.shape)).encode())
         h.update(np.ascontiguousarray(value).tobytes())
     return h.hexdigest()
+
+
+def compile_fresh(traced, options: dict):
+    """`traced` lowered and compiled by XLA, never loaded from JAX's persistent cache: an
+    executable JAX loaded from there serialises without its compiled functions (XLA:CPU,
+    jax 0.10: running one loaded back fails with "NOT_FOUND: Function ... not found").
+    None where JAX has changed the private switch this turns (then nothing is kept)."""
+    from jax._src import compilation_cache as jax_cache
+
+    lowered = traced.lower()
+    try:
+        with jax_cache._cache_initialized_mutex:
+            saved = jax_cache._cache_checked, jax_cache._cache_used
+            jax_cache._cache_checked, jax_cache._cache_used = True, False
+    except AttributeError:
+        return None
+    try:
+        return lowered.compile(compiler_options=options or None)
+    finally:
+        with jax_cache._cache_initialized_mutex:
+            jax_cache._cache_checked, jax_cache._cache_used = saved
 
 
 def load(folder: Path, key: str):
