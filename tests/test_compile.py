@@ -204,6 +204,9 @@ def test_the_key_holds_what_the_trace_does_not_show():
     assert _key(lambda x: x * 2, x, options=YNN) != base
     assert _key(lambda x: x * 2, np.ones(3, np.float32)) != base  # a NumPy array
     assert _key(lambda x: x * 2, jnp.ones(3, jnp.int32)) != base
+    # one jaxpr, two results' trees (two evaluate blocks' metrics) or weak types
+    assert _key(lambda x: {"m": x * 2}, x) != _key(lambda x: {"m2": x * 2}, x)
+    assert _key(lambda x: 2.0, x) != _key(lambda x: jnp.float32(2.0), x)
 
 
 def test_a_program_that_calls_back_into_python_is_not_kept():

@@ -2,12 +2,13 @@
 
 JAX's persistent compilation cache is keyed on the StableHLO module, so a warm start
 still lowers every program to StableHLO before it can look one up: about 0.6 s of the
-2.3 s a second `graphdl run` of the deck's CNN takes to its first step on a 2-core CPU.
+2.3 s a second `graphdl run models/cnn2d.gdl` took to its first step on a 2-core CPU.
 This cache is keyed one stage earlier, on what the trace produced, so a hit skips the
 lowering and JAX's lookup and loads the executable (`jax.experimental.serialize_executable`).
 
 The key is everything the compiled program depends on besides its trace: the jaxpr's
-text and constants, the arguments' types, layouts and tree, the donated arguments, the
+text and constants, the arguments' types, layouts and tree, the results' tree and types
+(the jaxpr names no dict keys), the donated arguments, the
 XLA options, the jax and jaxlib versions, the backend and its devices, $XLA_FLAGS and
 JAX's trace-time configuration (x64, matmul precision, ...). A program that calls back
 into Python (its executable holds the callback) or that JAX cannot serialise is not kept.
@@ -66,7 +67,11 @@ def _key(traced, args, kwargs, donate_argnums, options) -> str | None:
                  os.environ.get("XLA_FLAGS", ""),
                  _ADDRESS.sub("", repr(config.trace_context())),
                  donate_argnums, sorted(options.items()),
-                 str(jax.tree_util.tree_structure((args, kwargs)))):
+                 str(jax.tree_util.tree_structure((args, kwargs))),
+                 # the results' tree and types (the jaxpr shows neither a dict's keys,
+                 # {"m": ...} or {"m2": ...}, nor a weak type)
+                 str(jax.tree_util.tree_structure(traced.out_info)),
+                 [repr(o) for o in jax.tree_util.tree_leaves(traced.out_info)]):
         h.update(repr(part).encode())
         h.update(b"\0")
     for leaf in jax.tree_util.tree_leaves((args, kwargs)):
