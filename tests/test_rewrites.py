@@ -64,8 +64,8 @@ def own_cache(tmp_path, monkeypatch):
 
     def fake_timer(fns, args):
         calls.append(sorted(fns))
-        return {name: {"xla": 3.0, "eigen": 4.0, "slices": 1.0, "patches": 2.0}[name]
-                for name in fns}
+        return {name: {"xla": 3.0, "eigen": 4.0, "slices": 1.0, "patches": 2.0}[
+            name.split("+")[0]] for name in fns}  # "slices+eigen": slices under eigen's options
     monkeypatch.setattr(measuring, "best_times", fake_timer)
     return calls
 
@@ -128,8 +128,10 @@ def test_the_first_lowering_measures_once_per_shape_and_keeps_the_pick(own_cache
     fn = loads(CONVS).compile("g")
     variables = fn.init(jax.random.key(0), *CONV_INPUTS)
     fn(variables, *CONV_INPUTS)
-    # two shapes, all candidates ("eigen" is one on a CPU only)
-    assert own_cache == [sorted(["patches", "slices", "xla"] + ["eigen"] * ON_CPU)] * 2
+    # two shapes, all candidates ("eigen" is one on a CPU only; there, the others are
+    # measured in a program with its options too)
+    cpu = ["eigen", "patches+eigen", "slices+eigen"] * ON_CPU
+    assert own_cache == [sorted(["patches", "slices", "xla"] + cpu)] * 2
     entries = json.loads(autotune.cache_file().read_text())["entries"]
     assert len(entries) == 2
     assert {e["pick"] for e in entries.values()} == {"slices"}
@@ -232,24 +234,60 @@ def test_an_eigen_pick_compiles_its_program_without_ynnpack_convolutions(monkeyp
     assert program.options == conv_forms.COMPILE_OPTIONS["eigen"]["cpu"]
 
 
-@CPU_ONLY
-def test_the_program_takes_the_options_its_xla_convolutions_are_fastest_with(monkeypatch):
-    """"eigen" and "xla" are one convolution compiled with or without an option for the
-    whole program: the first conv gains 0.5 ms with it, the second loses 2 ms, so the
-    program goes without, though the first conv's pick is "eigen"."""
+def _timer_by_conv(first_times: dict, second_times: dict):
+    """A fake timer: these times for the first conv (2 input channels), those for the
+    second; 9 ms for any other candidate."""
     def timer(fns, args):
         first = args[-1].shape[-1] == 2  # x, the last of the sorted operand names
-        times = {"eigen": 1.0, "xla": 1.5} if first else {"eigen": 3.0, "xla": 1.0}
+        times = first_times if first else second_times
         return {n: times.get(n, 9.0) for n in fns}
-    monkeypatch.setattr(measuring, "best_times", timer)
+    return timer
+
+
+def _program_of(monkeypatch):
+    """Compile and run CONVS; (its program, how many times a conv was lowered)."""
+    lowered = []
+    resolve = measuring.resolve
+    monkeypatch.setattr(measuring, "resolve",
+                        lambda *a, **k: (lowered.append(1), resolve(*a, **k))[1])
     fn = loads(CONVS).compile("g")
     fn(fn.init(jax.random.key(0), *CONV_INPUTS), *CONV_INPUTS)
-    assert sorted(e["pick"] for e in autotune.read_all().values()) == ["eigen", "xla"]
-    assert next(iter(fn._cache.values()))[1].options == {}
-    # the same picks read back from the cache by a new program: the same decision
-    fn2 = loads(CONVS).compile("g")
-    fn2(fn2.init(jax.random.key(0), *CONV_INPUTS), *CONV_INPUTS)
-    assert next(iter(fn2._cache.values()))[1].options == {}
+    return next(iter(fn._cache.values()))[1], len(lowered)
+
+
+@CPU_ONLY
+def test_the_program_takes_the_options_its_convolutions_are_fastest_with(monkeypatch):
+    """"eigen" and "xla" are one convolution compiled with or without an option for the
+    whole program: the first conv gains 0.5 ms with it, the second loses 2 ms, so the
+    program goes without, and the first conv is "xla" too."""
+    monkeypatch.setattr(measuring, "best_times", _timer_by_conv({"eigen": 1.0, "xla": 1.5},
+                                                                {"eigen": 3.0, "xla": 1.0}))
+    program, lowered = _program_of(monkeypatch)
+    assert program.options == {}
+    assert lowered == 4  # the first conv had picked "eigen": traced again without
+    assert sorted(e["pick"] for e in autotune.read_all().values()) == ["xla", "xla"]
+    assert {e["options"] for e in autotune.read_all().values()} == {""}
+    # the picks read back from the cache by a new program: the same, traced once
+    program, lowered = _program_of(monkeypatch)
+    assert program.options == {} and lowered == 2
+
+
+@CPU_ONLY
+def test_a_conv_takes_its_fastest_lowering_under_the_options_the_program_takes(monkeypatch):
+    """The deck's CNN on XLA:CPU: its first conv is fastest as "slices" alone, but its
+    second is so much faster as "eigen" that the program takes eigen's options, and
+    under them the first conv's "slices" is slower than its own "eigen"."""
+    monkeypatch.setattr(measuring, "best_times", _timer_by_conv(
+        {"slices": 1.0, "slices+eigen": 3.0, "eigen": 2.0}, {"eigen": 1.0}))
+    program, lowered = _program_of(monkeypatch)
+    assert program.options == conv_forms.COMPILE_OPTIONS["eigen"]["cpu"]
+    assert sorted(e["pick"] for e in autotune.read_all().values()) == ["eigen", "eigen"]
+    assert lowered == 4  # the first conv had picked "slices": traced again
+    got = values_and_grads(CONVS, CONV_INPUTS, True)  # the picks keep values and gradients
+    assert_same(got, values_and_grads(CONVS, CONV_INPUTS, False))
+    ir = run_passes(ir_of(CONVS))  # and `graphdl show --ir` prints them
+    assert [n.attrs["lowering"] for _, n in nodes(ir) if n.op == "conv_lowered"] == \
+        ["eigen", "eigen"]
 
 
 def test_a_symbolic_batch_is_not_measured(own_cache):

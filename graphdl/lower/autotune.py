@@ -26,7 +26,7 @@ import numpy as np
 
 from graphdl.ir.graph import IR, node
 from graphdl.ir.node import Node
-from graphdl.lower.compile import ask_options, compile_fn, vote_options
+from graphdl.lower.compile import ask_options, compile_fn, forced_options, vote_options
 from graphdl.ops import REGISTRY
 from graphdl.ops.registry import Op
 from graphdl.passes import autotune
@@ -65,7 +65,14 @@ def resolve(ir: IR, n: Node, kwargs: dict, timer: Timer | None = None) -> Node:
     several processes, every lowering is "xla". A shape with
     symbolic sizes (`graphdl export` with a symbolic batch) is not measured: the kept
     pick of its other sizes, else the op as written ("xla"); nor is any shape when
-    $GRAPHDL_AUTOTUNE is "off"."""
+    $GRAPHDL_AUTOTUNE is "off".
+
+    A lowering may need XLA options that hold for the whole program ("eigen"), and the
+    others are faster or slower in a program compiled with them, so the pick is made
+    with the program: each candidate is measured under each set of options, the node
+    votes its fastest time under each (lower/compile.py: vote_options), and it lowers to
+    its fastest under the options the program takes. The last choice is kept with the
+    pick ("options"), so the next trace picks right the first time."""
     if jax.process_count() > 1:
         # each process would read its own cache or measure on its own: their programs must
         # be the same for the collectives to meet, so every process lowers as written
@@ -76,26 +83,104 @@ def resolve(ir: IR, n: Node, kwargs: dict, timer: Timer | None = None) -> Node:
     if all(isinstance(d, (int, np.integer)) for d in shape[1:]):
         k = tuning_key(ir, n, tuple(int(d) for d in shape[1:]))
     entry = autotune.read_all().get(k) if k is not None else None
-    pick, ms = (entry["pick"], entry.get("ms") or {}) if entry else (None, {})
-    if n.attrs["lowering"] != "auto":
-        pick = n.attrs["lowering"]  # the pass's kept pick, or a lowering written in the IR
-    elif pick is None and (not known or not autotune.measuring()):
-        pick = "xla"
-    elif pick is None:
+    op = REGISTRY[n.op]
+    written = n.attrs["lowering"]
+    if entry is None and known and written == "auto" and autotune.measuring():
         x = node(ir, n.inputs[n.args.index("x")])
         with jax.ensure_compile_time_eval():
             ms = measure(n, kwargs, input_grad=x.op != "input", timer=timer or best_times)
-        pick = min(ms, key=ms.get)
-        autotune.record(k, pick, ms, batch=int(shape[0]))
-    _vote(REGISTRY[n.op], pick, ms)
+        entry = {"pick": min(ms, key=ms.get), "ms": ms, "batch": int(shape[0])}
+        autotune.record(k, entry["pick"], ms, batch=entry["batch"])
+    table = _table(op, entry.get("ms") or {}) if entry else {}
+    if not table or written not in ("auto", entry["pick"]):
+        # written in the IR, or nothing measured: lowered as it is, voting its own time
+        pick = written if written != "auto" else (entry["pick"] if entry else "xla")
+        _vote_as_written(op, pick, entry.get("ms") or {} if entry else {})
+        return _with_lowering(n, pick)
+    forced = forced_options()
+    if forced is not None:
+        under = _options_name(op, table, forced)
+    elif entry.get("options") in table:
+        under = entry["options"]  # the options the last program with this op took
+    else:
+        under = min(table, key=lambda o: min(table[o].values()))
+    pick = _fastest(table[under])
+
+    def fits(chosen: dict) -> bool:
+        return _fastest(table[_options_name(op, table, chosen)]) == pick
+
+    def decided(chosen: dict) -> None:
+        name = _options_name(op, table, chosen)
+        if (entry["pick"], entry.get("options")) != (_fastest(table[name]), name):
+            autotune.record(k, _fastest(table[name]), entry["ms"], batch=entry.get("batch"),
+                            options=name)
+    vote_options([(_options_of(op, o), min(table[o].values())) for o in table], fits, decided)
     return _with_lowering(n, pick)
 
 
-def _vote(op: Op, pick: str, ms: dict) -> None:
-    """The program's vote for the compile options of `pick`'s computation: "xla" and
-    "eigen" are one HLO convolution, fastest with or without YNNPACK's convolutions; the
-    program takes the options that are fastest over all its convolutions. A pick the
-    options do not touch ("slices") casts no vote."""
+def _fastest(ms: dict[str, float]) -> str:
+    return min(ms, key=ms.get)
+
+
+def _option_sets(op: Op) -> dict[str, dict]:
+    """This platform's sets of program options for `op`'s lowerings, by name: "" for
+    none, else the name of the lowering that needs them ("eigen")."""
+    sets = {"": {}}
+    for lowering in op.extra["lowerings"]:
+        o = options(op, lowering)
+        if o:
+            sets[lowering] = o
+    return sets
+
+
+def _options_of(op: Op, name: str) -> dict:
+    return _option_sets(op)[name]
+
+
+def _options_name(op: Op, table: dict, chosen: dict) -> str:
+    """The set of `table` that the program's options `chosen` hold ("" when none do)."""
+    for name in table:
+        o = _options_of(op, name)
+        if o and all(chosen.get(k) == v for k, v in o.items()):
+            return name
+    return ""
+
+
+def candidates(op: Op) -> dict[str, tuple[str, str]]:
+    """What is measured, by the name its time is kept under: (lowering, set of options).
+    A lowering that needs options is measured under them ("eigen"); one that needs none
+    under each set: alone ("slices") and in a program with another's options
+    ("slices+eigen"), unless it is that other's computation ("xla", whose computation
+    under eigen's options is "eigen")."""
+    same = op.extra.get("same_computation", {})
+    sets = _option_sets(op)
+    out = {}
+    for lowering in op.extra["lowerings"]:
+        if options(op, lowering) is None:
+            continue  # not on this platform
+        if lowering in sets:
+            out[lowering] = (lowering, lowering)
+            continue
+        out[lowering] = (lowering, "")
+        for name in sets:
+            if name and same.get(name) != lowering:
+                out[f"{lowering}+{name}"] = (lowering, name)
+    return out
+
+
+def _table(op: Op, ms: dict[str, float]) -> dict[str, dict[str, float]]:
+    """The measured times as {set of options: {lowering as written: ms}}; a set with
+    nothing measured is left out."""
+    table: dict[str, dict[str, float]] = {}
+    for name, (lowering, under) in candidates(op).items():
+        if name in ms:
+            table.setdefault(under, {})[lowering] = ms[name]
+    return table
+
+
+def _vote_as_written(op: Op, pick: str, ms: dict) -> None:
+    """The vote of a node whose lowering is fixed: "xla" and "eigen" are one HLO
+    convolution, fastest with or without YNNPACK's convolutions."""
     same = op.extra.get("same_computation", {})
     base = same.get(pick, pick)
     variants = [v for v in op.extra["lowerings"] if same.get(v, v) == base]
@@ -131,15 +216,13 @@ def measure(n: Node, kwargs: dict, input_grad: bool, timer: Timer) -> dict[str, 
                  for a in names)
     wrt = tuple(i for i, a in enumerate(names) if a != "x" or input_grad)
     fns = {}
-    for lowering in op.extra["lowerings"]:
-        if options(op, lowering) is None:  # not on this platform
-            continue
+    for name, (lowering, under) in candidates(op).items():
         attrs = {**n.attrs, "lowering": lowering}
 
-        def loss(*values, attrs=attrs, lowering=lowering):
-            ask_options(options(op, lowering))  # a candidate's program: its own options
+        def loss(*values, attrs=attrs, under=under):
+            ask_options(_options_of(op, under))  # a candidate's program: its options
             y = op.lower(None, **dict(zip(names, values)), **attrs)
             return jnp.sum(y * jnp.cos(y))  # a cotangent that is not all ones
 
-        fns[lowering] = compile_fn(jax.grad(loss, argnums=wrt))
+        fns[name] = compile_fn(jax.grad(loss, argnums=wrt))
     return {name: 1e3 * s for name, s in timer(fns, args).items()}

@@ -12,12 +12,15 @@ autotuner's measurements may favour one for the whole program (XLA:CPU's YNNPACK
 convolutions off, graphdl/ops/conv_forms.py), and they are only known once the trace has
 measured them. So `compile_fn` traces a function at its first call, collecting what its
 lowerings `ask_options` or `vote_options` for, and compiles it with those options; JAX
-keeps the trace, so the function is traced once all the same.
+keeps the trace, so the function is traced once all the same. Once more only where a
+voter lowered to what is not its fastest under the options chosen (it could not know
+them before the whole program had voted): the second trace forces them.
 """
 
 from __future__ import annotations
 
 import contextvars
+import functools
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -137,16 +140,29 @@ def ask_options(options: dict) -> None:
         asked["options"].update(options)
 
 
-def vote_options(ms_by_options: list[tuple[dict, float]]) -> None:
-    """Called by a lowering while a program is traced: its op took these milliseconds
-    compiled with each of these sets of options (the same computation; {} for none). The
-    program is compiled with the set whose total over all the votes is least: options
-    hold for the whole program, so one op's gain must outweigh the others' losses."""
+def vote_options(ms_by_options: list[tuple[dict, float]],
+                 fits: Callable[[dict], bool] | None = None,
+                 decided: Callable[[dict], None] | None = None) -> None:
+    """Called by a lowering while a program is traced: its op takes these milliseconds
+    (its fastest lowering) in a program compiled with each of these sets of options ({}
+    for none). The program is compiled with the set whose total over all the votes is
+    least: options hold for the whole program, so one op's gain must outweigh the
+    others' losses. `fits(options)`: whether what the op lowered to is its fastest
+    under `options`; where one does not fit the chosen set, the program is traced again
+    with `forced_options()` the chosen set. `decided(options)` is told the choice."""
     asked = _asked.get()
     if asked is not None:
         for options, ms in ms_by_options:
             key = tuple(sorted(options.items()))
             asked["votes"][key] = asked["votes"].get(key, 0.0) + ms
+        asked["voters"].append((fits, decided))
+
+
+def forced_options() -> dict | None:
+    """While a program is traced again after a vote: the options it will be compiled
+    with (a lowering picks its fastest under them); else None."""
+    asked = _asked.get()
+    return None if asked is None else asked["forced"]
 
 
 def _chosen(asked: dict) -> dict:
@@ -154,6 +170,17 @@ def _chosen(asked: dict) -> dict:
     if asked["votes"]:
         options.update(min(asked["votes"].items(), key=lambda kv: kv[1])[0])
     return options
+
+
+def _trace(jitted, args: tuple, kwargs: dict, forced: dict | None):
+    """Trace `jitted`, collecting the options and votes of its lowerings."""
+    asked: dict = {"options": {}, "votes": {}, "voters": [], "forced": forced}
+    token = _asked.set(asked)
+    try:
+        traced = jitted.trace(*args, **kwargs)  # JAX keeps it for the call that follows
+    finally:
+        _asked.reset(token)
+    return traced, asked
 
 
 class Program:
@@ -173,17 +200,22 @@ class Program:
 
     def _ready(self, args: tuple, kwargs: dict):
         if self._jitted is None:
-            plain = jax.jit(self._fn, **self._kwargs)
-            asked: dict = {"options": {}, "votes": {}}
-            token = _asked.set(asked)
-            try:
-                traced = plain.trace(*args, **kwargs)  # JAX keeps it for the call that follows
-            finally:
-                _asked.reset(token)
-            asked = _chosen(asked)
-            self.options, self._plain = asked, plain
-            self._jitted = jax.jit(self._fn, compiler_options=asked, **self._kwargs) \
-                if asked else plain
+            fn = self._fn
+            plain = jax.jit(fn, **self._kwargs)
+            traced, asked = _trace(plain, args, kwargs, None)
+            chosen = _chosen(asked)
+            if any(fits is not None and not fits(chosen) for fits, _ in asked["voters"]):
+                # a lowering picked for other options: trace again with the chosen ones
+                # forced, through a new function (JAX keeps one trace per function)
+                fn = functools.wraps(self._fn)(lambda *a, **k: self._fn(*a, **k))
+                plain = jax.jit(fn, **self._kwargs)
+                traced, asked = _trace(plain, args, kwargs, chosen)
+            for _, decided in asked["voters"]:
+                if decided is not None:
+                    decided(chosen)
+            self.options, self._plain = chosen, plain
+            self._jitted = jax.jit(fn, compiler_options=chosen, **self._kwargs) \
+                if chosen else plain
             self._traced = traced
         if self.options and _traced_inside(args, kwargs):
             ask_options(self.options)

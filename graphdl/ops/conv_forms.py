@@ -87,9 +87,11 @@ CONV_LOWERINGS = {"xla": conv_by_xla, "eigen": conv_by_xla, "slices": conv_by_sl
 #: lowering name -> platform -> the XLA compile options a program needs for it (jax.jit's
 #: `compiler_options`); a lowering named here is a candidate on those platforms only.
 #: "eigen" is the computation of "xla" (`same_computation` in the registry entry): the
-#: options hold for the whole program, so the program takes them when its XLA
-#: convolutions ("xla" and "eigen" picks together) measured faster with them in all
-#: (graphdl/lower/autotune.py, lower/compile.py: vote_options).
+#: options hold for the whole program, so the program takes them when its
+#: convolutions measured faster with them in all, each at its fastest lowering under
+#: them: "slices" and "patches" are measured with and without them too, since the
+#: options change XLA:CPU's matmuls as well (graphdl/lower/autotune.py: candidates;
+#: lower/compile.py: vote_options).
 COMPILE_OPTIONS = {
     "eigen": {"cpu": {"xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT"}},
 }

@@ -3,8 +3,10 @@
 An entry's key is the op with everything its speed depends on: the input's sizes other
 than the batch, the dtypes, the op's attributes, whether the input needs a gradient,
 the JAX version, the CPU (model name and core count), the platform (a GPU's picks are
-not a CPU's) and the candidates measured. Its value is the pick and the
-milliseconds each candidate took. The measuring is done by the lowering
+not a CPU's) and the candidates measured. Its value is the pick, the
+milliseconds each candidate took (under each set of program options) and the options
+the last program with the op was compiled with (the pick is the fastest under them).
+The measuring is done by the lowering
 (graphdl/lower/autotune.py), once per key; the `conv_lowering` pass reads the picks so that
 `graphdl show --ir --after conv_lowering` prints them.
 
@@ -30,7 +32,8 @@ from pathlib import Path
 
 from graphdl.reading import cache_root, switched_off
 
-FORMAT = 1
+#: 2: each lowering also measured under every set of program options ("slices+eigen")
+FORMAT = 2
 
 #: "off": measure nothing; a shape with no kept pick is lowered as written ("xla")
 MEASURE_SWITCH = "GRAPHDL_AUTOTUNE"
@@ -106,11 +109,14 @@ def lookup(k: str) -> str | None:
     return entry["pick"] if entry else None
 
 
-def record(k: str, pick: str, ms: dict[str, float], batch: int | None = None) -> None:
-    """Keep `pick` for key `k` (with each candidate's time); a cache that cannot be
-    written is skipped (the pick is measured again next time)."""
+def record(k: str, pick: str, ms: dict[str, float], batch: int | None = None,
+           options: str | None = None) -> None:
+    """Keep `pick` for key `k` (with each candidate's time, and the name of the program
+    options it was picked under); a cache that cannot be written is skipped (the pick is
+    measured again next time)."""
     entries = read_all()
-    entries[k] = {"pick": pick, "ms": {n: round(v, 4) for n, v in ms.items()}, "batch": batch}
+    entries[k] = {"pick": pick, "ms": {n: round(v, 4) for n, v in ms.items()}, "batch": batch,
+                  "options": options}
     path = cache_file()
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
