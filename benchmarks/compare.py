@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import functools
 import json
+import random
 import statistics
 import sys
 import time
@@ -110,6 +111,11 @@ def time_steps(run, state, steps: int):
     return (time.perf_counter() - t0) / steps, state
 
 
+#: how long PyTorch's idle OpenMP threads may spin-wait after its step (libgomp's default
+#: spin count is some 300k iterations, ~0.1-0.3 s): the next side is timed after it
+TORCH_SPIN_S = 0.3
+
+
 def _spread(ratios: list[float]) -> tuple[float, float, float]:
     q = statistics.quantiles(ratios, n=4) if len(ratios) >= 4 else [min(ratios), 0, max(ratios)]
     return statistics.median(ratios), q[0], q[-1]
@@ -128,13 +134,18 @@ def compare(name: str, rounds: int, steps: int, with_torch: bool = True,
         sides["torch"] = [torch_step(name, trainer, batch, torch_threads), None]
     times: dict[str, list[float]] = {side: [] for side in sides}
     names = list(sides)
-    for r in range(rounds):
-        # the order rotates: whatever one side leaves behind (PyTorch's OpenMP threads
-        # spinning after its step, a cold cache) falls on each side alike
-        for side in names[r % len(names):] + names[:r % len(names)]:
+    order = random.Random(0)
+    for _ in range(rounds):
+        # a new order each round: whatever one side leaves behind (PyTorch's OpenMP
+        # threads spinning after its step, a cold cache) falls on each side alike. A
+        # rotation would not do: it keeps the cycle, so one side (graphdl) always ran
+        # right after PyTorch, which cost the millisecond steps 5-15%
+        for side in order.sample(names, len(names)):
             run, state = sides[side]
             t, sides[side][1] = time_steps(run, state, steps)
             times[side].append(t)
+            if side == "torch":  # its OpenMP threads spin a while after a step: let them stop
+                time.sleep(TORCH_SPIN_S)
     out = {"model": name, **{f"{side}_ms": statistics.median(t) * 1e3 for side, t in times.items()}}
     for side in names[1:]:
         out[side] = _spread([g / o for g, o in zip(times["graphdl"], times[side])])

@@ -244,3 +244,21 @@ def test_new_family_end_to_end(laplace):
     grad = jax.grad(lambda m: jnp.sum(fn(variables, m, B, key=jax.random.key(1),
                                          train=True)[0][0]))(jnp.asarray(A))
     np.testing.assert_allclose(np.asarray(grad), 1.0)  # through the sample, not stopped
+
+
+def test_bernoulli_log_prob_and_bce_hold_for_large_logits():
+    """log p(x) = x z - log(1 + exp(z)) and bce = log(1 + exp(z)) - z t, against float64,
+    with finite gradients where exp(z) overflows float32."""
+    from graphdl.ops import REGISTRY
+    z = np.array([-1e4, -90.0, -30.0, -1.5, 0.0, 1.5, 30.0, 90.0, 1e4], np.float32)
+    x = np.array([0.0, 1.0, 1.0, 0.0, 1.0, 1.0, 0.0, 1.0, 0.0], np.float32)
+    z64 = z.astype(np.float64)
+    softplus = np.logaddexp(0.0, z64)
+    log_prob = FAMILIES["bernoulli"].log_prob
+    np.testing.assert_allclose(log_prob({"logits": jnp.asarray(z)}, jnp.asarray(x)),
+                               x * z64 - softplus, rtol=1e-6, atol=1e-6)
+    bce = REGISTRY["bce"].lower(None, logits=jnp.asarray(z), target=jnp.asarray(x))
+    np.testing.assert_allclose(bce, softplus - x * z64, rtol=1e-6, atol=1e-6)
+    grad = jax.grad(lambda z: log_prob({"logits": z}, jnp.asarray(x)).sum())(jnp.asarray(z))
+    sigmoid = np.exp(z64 - np.logaddexp(0.0, z64))  # no overflow at -1e4
+    np.testing.assert_allclose(grad, x - sigmoid, atol=1e-6)

@@ -92,8 +92,10 @@ def _bernoulli_sample(key, p: Params, shape):
 
 
 def _bernoulli_log_prob(p: Params, x):
-    return -(jnp.maximum(p["logits"], 0) - p["logits"] * x
-             + jnp.log1p(jnp.exp(-jnp.abs(p["logits"]))))
+    # x * logits - log(1 + exp(logits)): jax.nn.softplus is stable for large logits of
+    # either sign, and its own derivative (a sigmoid) compiles to fewer passes than the
+    # derivative of the max(z, 0) + log1p(exp(-|z|)) form
+    return p["logits"] * x - jnn.softplus(p["logits"])
 
 
 def _bernoulli_entropy(p: Params):
