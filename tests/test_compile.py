@@ -175,6 +175,13 @@ def test_a_second_program_of_the_same_trace_loads_its_executable(exec_cache, mon
     np.testing.assert_allclose(out["w"], np.tanh(np.arange(4.0) * 2.0), rtol=1e-6)
 
 
+def test_a_program_not_to_keep_writes_nothing(exec_cache):
+    """The autotuner's measurements run once: `keep=False` compiles them as before."""
+    out = compile_fn(_step, keep=False)({"w": jnp.arange(3.0)}, 1.0)
+    np.testing.assert_allclose(out["w"], np.tanh(np.arange(3.0)), rtol=1e-6)
+    assert not exec_cache.exists() or not list(exec_cache.glob("*.bin"))
+
+
 def test_another_signature_falls_back_to_the_jitted_function(exec_cache):
     program = compile_fn(_step, donate_argnums=(0,))
     program({"w": jnp.ones(3)}, 1.0)

@@ -51,7 +51,7 @@ def default_cache_dir() -> Path | None:
 def compile_fn(fn: Callable, *, static_argnames: Sequence[str] = (),
                donate_argnums: Sequence[int] = (),
                mesh: jax.sharding.Mesh | None = None, cache_dir: str | None = None,
-               in_shardings=None, out_shardings=None) -> Callable:
+               in_shardings=None, out_shardings=None, keep: bool = True) -> Callable:
     """`fn` compiled with `jax.jit`.
 
     mesh: None (one device) or a `jax.sharding.Mesh`; with it, `in_shardings` and
@@ -64,6 +64,8 @@ def compile_fn(fn: Callable, *, static_argnames: Sequence[str] = (),
     holds for the process (JAX reads the setting when it first compiles). Without one,
     the first compile of the process turns the cache on in `default_cache_dir()`,
     unless the program already set `jax_compilation_cache_dir` itself.
+    keep: keep the first call's executable on disk (graphdl/lower/executables.py); False
+    for a program run once and never again (the autotuner's measurements).
     """
     if mesh is not None and not isinstance(mesh, jax.sharding.Mesh):
         raise TypeError(f"mesh must be None or a jax.sharding.Mesh, got {type(mesh).__name__}")
@@ -82,7 +84,7 @@ def compile_fn(fn: Callable, *, static_argnames: Sequence[str] = (),
     elif in_shardings is not None or out_shardings is not None:
         raise ValueError("in_shardings and out_shardings need a mesh")
     return Program(fn, dict(static_argnames=tuple(static_argnames),
-                            donate_argnums=tuple(donate_argnums), **placed))
+                            donate_argnums=tuple(donate_argnums), **placed), keep=keep)
 
 
 def _on_mesh(mesh: jax.sharding.Mesh, tree):
@@ -191,8 +193,8 @@ class Program:
     Called inside another trace, where JAX takes no options, it hands them on to the
     program being traced."""
 
-    def __init__(self, fn: Callable, jit_kwargs: dict):
-        self._fn, self._kwargs = fn, jit_kwargs
+    def __init__(self, fn: Callable, jit_kwargs: dict, keep: bool = True):
+        self._fn, self._kwargs, self._keep = fn, jit_kwargs, keep
         self._jitted = self._plain = None
         self._traced = None  # the first trace, until the first call has compiled it
         self._compiled = None  # the first call's executable, kept on disk (executables.py)
@@ -226,7 +228,8 @@ class Program:
         """The compiled program for these arguments, loaded from the executables' cache
         or compiled and kept there; None where there is no cache or the program is not
         one to keep (see executables.py)."""
-        if _cache_dir is None or set(self._kwargs) != {"static_argnames", "donate_argnums"} \
+        if not self._keep or _cache_dir is None \
+                or set(self._kwargs) != {"static_argnames", "donate_argnums"} \
                 or self._kwargs["static_argnames"]:
             return None  # shardings on a mesh and static arguments: jax.jit's own path
         key = executables.program_key(traced, args, kwargs, self._kwargs["donate_argnums"],
