@@ -134,7 +134,8 @@ def _option_sets(op: Op) -> dict[str, dict]:
 
 
 def _options_of(op: Op, name: str) -> dict:
-    return _option_sets(op)[name]
+    """The options of the set named `name` ("" for none, else the lowering needing them)."""
+    return options(op, name) if name else {}
 
 
 def _options_name(op: Op, table: dict, chosen: dict) -> str:
