@@ -1,6 +1,7 @@
 """Reading the files a `.gdl` file names, safely: regular files only, size-capped, never
 blocking on a FIFO or a terminal, and (with a data root) only inside that root; and
-`cache_root()`, the one folder graphdl keeps what it caches in.
+`cache_root()`, the one folder graphdl keeps what it caches in, and
+`replace_atomically`, how every file there (and in a run's output folder) is written.
 
 Used by the front end (`use` imports, `load(...)` paths), the CLI (the main file) and the
 data sources. A refusal is a `FileRefused` whose `reason` completes a sentence that
@@ -11,7 +12,9 @@ from __future__ import annotations
 
 import os
 import stat
+from collections.abc import Callable
 from pathlib import Path
+from typing import BinaryIO
 
 #: The largest .gdl file (main or imported) that is read: 10 MB.
 MAX_GDL_BYTES = 10 * 1024 * 1024
@@ -28,6 +31,27 @@ def switched_off(variable: str) -> bool:
     "false" or "no", in any case): $GRAPHDL_COMPILE_CACHE, $GRAPHDL_REWRITES,
     $GRAPHDL_AUTOTUNE."""
     return os.environ.get(variable, "").strip().lower() in ("off", "0", "false", "no")
+
+
+def replace_atomically(path: Path, write: Callable[[BinaryIO], None]) -> None:
+    """Write `path` through `write(file)`: a temp file in the same folder, fsync, rename,
+    so a reader sees the old file or the new one, never a torn one. OSError as it comes
+    (the output folder, the checkpoint writer and the caches each report it their way).
+    The temp is `.NAME.tmp-PID`: a killed writer's leftover is recognisable by name."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.unlink(missing_ok=True)  # our own leftover from a failed write
+    try:
+        # O_EXCL | O_NOFOLLOW: a link planted at the temp name is not followed either
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0),
+                     0o644)
+        with os.fdopen(fd, "wb") as file:
+            write(file)
+            file.flush()
+            os.fsync(file.fileno())  # data on disk before the rename makes it visible
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 class FileRefused(Exception):

@@ -27,12 +27,13 @@ import hashlib
 import os
 import pickle
 import re
-import tempfile
 from pathlib import Path
 
 import jax
 import jaxlib
 import numpy as np
+
+from graphdl.reading import replace_atomically
 
 #: Past this many bytes of entries, the least recently used ones are deleted.
 MAX_BYTES = 2**29
@@ -142,16 +143,12 @@ def store(folder: Path, key: str, compiled) -> None:
         from jax.experimental import serialize_executable
         device_ids = [d.id for d in compiled.runtime_executable().local_devices()]
         data = pickle.dumps((*serialize_executable.serialize(compiled), device_ids))
-        folder.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=folder, suffix=".tmp")
-    except Exception:  # host callbacks, constants as arguments, a read-only folder
+    except Exception:  # host callbacks, constants as arguments
         return
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, folder / f"{key}.bin")
-    except OSError:  # a full disk
-        Path(tmp).unlink(missing_ok=True)
+        folder.mkdir(parents=True, exist_ok=True)
+        replace_atomically(folder / f"{key}.bin", lambda f: f.write(data))
+    except OSError:  # a read-only folder, a full disk
         return
     _evict(folder, len(data))
 

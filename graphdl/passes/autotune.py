@@ -25,12 +25,11 @@ import json
 import os
 import platform as host
 import sys
-import tempfile
 from functools import lru_cache
 from importlib import metadata
 from pathlib import Path
 
-from graphdl.reading import cache_root, switched_off
+from graphdl.reading import cache_root, replace_atomically, switched_off
 
 #: 2: each lowering also measured under every set of program options ("slices+eigen")
 FORMAT = 2
@@ -118,15 +117,9 @@ def record(k: str, pick: str, ms: dict[str, float], batch: int | None = None,
     entries[k] = {"pick": pick, "ms": {n: round(v, 4) for n, v in ms.items()}, "batch": batch,
                   "options": options}
     path = cache_file()
+    text = json.dumps({"format": FORMAT, "entries": entries}, indent=1, sort_keys=True)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".choices-", suffix=".json", dir=path.parent)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                json.dump({"format": FORMAT, "entries": entries}, f, indent=1, sort_keys=True)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        replace_atomically(path, lambda f: f.write(text.encode("utf-8")))
     except OSError:
         pass

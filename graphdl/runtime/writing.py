@@ -13,6 +13,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
+from graphdl.reading import replace_atomically  # the temp-fsync-rename, shared with the caches
+
 
 class OutputError(Exception):
     """A file of the output folder cannot be written (permissions, full disk, a link)."""
@@ -32,26 +34,6 @@ def atomic_write(path: Path, write: Callable[[BinaryIO], None]) -> None:
         replace_atomically(path, write)
     except OSError as err:
         raise OutputError(f"cannot write {path}: {err.strerror or err}") from None
-
-
-def replace_atomically(path: Path, write: Callable[[BinaryIO], None]) -> None:
-    """The temp-fsync-rename itself, raising OSError as it comes (the checkpoint writer
-    reports it its own way). The temp is `.NAME.tmp-PID`: a killed writer's leftover is
-    recognisable by name."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.unlink(missing_ok=True)  # our own leftover from a failed write
-    try:
-        # O_EXCL | O_NOFOLLOW: a link planted at the temp name is not followed either
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0),
-                     0o644)
-        with os.fdopen(fd, "wb") as file:
-            write(file)
-            file.flush()
-            os.fsync(file.fileno())  # data on disk before the rename makes it visible
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def write_figure(fig, path: Path) -> None:
