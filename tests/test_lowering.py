@@ -277,6 +277,8 @@ case("mean", "mean", g1("mean(x, [0, 2], keepdims = true)", X3), {"x": f32(2, 3,
 case("mean_bool", "mean", g1("mean(x > 0)", X3), {"x": f32(2, 3, 4)},
      lambda p, x: (x > 0).mean(), grad=False)
 case("max", "max", g1("max(x, -1)", X3), {"x": f32(2, 3, 4)}, lambda p, x: x.max(-1))
+case("max_first", "max_first", g1("max_first(x, [0, 2], keepdims = true)", X3),
+     {"x": f32(2, 3, 4)}, lambda p, x: x.max((0, 2), keepdims=True))
 case("min", "min", g1("min(x)", X3), {"x": f32(2, 3, 4)}, lambda p, x: x.min())
 case("prod", "prod", g1("prod(x, 1)", X3), {"x": f32(2, 3, 4)}, lambda p, x: x.prod(1))
 case("logsumexp", "logsumexp", g1("logsumexp(x, 2)", X3), {"x": f32(2, 3, 4)},

@@ -105,14 +105,22 @@ def test_pools_whose_windows_tile_become_reshape_and_reduce():
         ("max_pool", "valid", True)]
     assert ops(after).count("reshape") == 4  # a, b, c, d
     assert ops(after).count("index") == 3  # a (7 by 2), c (8 x 7 by 3), d (9 by 2): a remainder
-    reductions = [n for _, n in nodes(after) if n.op in ("max", "mean")]
+    reductions = [n for _, n in nodes(after) if n.op in ("max_first", "mean")]
     assert sorted((n.op, tuple(n.attrs["axis"])) for n in reductions) == [
-        ("max", (2,)), ("max", (2, 4)), ("max", (2, 4)), ("mean", (2, 4))]
+        ("max_first", (2,)), ("max_first", (2, 4)), ("max_first", (2, 4)), ("mean", (2, 4))]
 
 
 def test_pool_reshape_keeps_values_and_gradients():
     assert_same(values_and_grads(POOLS, POOL_INPUTS, True),
                 values_and_grads(POOLS, POOL_INPUTS, False))
+
+
+def test_pool_reshape_keeps_the_gradient_at_ties():
+    """Rounded inputs tie inside windows: the rewritten pool still sends each window's
+    gradient all to its first maximum, as select-and-scatter does (`max` would split it)."""
+    tied = [np.round(x) for x in POOL_INPUTS]
+    assert any(len(np.unique(tied[0][0, :2, :2, c])) < 4 for c in range(3))  # some tie
+    assert_same(values_and_grads(POOLS, tied, True), values_and_grads(POOLS, tied, False))
 
 
 # -- conv_lowering and the autotuner ---------------------------------------------------
@@ -442,3 +450,21 @@ def tuning_key_of_first_conv():
     ir = run_passes(ir_of(CONVS), rewrites=False)
     n = next(n for _, n in nodes(ir) if n.op == "conv")
     return tuning_key(ir, n)
+
+
+def test_max_first_sends_the_gradient_to_the_first_maximum():
+    """At ties, all of a window's gradient goes to its first maximum in row-major order
+    over the axes (as select-and-scatter), in reverse and in forward mode alike."""
+    from graphdl.ops.math import max_first
+
+    x = jnp.asarray([[[1.0, 3.0], [3.0, 2.0]], [[0.0, 0.0], [0.0, 0.0]]])  # [2, 2, 2]
+    g = jax.grad(lambda x: jnp.sum(max_first(x, (1, 2)) * jnp.asarray([1.0, 2.0])))(x)
+    np.testing.assert_array_equal(g, [[[0, 1], [0, 0]], [[2, 0], [0, 0]]])
+    t = jnp.arange(8.0).reshape(2, 2, 2)
+    _, tangent = jax.jvp(lambda x: max_first(x, (1, 2)), (x,), (t,))
+    np.testing.assert_array_equal(tangent, [1.0, 4.0])  # the first maxima's tangents
+    # over the first axis only, and integers (no gradient) as jnp.max
+    np.testing.assert_array_equal(jax.grad(lambda x: jnp.sum(max_first(x, (0,))))(x),
+                                  [[[1, 1], [1, 1]], [[0, 0], [0, 0]]])
+    ints = jnp.asarray([[1, 5], [4, 2]])
+    np.testing.assert_array_equal(max_first(ints, (1,)), [5, 4])

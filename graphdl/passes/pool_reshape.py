@@ -1,11 +1,11 @@
 """Pooling by reshape: a `max_pool`/`avg_pool` whose windows tile the input becomes a
-reshape and a `max`/`mean` over the window axes.
+reshape and a `max_first`/`mean` over the window axes.
 
 XLA:CPU computes the gradient of a window reduction (`reduce_window`) with
 select-and-scatter, which is slow: in the deck's MNIST CNN it cost about a third of the
 train step (issue 11: 98 -> 67 ms). When the window equals the stride, the windows do not
 overlap, so the pool is a reshape `[B, H, W, C] -> [B, H/k, k, W/k, k, C]` and a reduction
-over the two `k` axes, whose gradient is a broadcast and a compare:
+over the two `k` axes, whose gradient is a broadcast and a select:
 
     ir g(%0)
       %0 = input(name="x") : f32[B, 4, 6, 3]
@@ -15,16 +15,16 @@ over the two `k` axes, whose gradient is a broadcast and a compare:
     ir g(%0)
       %0 = input(name="x") : f32[B, 4, 6, 3]
       %2 = reshape(x=%0, shape=[B, 2, 2, 3, 2, 3]) : f32[B, 2, 2, 3, 2, 3]
-      %3 = max(x=%2, axis=[2, 4], keepdims=false) : f32[B, 2, 3, 3]
+      %3 = max_first(x=%2, axis=[2, 4], keepdims=false) : f32[B, 2, 3, 3]
       return %3
 
 Where it applies: `stride` is the window (or left out), `indices = false`, the spatial
 sizes are known numbers. A size the window does not divide keeps XLA's meaning: with
 "valid" padding the last, partial window is dropped (an `index` slice first); with
 "same" padding the partial window would be padded, so such a pool is left as it is.
-The values are the same; for `max_pool` the gradient is too, except at ties within one
-window (select-and-scatter sends it all to the first maximum, a reduction splits it),
-which after a `relu` are zeros whose gradient is zero either way.
+The values and gradients are the same: `max_first` sends the gradient all to the first
+maximum of a window, as select-and-scatter does (`max` would split it among ties, the
+zeros after a `relu`; the split also costs a reduction: graphdl/ops/math.py: max_first).
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ from graphdl.ir.node import Node
 from graphdl.ops import REGISTRY
 from graphdl.ops.registry import as_ints
 
-REDUCTION = {"max_pool": "max", "avg_pool": "mean"}
+REDUCTION = {"max_pool": "max_first", "avg_pool": "mean"}
 
 
 def run(g: IR) -> IR:
