@@ -167,8 +167,10 @@ def picks() -> list[str]:
     out = []
     for k, entry in autotune.read_all().items():
         key = json.loads(k)
-        out.append(f"{key['op']} {key['sizes']} -> {entry['pick']} "
-                   f"({', '.join(f'{n} {ms:.1f} ms' for n, ms in sorted(entry['ms'].items()))})")
+        grad = entry.get("grad") or {}
+        times = ", ".join(f"{n} {ms:.1f} ms" + (f" (gradients {grad[n]:.1f})" if n in grad else "")
+                          for n, ms in sorted(entry["ms"].items()))
+        out.append(f"{key['op']} {key['sizes']} -> {entry['pick']} ({times})")
     return out
 
 

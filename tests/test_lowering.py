@@ -351,12 +351,13 @@ case("conv2d_valid_dilation", "conv",
      {"x": f32(2, 5, 7, 2)},
      lambda p, x: np_conv(x, p[C + "w"], p[C + "b"], (1, 2), "valid", (2, 1)))
 CL = "g.out.conv_lowered."
-for lowering in ("xla", "slices", "patches"):  # each way the conv_lowering pass may pick
-    case(f"conv_lowered_{lowering}_2d", "conv_lowered",
+# each way the conv_lowering pass may pick, and a forward pass one way, the gradients another
+for lowering in ("xla", "slices", "patches", "slices/xla", "patches/slices"):
+    case(f"conv_lowered_{lowering.replace('/', '_')}_2d", "conv_lowered",
          g1(f"conv_lowered(x, 3, kernel = 3, stride = 2, lowering = \"{lowering}\")",
             "x: f32[B, 5, 6, 2]"),
          {"x": f32(2, 5, 6, 2)}, lambda p, x: np_conv(x, p[CL + "w"], p[CL + "b"], 2, "same"))
-    case(f"conv_lowered_{lowering}_1d_dilation", "conv_lowered",
+    case(f"conv_lowered_{lowering.replace('/', '_')}_1d_dilation", "conv_lowered",
          g1(f"conv_lowered(x, 2, kernel = 3, padding = \"valid\", dilation = 2, bias = false, "
             f"lowering = \"{lowering}\")", "x: f32[B, 9, 2]"),
          {"x": f32(2, 9, 2)}, lambda p, x: np_conv(x, p[CL + "w"], None, 1, "valid", 2))

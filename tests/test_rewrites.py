@@ -14,6 +14,7 @@ from test_passes import ir_of, ops
 
 from graphdl.api import loads
 from graphdl.cli.main import main
+from graphdl.errors import GdlError
 from graphdl.ir import nodes
 from graphdl.lower import autotune as measuring
 from graphdl.ops import conv_forms
@@ -137,9 +138,9 @@ def test_the_first_lowering_measures_once_per_shape_and_keeps_the_pick(own_cache
     variables = fn.init(jax.random.key(0), *CONV_INPUTS)
     fn(variables, *CONV_INPUTS)
     # two shapes, all candidates ("eigen" is one on a CPU only; there, the others are
-    # measured in a program with its options too)
+    # measured in a program with its options too), their forwards and gradients apart
     cpu = ["eigen", "patches+eigen", "slices+eigen"] * ON_CPU
-    assert own_cache == [sorted(["patches", "slices", "xla"] + cpu)] * 2
+    assert own_cache == [sorted(["patches", "slices", "xla"] + cpu)] * 4
     entries = json.loads(autotune.cache_file().read_text())["entries"]
     assert len(entries) == 2
     assert {e["pick"] for e in entries.values()} == {"slices"}
@@ -149,7 +150,7 @@ def test_the_first_lowering_measures_once_per_shape_and_keeps_the_pick(own_cache
     fn2 = loads(CONVS).compile("g")
     x = RNG.normal(size=(5, 6, 5, 2)).astype(np.float32)
     fn2(fn2.init(jax.random.key(1), x), x)
-    assert len(own_cache) == 2
+    assert len(own_cache) == 4
     after = run_passes(ir_of(CONVS))
     assert [n.attrs["lowering"] for _, n in nodes(after) if n.op == "conv_lowered"] == \
         ["slices", "slices"]
@@ -175,7 +176,7 @@ def test_a_corrupt_cache_is_ignored_and_rewritten(content, own_cache):
     assert autotune.read_all() == {}
     fn = loads(CONVS).compile("g")
     fn(fn.init(jax.random.key(0), *CONV_INPUTS), *CONV_INPUTS)
-    assert len(own_cache) == 2
+    assert len(own_cache) == 4  # two shapes, forwards and gradients
     data = json.loads(path.read_text())
     assert data["format"] == autotune.FORMAT and len(data["entries"]) == 2
     assert not [p for p in path.parent.iterdir() if p.name != path.name]  # no temporary left
@@ -187,7 +188,7 @@ def test_an_unwritable_cache_still_runs(tmp_path, monkeypatch, own_cache):
     monkeypatch.setenv("GRAPHDL_CACHE", str(blocker / "below"))  # below a regular file
     fn = loads(CONVS).compile("g")
     out = fn(fn.init(jax.random.key(0), *CONV_INPUTS), *CONV_INPUTS)
-    assert np.isfinite(out) and len(own_cache) == 2
+    assert np.isfinite(out) and len(own_cache) == 4
 
 
 def test_the_key_holds_what_the_speed_depends_on():
@@ -296,6 +297,34 @@ def test_a_conv_takes_its_fastest_lowering_under_the_options_the_program_takes(m
     ir = run_passes(ir_of(CONVS))  # and `graphdl show --ir` prints them
     assert [n.attrs["lowering"] for _, n in nodes(ir) if n.op == "conv_lowered"] == \
         ["eigen", "eigen"]
+
+
+def test_a_conv_fastest_forward_one_way_and_backward_another_takes_both(monkeypatch):
+    """The forwards and the gradients are timed apart: the first conv's forward is
+    fastest as "slices" and its gradients as "xla", so it lowers "slices/xla" (a
+    custom_jvp); the values and gradients are those of the pool as written."""
+    def timer(fns, args):
+        gradients = len(args) == 4  # (the cotangent, b, w, x)
+        first = args[-1].shape[-1] == 2
+        best = ("xla" if gradients else "slices") if first else "patches"
+        return {n: 1.0 if n == best else 5.0 for n in fns}
+    monkeypatch.setattr(measuring, "best_times", timer)
+    program, _ = _program_of(monkeypatch)
+    assert program.options == {}
+    assert sorted(e["pick"] for e in autotune.read_all().values()) == ["patches", "slices/xla"]
+    entry = next(e for e in autotune.read_all().values() if e["pick"] == "slices/xla")
+    assert entry["ms"]["slices"] == 1e3 * (1.0 + 5.0) and entry["grad"]["xla"] == 1e3
+    ir = run_passes(ir_of(CONVS))
+    assert [n.attrs["lowering"] for _, n in nodes(ir) if n.op == "conv_lowered"] == \
+        ["slices/xla", "patches"]
+    assert_same(values_and_grads(CONVS, CONV_INPUTS, True),
+                values_and_grads(CONVS, CONV_INPUTS, False))
+
+
+def test_a_lowering_must_name_known_forms():
+    bad = CONVS.replace("conv(x, 4, 3)", 'conv_lowered(x, 4, 3, lowering = "slices/im2col")')
+    with pytest.raises(GdlError, match="two of them as \"forward/gradient\""):
+        loads(bad)
 
 
 def test_a_symbolic_batch_is_not_measured(own_cache):

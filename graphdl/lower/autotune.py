@@ -28,6 +28,7 @@ from graphdl.ir.graph import IR, node
 from graphdl.ir.node import Node
 from graphdl.lower.compile import ask_options, compile_fn, forced_options, vote_options
 from graphdl.ops import REGISTRY
+from graphdl.ops.conv_forms import parts
 from graphdl.ops.registry import Op
 from graphdl.passes import autotune
 from graphdl.passes.conv_lowering import tuning_key
@@ -88,14 +89,18 @@ def resolve(ir: IR, n: Node, kwargs: dict, timer: Timer | None = None) -> Node:
     if entry is None and known and written == "auto" and autotune.measuring():
         x = node(ir, n.inputs[n.args.index("x")])
         with jax.ensure_compile_time_eval():
-            ms = measure(n, kwargs, input_grad=x.op != "input", timer=timer or best_times)
-        entry = {"pick": min(ms, key=ms.get), "ms": ms, "batch": int(shape[0])}
-        autotune.record(k, entry["pick"], ms, batch=entry["batch"])
-    table = _table(op, entry.get("ms") or {}) if entry else {}
+            ms, grad = measure(n, kwargs, input_grad=x.op != "input",
+                               timer=timer or best_times)
+        entry = {"ms": ms, "grad": grad, "batch": int(shape[0])}
+        table = _table(op, entry)
+        entry["pick"] = min((_best(t) for t in table.values()), key=lambda b: b[1],
+                            default=("xla", 0.0))[0]
+        autotune.record(k, entry["pick"], ms, batch=entry["batch"], grad=grad)
+    table = _table(op, entry) if entry else {}
     if not table or written not in ("auto", entry["pick"]):
         # written in the IR, or nothing measured: lowered as it is, voting its own time
         pick = written if written != "auto" else (entry["pick"] if entry else "xla")
-        _vote_as_written(op, pick, entry.get("ms") or {} if entry else {})
+        _vote_as_written(op, pick, table)
         return _with_lowering(n, pick)
     forced = forced_options()
     if forced is not None:
@@ -103,23 +108,32 @@ def resolve(ir: IR, n: Node, kwargs: dict, timer: Timer | None = None) -> Node:
     elif entry.get("options") in table:
         under = entry["options"]  # the options the last program with this op took
     else:
-        under = min(table, key=lambda o: min(table[o].values()))
-    pick = _fastest(table[under])
+        under = min(table, key=lambda o: _best(table[o])[1])
+    pick = _best(table[under])[0]
 
     def fits(chosen: dict) -> bool:
-        return _fastest(table[_options_name(op, table, chosen)]) == pick
+        return _best(table[_options_name(op, table, chosen)])[0] == pick
 
     def decided(chosen: dict) -> None:
         name = _options_name(op, table, chosen)
-        if (entry["pick"], entry.get("options")) != (_fastest(table[name]), name):
-            autotune.record(k, _fastest(table[name]), entry["ms"], batch=entry.get("batch"),
-                            options=name)
-    vote_options([(_options_of(op, o), min(table[o].values())) for o in table], fits, decided)
+        if (entry["pick"], entry.get("options")) != (_best(table[name])[0], name):
+            autotune.record(k, _best(table[name])[0], entry["ms"], batch=entry.get("batch"),
+                            options=name, grad=entry.get("grad"))
+    vote_options([(_options_of(op, o), _best(table[o])[1]) for o in table], fits, decided)
     return _with_lowering(n, pick)
 
 
-def _fastest(ms: dict[str, float]) -> str:
-    return min(ms, key=ms.get)
+def _best(times: dict[str, tuple[float, float | None]]) -> tuple[str, float]:
+    """The fastest lowering under one set of options and its milliseconds: the fastest
+    forward pass with the fastest gradients ("slices/eigen", or "slices" when one form is
+    both) where the gradients were timed apart, else the fastest whole."""
+    if any(grad is None for _, grad in times.values()):
+        whole = min(times, key=lambda name: times[name][0])
+        return whole, times[whole][0]
+    fwd = min(times, key=lambda name: times[name][0] - times[name][1])
+    grad = min(times, key=lambda name: times[name][1])
+    ms = times[fwd][0] - times[fwd][1] + times[grad][1]
+    return (fwd if fwd == grad else f"{fwd}/{grad}"), ms
 
 
 def _option_sets(op: Op) -> dict[str, dict]:
@@ -169,26 +183,41 @@ def candidates(op: Op) -> dict[str, tuple[str, str]]:
     return out
 
 
-def _table(op: Op, ms: dict[str, float]) -> dict[str, dict[str, float]]:
-    """The measured times as {set of options: {lowering as written: ms}}; a set with
-    nothing measured is left out."""
-    table: dict[str, dict[str, float]] = {}
+def _table(op: Op, entry: dict) -> dict[str, dict[str, tuple[float, float | None]]]:
+    """The measured times as {set of options: {lowering as written: (ms, of which the
+    gradient's ms or None)}}; a set with nothing measured is left out."""
+    ms, grad = entry.get("ms") or {}, entry.get("grad") or {}
+    table: dict[str, dict[str, tuple[float, float | None]]] = {}
     for name, (lowering, under) in candidates(op).items():
         if name in ms:
-            table.setdefault(under, {})[lowering] = ms[name]
+            table.setdefault(under, {})[lowering] = (ms[name], grad.get(name))
     return table
 
 
-def _vote_as_written(op: Op, pick: str, ms: dict) -> None:
-    """The vote of a node whose lowering is fixed: "xla" and "eigen" are one HLO
-    convolution, fastest with or without YNNPACK's convolutions."""
+def _vote_as_written(op: Op, pick: str, table: dict) -> None:
+    """The vote of a node whose lowering is fixed: under each set of options, the time
+    of its forward and gradient lowerings there ("xla" and "eigen" are one HLO
+    convolution, fastest with or without YNNPACK's convolutions)."""
+    fwd, grad = parts(pick)
+    votes = []
+    for under, times in table.items():
+        f, g = _as_measured(op, fwd, times), _as_measured(op, grad, times)
+        if f is None or g is None:
+            continue
+        if f == g:
+            votes.append((_options_of(op, under), times[f][0]))
+        elif times[f][1] is not None and times[g][1] is not None:
+            votes.append((_options_of(op, under), times[f][0] - times[f][1] + times[g][1]))
+    if len(votes) > 1 and all(options(op, p) is not None for p in (fwd, grad)):
+        vote_options(votes)
+
+
+def _as_measured(op: Op, lowering: str, times: dict) -> str | None:
+    """The name under which one set's `times` hold `lowering`'s computation ("xla" in a
+    program with eigen's options is measured as "eigen"), or None."""
     same = op.extra.get("same_computation", {})
-    base = same.get(pick, pick)
-    variants = [v for v in op.extra["lowerings"] if same.get(v, v) == base]
-    variants = [(options(op, v), ms.get(v)) for v in variants]
-    variants = [(o, t) for o, t in variants if o is not None and t is not None]
-    if len({tuple(sorted(o.items())) for o, _ in variants}) > 1:
-        vote_options(variants)
+    base = same.get(lowering, lowering)
+    return next((name for name in times if same.get(name, name) == base), None)
 
 
 def _with_lowering(n: Node, pick: str) -> Node:
@@ -197,33 +226,52 @@ def _with_lowering(n: Node, pick: str) -> Node:
 
 
 def options(op: Op, lowering: str, platform: str | None = None) -> dict | None:
-    """The XLA compile options that `lowering` of `op` needs on `platform` (default: JAX's
-    backend), {} for none; None when it is no candidate there
-    (`Op.extra["compile_options"]`, graphdl/ops/conv_forms.py)."""
-    by_platform = op.extra.get("compile_options", {}).get(lowering)
-    if by_platform is None:
-        return {}
-    return by_platform.get(platform or jax.default_backend())
+    """The XLA compile options that `lowering` of `op` (or both parts of a "F/G") needs
+    on `platform` (default: JAX's backend), {} for none; None when it is no candidate
+    there (`Op.extra["compile_options"]`, graphdl/ops/conv_forms.py)."""
+    needed: dict = {}
+    for part in dict.fromkeys(parts(lowering)):
+        by_platform = op.extra.get("compile_options", {}).get(part)
+        if by_platform is None:
+            continue
+        if by_platform.get(platform or jax.default_backend()) is None:
+            return None
+        needed.update(by_platform[platform or jax.default_backend()])
+    return needed
 
 
-def measure(n: Node, kwargs: dict, input_grad: bool, timer: Timer) -> dict[str, float]:
-    """Milliseconds of each candidate lowering of `n`: forward and backward (to the
-    weights, and to the input when `input_grad`) on random inputs of the operands'
-    shapes and dtypes."""
+def measure(n: Node, kwargs: dict, input_grad: bool,
+            timer: Timer) -> tuple[dict[str, float], dict[str, float]]:
+    """Milliseconds of each candidate lowering of `n` on random inputs of the operands'
+    shapes and dtypes: its forward and backward pass (to the weights, and to the input
+    when `input_grad`), and of those its gradients', timed apart: a conv may be fastest
+    forward one way and backward another ("slices/eigen")."""
     op = REGISTRY[n.op]
     rng = np.random.default_rng(0)
     names = sorted(kwargs)
     args = tuple(jnp.asarray(rng.standard_normal(np.shape(kwargs[a])), jnp.result_type(kwargs[a]))
                  for a in names)
     wrt = tuple(i for i, a in enumerate(names) if a != "x" or input_grad)
-    fns = {}
+    forwards, gradients = {}, {}
     for name, (lowering, under) in candidates(op).items():
         attrs = {**n.attrs, "lowering": lowering}
 
-        def loss(*values, attrs=attrs, under=under):
+        def forward(*values, attrs=attrs, under=under):
             ask_options(_options_of(op, under))  # a candidate's program: its options
-            y = op.lower(None, **dict(zip(names, values)), **attrs)
-            return jnp.sum(y * jnp.cos(y))  # a cotangent that is not all ones
+            return op.lower(None, **dict(zip(names, values)), **attrs)
 
-        fns[name] = compile_fn(jax.grad(loss, argnums=wrt), keep=False)  # run once
-    return {name: 1e3 * s for name, s in timer(fns, args).items()}
+        def gradient(dy, *values, forward=forward):
+            def of(*diff):  # the forward as a function of the operands differentiated
+                merged = list(values)
+                for i, v in zip(wrt, diff):
+                    merged[i] = v
+                return forward(*merged)
+            return jax.vjp(of, *(values[i] for i in wrt))[1](dy)  # the forward is dead code
+
+        forwards[name] = compile_fn(forward, keep=False)  # run once
+        gradients[name] = compile_fn(gradient, keep=False)
+    fwd = timer(forwards, args)
+    dy = forwards[next(iter(fwd))](*args) if fwd else None
+    grad = timer(gradients, (jnp.cos(dy), *args)) if fwd else {}
+    ms = {name: 1e3 * (fwd[name] + grad[name]) for name in fwd if name in grad}
+    return ms, {name: 1e3 * grad[name] for name in ms}

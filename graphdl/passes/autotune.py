@@ -31,8 +31,9 @@ from pathlib import Path
 
 from graphdl.reading import cache_root, replace_atomically, switched_off
 
-#: 2: each lowering also measured under every set of program options ("slices+eigen")
-FORMAT = 2
+#: 2: each lowering also measured under every set of program options ("slices+eigen");
+#: 3: the gradients timed apart ("grad"), for picks like "slices/eigen"
+FORMAT = 3
 
 #: "off": measure nothing; a shape with no kept pick is lowered as written ("xla")
 MEASURE_SWITCH = "GRAPHDL_AUTOTUNE"
@@ -109,13 +110,16 @@ def lookup(k: str) -> str | None:
 
 
 def record(k: str, pick: str, ms: dict[str, float], batch: int | None = None,
-           options: str | None = None) -> None:
-    """Keep `pick` for key `k` (with each candidate's time, and the name of the program
-    options it was picked under); a cache that cannot be written is skipped (the pick is
-    measured again next time)."""
+           options: str | None = None, grad: dict[str, float] | None = None) -> None:
+    """Keep `pick` for key `k` (with each candidate's time, forward and backward, and
+    of that its gradients' time; and the name of the program options it was picked
+    under); a cache that cannot be written is skipped (the pick is measured again next
+    time)."""
     entries = read_all()
     entries[k] = {"pick": pick, "ms": {n: round(v, 4) for n, v in ms.items()}, "batch": batch,
                   "options": options}
+    if grad:
+        entries[k]["grad"] = {n: round(v, 4) for n, v in grad.items()}
     path = cache_file()
     text = json.dumps({"format": FORMAT, "entries": entries}, indent=1, sort_keys=True)
     try:
