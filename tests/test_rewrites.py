@@ -497,3 +497,20 @@ def test_max_first_sends_the_gradient_to_the_first_maximum():
                                   [[[1, 1], [1, 1]], [[0, 0], [0, 0]]])
     ints = jnp.asarray([[1, 5], [4, 2]])
     np.testing.assert_array_equal(max_first(ints, (1,)), [5, 4])
+
+
+@pytest.mark.parametrize("lowering", ["slices/xla", "patches/slices"])
+def test_a_paired_lowering_differentiates_in_both_modes_and_twice(lowering):
+    """"F/G" is a custom_jvp: forward mode, reverse mode, and a gradient of a gradient
+    (a gradient penalty) all give XLA's convolution's values."""
+    x = jnp.asarray(RNG.normal(size=(2, 6, 5, 3)), jnp.float32)
+    w = jnp.asarray(RNG.normal(size=(3, 3, 3, 4)), jnp.float32)
+    paired, plain = (lambda x, w, f=f: f(x, w, 3, 1, "same", 1)
+                     for f in (conv_forms.conv_by(lowering), conv_forms.conv_by_xla))
+    for got, want in [
+            (jax.jvp(paired, (x, w), (w.sum() * x, w))[1], jax.jvp(plain, (x, w), (w.sum() * x, w))[1]),
+            (jax.grad(lambda w: jnp.sum(jnp.sin(paired(x, w))))(w),
+             jax.grad(lambda w: jnp.sum(jnp.sin(plain(x, w))))(w)),
+            (jax.grad(lambda w: jnp.sum(jax.grad(lambda x: jnp.sum(jnp.sin(paired(x, w))))(x) ** 2))(w),
+             jax.grad(lambda w: jnp.sum(jax.grad(lambda x: jnp.sum(jnp.sin(plain(x, w))))(x) ** 2))(w))]:
+        np.testing.assert_allclose(got, want, rtol=2e-4, atol=2e-4 * float(jnp.max(jnp.abs(want))))
