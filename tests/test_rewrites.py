@@ -514,3 +514,21 @@ def test_a_paired_lowering_differentiates_in_both_modes_and_twice(lowering):
             (jax.grad(lambda w: jnp.sum(jax.grad(lambda x: jnp.sum(jnp.sin(paired(x, w))))(x) ** 2))(w),
              jax.grad(lambda w: jnp.sum(jax.grad(lambda x: jnp.sum(jnp.sin(plain(x, w))))(x) ** 2))(w))]:
         np.testing.assert_allclose(got, want, rtol=2e-4, atol=2e-4 * float(jnp.max(jnp.abs(want))))
+
+
+@CPU_ONLY
+def test_eigens_option_keeps_reductions_with_ynnpack():
+    """"eigen"'s option takes the convolutions from YNNPACK, and nothing else: a large
+    reduction (a conv's bias gradient) stays a YNNPACK fusion, which XLA's own loop
+    emitter ran 8x slower."""
+    options = conv_forms.COMPILE_OPTIONS["eigen"]["cpu"]
+
+    def f(x, w):
+        y = conv_forms.conv_by_xla(x, w, 3, 1, "same", 1)
+        return jnp.sum(y * y, (0, 1, 2))
+    x = jax.ShapeDtypeStruct((128, 28, 28, 1), jnp.float32)
+    w = jax.ShapeDtypeStruct((3, 3, 1, 32), jnp.float32)
+    hlo = jax.jit(f, compiler_options=options).lower(x, w).compile().as_text()
+    ynn = [line for line in hlo.splitlines() if "__ynn_fusion" in line]
+    assert ynn and all("convolution" not in line for line in ynn)
+    assert " convolution(" in hlo  # XLA's own: Eigen's

@@ -6,7 +6,8 @@ The `conv_lowering` pass (graphdl/passes/conv_lowering.py) writes each `conv` as
 - "xla": XLA's convolution (`lax.conv_general_dilated`), as `conv` itself;
 - "eigen" (on a CPU): XLA's convolution computed by XLA:CPU's Eigen kernels instead of
   YNNPACK, to which XLA:CPU gives convolutions by default: the program is compiled with
-  YNNPACK's convolutions off (`COMPILE_OPTIONS`; matmuls stay with YNNPACK). On the
+  YNNPACK's convolutions off (`COMPILE_OPTIONS`; matmuls and reductions stay with
+  YNNPACK). On the
   2-core AMD EPYC development machine, Eigen's forward and gradient of the deck's second
   MNIST convolution took 22-30 ms against YNNPACK's 57-90;
 - "slices": a sum over the k x k kernel taps of a shifted (strided) slice of the input
@@ -135,8 +136,14 @@ def conv_by(lowering: str):
 #: them: "slices" and "patches" are measured with and without them too, since the
 #: options change XLA:CPU's matmuls as well (graphdl/lower/autotune.py: candidates;
 #: lower/compile.py: vote_options).
+#: The option lists what XLA:CPU may give YNNPACK: its matmuls and its reductions, not
+#: its convolutions (nor element-wise fusions: XLA's own loops were faster there). Leaving
+#: the reductions out, as a first version did, sent them to XLA's loop emitter: a conv's
+#: bias gradient (a sum over [128, 28, 28, 32]) took 7.2 ms against YNNPACK's 0.9, and
+#: the deck's CNN step 58 ms against 45.
 COMPILE_OPTIONS = {
-    "eigen": {"cpu": {"xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT"}},
+    "eigen": {"cpu": {"xla_cpu_experimental_ynn_fusion_type":
+                      "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT,LIBRARY_FUSION_TYPE_REDUCE"}},
 }
 
 
