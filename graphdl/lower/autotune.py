@@ -3,9 +3,10 @@
 A node whose `lowering` is "auto" (the `conv_lowering` pass writes it for a shape never
 measured here) is resolved when it is first lowered, while the graph is traced: each
 candidate of the op (`Op.extra["lowerings"]`) is compiled on random inputs of the node's
-concrete shapes, its forward and backward timed, and the fastest kept in the autotuning
-cache (graphdl/passes/autotune.py) under the node's key, so the next trace (and
-`graphdl show --ir --after conv_lowering`) reads it instead of measuring.
+concrete shapes, its forward pass and its gradients timed apart, and the fastest forward
+paired with the fastest gradients ("slices/eigen", graphdl/ops/conv_forms.py: conv_by)
+kept in the autotuning cache (graphdl/passes/autotune.py) under the node's key, so the
+next trace (and `graphdl show --ir --after conv_lowering`) reads it instead of measuring.
 
 The measurement runs eagerly inside the trace (`jax.ensure_compile_time_eval`): its
 programs are compiled and run on their own and leave nothing in the traced program.
