@@ -532,3 +532,26 @@ def test_eigens_option_keeps_reductions_with_ynnpack():
     ynn = [line for line in hlo.splitlines() if "__ynn_fusion" in line]
     assert ynn and all("convolution" not in line for line in ynn)
     assert " convolution(" in hlo  # XLA's own: Eigen's
+
+
+def test_max_first_over_a_large_window_takes_the_first_maximum_too():
+    """Past SLICED_WINDOW positions (a max over a whole feature map, or every axis) the
+    first maximum is found by an argmax, in the same row-major order, without one slice
+    per position (a [128, 784] tensor would have been 100,352 slices)."""
+    from graphdl.ops.math import SLICED_WINDOW, max_first
+
+    x = jnp.zeros((2, 5, 4)).at[0, 3, 1].set(1.0).at[0, 4, 0].set(1.0)  # a tie in [0]
+    assert x.shape[1] * x.shape[2] > SLICED_WINDOW
+    g = jax.grad(lambda x: jnp.sum(max_first(x, (1, 2)) * jnp.asarray([1.0, 3.0])))(x)
+    want = np.zeros((2, 5, 4))
+    want[0, 3, 1] = 1.0  # the first of the tie, row-major
+    want[1, 0, 0] = 3.0  # all zeros: the first position
+    np.testing.assert_array_equal(g, want)
+    big = jnp.asarray(RNG.normal(size=(128, 784)), jnp.float32)
+    g = jax.jit(jax.grad(lambda x: max_first(x, (0, 1))))(big)
+    assert float(g.sum()) == 1.0 and float(g.reshape(-1)[jnp.argmax(big)]) == 1.0
+    # the two ways agree where both apply: a window of 2 x 2
+    small = jnp.asarray(np.round(RNG.normal(size=(3, 2, 2, 4))), jnp.float32)
+    from graphdl.ops.math import _first_by_argmax, _first_by_slices
+    np.testing.assert_array_equal(_first_by_slices(small, (1, 2)),
+                                  _first_by_argmax(small, (1, 2)))

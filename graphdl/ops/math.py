@@ -241,23 +241,46 @@ def max_first(x, axis: tuple[int, ...]):
     @f.defjvp
     def _jvp(primals, tangents):
         (x,), (t,) = primals, tangents
-        top = jnp.max(x, axis=axes, keepdims=True)
-        # each position's slice against the maximum; a position is the first maximum
-        # when no earlier one was (one pass over the window, elementwise: XLA fuses it)
-        seen, masks = None, []
-        for pos in itertools.product(*(range(x.shape[a]) for a in axes)):
-            s = x
-            for a, i in zip(axes, pos):
-                s = lax.slice_in_dim(s, i, i + 1, axis=a)
-            hit = s == top
-            masks.append(hit if seen is None else hit & ~seen)
-            seen = hit if seen is None else seen | hit
-        for a in reversed(axes):  # back to x's layout, the last axis's neighbours first
-            k = x.shape[a]
-            masks = [jnp.concatenate(masks[i:i + k], axis=a) for i in range(0, len(masks), k)]
-        return f(x), jnp.sum(jnp.where(masks[0], t, 0), axis=axes)
+        sizes = [x.shape[a] for a in axes]
+        small = all(isinstance(d, int) for d in sizes) and math.prod(sizes) <= SLICED_WINDOW
+        first = (_first_by_slices if small else _first_by_argmax)(x, axes)
+        return f(x), jnp.sum(jnp.where(first, t, 0), axis=axes)
 
     return f(x)
+
+
+#: up to this many positions per window, `max_first` finds the first maximum by one
+#: slice per position (elementwise: XLA fuses it with the pool); above, by an argmax
+SLICED_WINDOW = 16
+
+
+def _first_by_slices(x, axes: tuple[int, ...]):
+    """The mask of each window's first maximum: each position's slice against the
+    maximum, a position being the first when no earlier one was."""
+    top = jnp.max(x, axis=axes, keepdims=True)
+    seen, masks = None, []
+    for pos in itertools.product(*(range(x.shape[a]) for a in axes)):
+        s = x
+        for a, i in zip(axes, pos):
+            s = lax.slice_in_dim(s, i, i + 1, axis=a)
+        hit = s == top
+        masks.append(hit if seen is None else hit & ~seen)
+        seen = hit if seen is None else seen | hit
+    for a in reversed(axes):  # back to x's layout, the last axis's neighbours first
+        k = x.shape[a]
+        masks = [jnp.concatenate(masks[i:i + k], axis=a) for i in range(0, len(masks), k)]
+    return masks[0]
+
+
+def _first_by_argmax(x, axes: tuple[int, ...]):
+    """The same mask for a large window (a whole feature map): the window's axes moved
+    last and flattened, and `argmax` (the first maximum) compared with their positions."""
+    last = tuple(range(x.ndim - len(axes), x.ndim))
+    moved = jnp.moveaxis(x, axes, last)
+    flat = moved.reshape(*moved.shape[:x.ndim - len(axes)], -1)
+    where = jnp.argmax(flat, axis=-1)[..., None]
+    first = lax.broadcasted_iota(where.dtype, flat.shape, flat.ndim - 1) == where
+    return jnp.moveaxis(first.reshape(moved.shape), last, axes)
 
 
 def _max_first_lower(ctx, x, axis, keepdims):
