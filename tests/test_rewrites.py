@@ -321,8 +321,9 @@ def test_a_conv_fastest_forward_one_way_and_backward_another_takes_both(monkeypa
                 values_and_grads(CONVS, CONV_INPUTS, False))
 
 
-def test_a_lowering_must_name_known_forms():
-    bad = CONVS.replace("conv(x, 4, 3)", 'conv_lowered(x, 4, 3, lowering = "slices/im2col")')
+@pytest.mark.parametrize("lowering", ["slices/im2col", "slices/", "/xla", "a/b/c"])
+def test_a_lowering_must_name_known_forms(lowering):
+    bad = CONVS.replace("conv(x, 4, 3)", f'conv_lowered(x, 4, 3, lowering = "{lowering}")')
     with pytest.raises(GdlError, match="two of them as \"forward/gradient\""):
         loads(bad)
 

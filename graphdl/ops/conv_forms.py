@@ -93,8 +93,8 @@ CONV_LOWERINGS = {"xla": conv_by_xla, "eigen": conv_by_xla, "slices": conv_by_sl
 def parts(lowering: str) -> tuple[str, str]:
     """(forward, gradient) lowerings of `lowering`: "slices/eigen" -> ("slices", "eigen");
     "slices" -> ("slices", "slices")."""
-    fwd, _, grad = lowering.partition("/")
-    return fwd, grad or fwd
+    fwd, slash, grad = lowering.partition("/")
+    return fwd, grad if slash else fwd
 
 
 def conv_by(lowering: str):
