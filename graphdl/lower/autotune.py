@@ -87,17 +87,18 @@ def resolve(ir: IR, n: Node, kwargs: dict, timer: Timer | None = None) -> Node:
     entry = autotune.read_all().get(k) if k is not None else None
     op = REGISTRY[n.op]
     written = n.attrs["lowering"]
-    if entry is None and known and written == "auto" and autotune.measuring():
+    measured = entry is None and known and written == "auto" and autotune.measuring()
+    if measured:
         x = node(ir, n.inputs[n.args.index("x")])
         with jax.ensure_compile_time_eval():
             ms, grad = measure(n, kwargs, input_grad=x.op != "input",
                                timer=timer or best_times)
         entry = {"ms": ms, "grad": grad, "batch": int(shape[0])}
-        table = _table(op, entry)
+    table = _table(op, entry) if entry else {}
+    if measured:
         entry["pick"] = min((_best(t) for t in table.values()), key=lambda b: b[1],
                             default=("xla", 0.0))[0]
-        autotune.record(k, entry["pick"], ms, batch=entry["batch"], grad=grad)
-    table = _table(op, entry) if entry else {}
+        autotune.record(k, entry["pick"], entry["ms"], batch=entry["batch"], grad=entry["grad"])
     if not table or written not in ("auto", entry["pick"]):
         # written in the IR, or nothing measured: lowered as it is, voting its own time
         pick = written if written != "auto" else (entry["pick"] if entry else "xla")
@@ -133,8 +134,13 @@ def _best(times: dict[str, tuple[float, float | None]]) -> tuple[str, float]:
         return whole, times[whole][0]
     fwd = min(times, key=lambda name: times[name][0] - times[name][1])
     grad = min(times, key=lambda name: times[name][1])
-    ms = times[fwd][0] - times[fwd][1] + times[grad][1]
-    return (fwd if fwd == grad else f"{fwd}/{grad}"), ms
+    return (fwd if fwd == grad else f"{fwd}/{grad}"), _paired_ms(times, fwd, grad)
+
+
+def _paired_ms(times: dict[str, tuple[float, float | None]], fwd: str, grad: str) -> float:
+    """The milliseconds of `fwd`'s forward pass and `grad`'s gradients (each whole time
+    holds its own gradients' part)."""
+    return times[fwd][0] - times[fwd][1] + times[grad][1]
 
 
 def _option_sets(op: Op) -> dict[str, dict]:
@@ -208,7 +214,7 @@ def _vote_as_written(op: Op, pick: str, table: dict) -> None:
         if f == g:
             votes.append((_options_of(op, under), times[f][0]))
         elif times[f][1] is not None and times[g][1] is not None:
-            votes.append((_options_of(op, under), times[f][0] - times[f][1] + times[g][1]))
+            votes.append((_options_of(op, under), _paired_ms(times, f, g)))
     if len(votes) > 1 and all(options(op, p) is not None for p in (fwd, grad)):
         vote_options(votes)
 
@@ -230,14 +236,15 @@ def options(op: Op, lowering: str, platform: str | None = None) -> dict | None:
     """The XLA compile options that `lowering` of `op` (or both parts of a "F/G") needs
     on `platform` (default: JAX's backend), {} for none; None when it is no candidate
     there (`Op.extra["compile_options"]`, graphdl/ops/conv_forms.py)."""
+    platform = platform or jax.default_backend()
     needed: dict = {}
     for part in dict.fromkeys(parts(lowering)):
         by_platform = op.extra.get("compile_options", {}).get(part)
         if by_platform is None:
             continue
-        if by_platform.get(platform or jax.default_backend()) is None:
+        if by_platform.get(platform) is None:
             return None
-        needed.update(by_platform[platform or jax.default_backend()])
+        needed.update(by_platform[platform])
     return needed
 
 

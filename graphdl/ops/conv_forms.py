@@ -100,7 +100,7 @@ def parts(lowering: str) -> tuple[str, str]:
 def conv_by(lowering: str):
     """The function of `lowering` (a name of CONV_LOWERINGS, or "F/G")."""
     fwd, grad = parts(lowering)
-    if fwd == grad or CONV_LOWERINGS[fwd] is CONV_LOWERINGS[grad]:
+    if CONV_LOWERINGS[fwd] is CONV_LOWERINGS[grad]:  # one form, or "xla/eigen"
         return CONV_LOWERINGS[fwd]
     forward, gradient = CONV_LOWERINGS[fwd], CONV_LOWERINGS[grad]
 
